@@ -1,0 +1,147 @@
+"""The Ray Data graph: generate → clean → score → filter → dedup, as lazy datasets.
+
+Generation is its own phase because its results are checkpointed (see pipeline/checkpoint.py):
+the post-generation graph always reads the checkpoints, so a first run and a resumed run go
+through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from filters.clean import Cleaner
+from filters.exact_dedup import ExactHash, duplicates_to_drop
+from filters.repetition import RepetitionMetrics
+from filters.rules import SanityFilter, ThresholdFilter
+from filters.token_metrics import TokenMetrics
+from pipeline.stages import GenerateStage
+
+log = logging.getLogger(__name__)
+
+
+def _only_errors(batch: dict) -> dict:
+    keep = np.asarray(batch["finish_reason"], dtype=object) == "error"
+    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+
+
+def _only_ids(batch: dict, ids: frozenset) -> dict:
+    keep = np.array([i in ids for i in batch["id"]], dtype=bool)
+    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+
+
+def kept_rows(batch: dict) -> dict:
+    keep = np.asarray(batch["drop_reason"], dtype=object) == ""
+    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+
+
+def generate(todo: list[dict], teacher: dict, checkpoint_dir: Path, cluster: dict):
+    """Answer ``todo`` with an actor pool of teachers; return the (materialized) failed rows.
+
+    Successful rows go to checkpoint files, not into the returned dataset.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    ds = ray.data.from_arrow(pa.Table.from_pylist(todo))
+    ds = ds.map_batches(
+        GenerateStage,
+        fn_constructor_kwargs={"teacher": teacher, "checkpoint_dir": str(checkpoint_dir)},
+        batch_size=cluster["teacher_batch_size"],
+        compute=ActorPoolStrategy(size=cluster["teacher_actors"]),
+        num_gpus=cluster["teacher_gpus"] or None,
+        num_cpus=cluster["teacher_cpus"],
+    )
+    return ds.map_batches(_only_errors, batch_format="numpy").materialize()
+
+
+def generated(files: list[Path], plan_ids: frozenset, errors=None):
+    """The generated rows of this plan: checkpoints (and this run's failures) as one dataset."""
+    import ray
+
+    ds = ray.data.read_parquet([str(f) for f in files]) if files else None
+    if ds is not None:
+        ds = ds.map_batches(_only_ids, fn_kwargs={"ids": plan_ids}, batch_format="numpy")
+    if errors is not None and errors.count():
+        ds = errors if ds is None else ds.union(errors)
+    return ds
+
+
+def _call_stage(batch: dict, stage: type, kwargs: dict) -> dict:
+    return stage(**kwargs)(batch)
+
+
+def light(ds, stage: type, **kwargs):
+    """Run a stage with no heavy state as Ray tasks (built per batch) instead of an actor pool."""
+    return ds.map_batches(_call_stage, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_format="numpy")
+
+
+def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"):
+    """Clean, score and mark drops: every row stays, with ``drop_reason`` ("" = kept)."""
+    from ray.data import ActorPoolStrategy
+
+    ds = light(ds, Cleaner, truncated=filters["truncated"], text_column=text_column)
+    ds = ds.map_batches(
+        TokenMetrics,
+        fn_constructor_kwargs={
+            "tokenizer": filters["tokenizer"],
+            "text_column": text_column,
+            "cache_dir": filters.get("cache_dir"),
+        },
+        batch_size=cluster["scorer_batch_size"],
+        compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
+        batch_format="numpy",
+    )
+    ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
+    ds = light(ds, RepetitionMetrics, ngrams=tuple(sorted(ngram_bounds)), text_column=text_column)
+    ds = light(
+        ds,
+        SanityFilter,
+        drop_truncated=filters["truncated"] == "drop",
+        min_words=filters["min_words"],
+        max_dup_line_frac=filters["max_dup_line_frac"],
+        max_dup_ngram_frac=ngram_bounds,
+        text_column=text_column,
+    )
+    if filters.get("thresholds"):
+        ds = light(ds, ThresholdFilter, bounds={k: dict(v) for k, v in filters["thresholds"].items()})
+    return ds
+
+
+def exact_dedup(ds, text_column: str = "text"):
+    """Mark all but the smallest id of each group of identical (normalised) kept texts.
+
+    Groups are found with a Ray Data groupby (a distributed shuffle); only the ids of rows in
+    duplicated groups ever reach the driver.
+    """
+    ds = light(ds, ExactHash, text_column=text_column).materialize()
+    kept = ds.map_batches(kept_rows, batch_format="numpy")
+    counts = kept.groupby("text_hash").count()
+    repeated = {r["text_hash"] for r in counts.take_all() if r["count()"] > 1}
+    if not repeated:
+        return ds.map_batches(_mark_duplicates, fn_kwargs={"drop": {}}, batch_format="numpy")
+    rows = (
+        kept.map_batches(_in_hashes, fn_kwargs={"hashes": frozenset(repeated)}, batch_format="numpy")
+        .select_columns(["id", "text_hash"])
+        .take_all()
+    )
+    drop = duplicates_to_drop([r["id"] for r in rows], [int(r["text_hash"]) for r in rows])
+    log.info("exact dedup: %d duplicates in %d groups", len(drop), len(repeated))
+    return ds.map_batches(_mark_duplicates, fn_kwargs={"drop": drop}, batch_format="numpy")
+
+
+def _in_hashes(batch: dict, hashes: frozenset) -> dict:
+    keep = np.array([int(h) in hashes for h in batch["text_hash"]], dtype=bool)
+    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+
+
+def _mark_duplicates(batch: dict, drop: dict) -> dict:
+    reasons = np.asarray(batch["drop_reason"], dtype=object).copy()
+    duplicate_of = np.array([drop.get(i, "") for i in batch["id"]], dtype=object)
+    reasons[(reasons == "") & (duplicate_of != "")] = "exact_duplicate"
+    batch["drop_reason"] = reasons
+    batch["duplicate_of"] = duplicate_of
+    return batch

@@ -1,0 +1,40 @@
+"""Checks that run in the driver before Ray starts, so bad input fails fast with a one-line message."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from generators.errors import ConfigError
+from generators.models import resolve
+
+
+def writable_dir(path: str, key: str) -> Path:
+    """Create ``path`` if needed and prove it is writable; nothing in it is touched."""
+    out = Path(path).expanduser().resolve()
+    probe = out / f".litho-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{key}={path}: not writable ({exc.strerror}); choose a directory you can write to") from None
+    return out
+
+
+def validate_common(cfg: DictConfig) -> Path:
+    tokenizer = cfg.filters.get("tokenizer")
+    if tokenizer:
+        resolve(tokenizer, "filters.tokenizer", allow_network=bool(cfg.filters.get("allow_network", False)))
+    return writable_dir(cfg.output.dir, "output.dir")
+
+
+def validate_generate(cfg: DictConfig) -> None:
+    n = cfg.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise ConfigError(f"n={n}: the number of requests must be a positive integer, e.g. n=32")
+    model = cfg.teacher.get("model")
+    if model is not None:
+        resolve(model, "teacher.model", allow_network=bool(cfg.teacher.get("allow_network", False)))

@@ -1,0 +1,125 @@
+"""Parquet shards: deterministic names, written to a staging directory, then swapped in.
+
+A run writes every shard of its kept rows (and, optionally, of its rejected rows) under
+``<output.dir>/.litho/staging-*``. Only when all shards are written does it replace
+``data/`` and ``rejected/`` by renames, so readers never see half a dataset. If the new shards
+hold exactly what the current ones hold (same names and content digests), the finished shards
+are kept untouched: rerunning a config rewrites nothing.
+
+Rows go to split ``validation`` or ``train`` by a hash of their id, and to shard
+``hash(id) mod n_shards``; inside a shard rows are sorted by id. The same kept rows therefore
+always give byte-identical shards, whatever Ray's block layout was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+# Columns that only steer the pipeline; they never reach a kept shard.
+INTERNAL = ("_split", "_shard", "drop_reason", "duplicate_of", "error")
+
+
+def split_of(row_id: str, validation_fraction: float) -> str:
+    u = xxhash.xxh64_intdigest(row_id.encode(), seed=1) / 2**64
+    return "validation" if u < validation_fraction else "train"
+
+
+def shard_of(row_id: str, n_shards: int) -> int:
+    return xxhash.xxh64_intdigest(row_id.encode(), seed=2) % n_shards
+
+
+def _assign(batch: dict, split: str | None, validation_fraction: float) -> dict:
+    ids = [str(i) for i in batch["id"]]
+    batch["_split"] = np.array([split or split_of(i, validation_fraction) for i in ids], dtype=object)
+    return batch
+
+
+def _shard(batch: dict, n_shards: dict) -> dict:
+    batch["_shard"] = np.array(
+        [shard_of(str(i), n_shards[s]) for i, s in zip(batch["id"], batch["_split"])], dtype=np.int64
+    )
+    return batch
+
+
+def _write_group(table: pa.Table, directory: str, n_shards: dict, drop: tuple, metadata: dict) -> pa.Table:
+    split = table.column("_split")[0].as_py()
+    shard = table.column("_shard")[0].as_py()
+    table = table.sort_by("id").drop_columns([c for c in drop if c in table.column_names])
+    first = [c for c in ("id", "text") if c in table.column_names]
+    table = table.select(first + [c for c in table.column_names if c not in first])
+    table = table.replace_schema_metadata({b"litho": json.dumps(metadata).encode()})
+    name = f"{split}-{shard:05d}-of-{n_shards[split]:05d}.parquet"
+    path = Path(directory) / name
+    tmp = path.with_name(f".{name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    digest = xxhash.xxh3_64_hexdigest(path.read_bytes())
+    tokens = int(pa.compute.sum(table.column("n_tokens")).as_py() or 0) if "n_tokens" in table.column_names else 0
+    return pa.table({"file": [name], "split": [split], "rows": [table.num_rows], "tokens": [tokens],
+                     "bytes": [path.stat().st_size], "digest": [digest]})
+
+
+def write_shards(ds, directory: Path, rows: int, rows_per_shard: int, metadata: dict, split: str | None = None,
+                 validation_fraction: float = 0.0, drop: tuple = INTERNAL) -> list[dict]:
+    """Write the ``rows`` rows of ``ds`` as shards into ``directory``; return one summary per shard.
+
+    Shard counts follow from ``rows`` and the split's expected share, so no extra pass over the
+    data is needed to count splits; shards hold about ``rows_per_shard`` rows each.
+    """
+    if rows == 0:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    shares = {split: 1.0} if split else {"train": 1.0 - validation_fraction, "validation": validation_fraction}
+    n_shards = {s: max(1, math.ceil(rows * share / rows_per_shard)) for s, share in shares.items()}
+    ds = ds.map_batches(_assign, fn_kwargs={"split": split, "validation_fraction": validation_fraction},
+                        batch_format="numpy")
+    ds = ds.map_batches(_shard, fn_kwargs={"n_shards": n_shards}, batch_format="numpy")
+    written = ds.groupby(["_split", "_shard"]).map_groups(
+        _write_group,
+        fn_kwargs={"directory": str(directory), "n_shards": n_shards, "drop": drop, "metadata": metadata},
+        batch_format="pyarrow",
+    )
+    return sorted(written.take_all(), key=lambda r: r["file"])
+
+
+class Snapshot:
+    """Stages a new set of output folders and swaps them in atomically per folder."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.staging = out / ".litho" / f"staging-{uuid.uuid4().hex[:8]}"
+
+    def folder(self, name: str) -> Path:
+        return self.staging / name
+
+    def commit(self, names: tuple[str, ...], unchanged: bool) -> None:
+        """Replace ``out/<name>`` by the staged folder (or keep the old one when ``unchanged``)."""
+        if unchanged:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        trash = self.staging.with_name(self.staging.name + "-old")
+        trash.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            current, staged = self.out / name, self.staging / name
+            if current.exists():
+                os.replace(current, trash / name)
+            if staged.exists():
+                os.replace(staged, current)
+        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
