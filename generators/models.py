@@ -23,6 +23,8 @@ import os
 import shutil
 from pathlib import Path
 
+from generators.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 EMBEDDED = {
@@ -30,7 +32,7 @@ EMBEDDED = {
 }
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(ConfigError):
     """A model spec that names nothing loadable; the message names the config key and the fix."""
 
 
