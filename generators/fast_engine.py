@@ -26,6 +26,7 @@ import torch
 from generators.fast_graphs import GraphCache
 from generators.fast_model import SlotDecoder
 from generators.fast_sampling import SamplingMode, choose
+from generators.fast_state import RowState
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,7 @@ class FastEngine:
         self.max_batch, self.max_seq_len, self.prompt_bucket = max_batch, max_seq_len, prompt_bucket
         self.prefill_tokens, self.sync_every, self.refill = prefill_tokens, max(1, sync_every), refill
         self.graphs = GraphCache(self, enabled=use_cuda_graphs and self.dec.device.type == "cuda")
-        self.rows = self.width = 0
-        self.seen = self.noise = None
+        self.state: RowState | None = None
         self.stats: dict[str, int] = {}
 
     def generate(
@@ -108,39 +108,25 @@ class FastEngine:
             with torch.inference_mode():
                 length = max(len(prompts[i]) + limits[i] for i in valid)
                 slots = bucket(len(valid), self.max_batch)
-                self._prepare(slots, length, max(limits[i] for i in valid), eos_ids, seed)
-                self.scalars.copy_(torch.tensor([max(temperature, 1e-6), top_p, repetition_penalty]))
+                self._prepare(slots, length, max(limits[i] for i in valid), seed)
+                self.state.reset(eos_ids, temperature, top_p, repetition_penalty)
                 self._loop(prompts, limits, valid, slots, results, set(eos_ids), stop_fn, stop_window)
         self.stats["graphs"] = len(self.graphs)
         return results  # type: ignore[return-value]
 
-    def _prepare(self, slots: int, length: int, width: int, eos_ids: Sequence[int], seed: int) -> None:
-        dev, vocab = self.dec.device, self.dec.vocab_size
-        length = bucket(length, self.max_seq_len, floor=64)
-        moved = self.dec.allocate(slots, length)
-        need_seen, need_noise = (
-            self.mode.penalty and self.seen is None,
-            not self.mode.greedy and self.noise is None,
-        )
-        if moved or width > self.width or need_seen or need_noise:
-            rows, self.width = self.dec.rows, max(width, self.width)
-            self.cur_tok, self.pos, self.n_gen, self.limit = (
-                torch.zeros(rows, dtype=torch.long, device=dev) for _ in range(4)
+    def _prepare(self, slots: int, length: int, width: int, seed: int) -> None:
+        dev, mode = self.dec.device, self.mode
+        moved = self.dec.allocate(slots, bucket(length, self.max_seq_len, floor=64))
+        st = self.state
+        if moved or st is None or not st.fits(self.dec.rows, width, mode.penalty, not mode.greedy):
+            rows, width = self.dec.rows, max(width, st.width if st else 0)
+            penalty, sampling = (
+                mode.penalty or (st and st.seen is not None),
+                not mode.greedy or (st and st.noise is not None),
             )
-            self.done = torch.ones(rows, dtype=torch.bool, device=dev)
-            self.out = torch.zeros(rows, self.width, dtype=torch.long, device=dev)
-            self.ar = torch.arange(rows, device=dev)
-            self.is_eos = torch.zeros(vocab, dtype=torch.bool, device=dev)
-            self.scalars = torch.ones(3, device=dev)
-            if self.mode.penalty or self.seen is not None:
-                self.seen = torch.zeros(rows, vocab, dtype=torch.bool, device=dev)
-            if not self.mode.greedy or self.noise is not None:
-                self.noise = torch.ones(rows, vocab, device=dev)
+            self.state = None  # free the old buffers first
+            self.state = RowState(rows, width, self.dec.vocab_size, dev, bool(penalty), bool(sampling))
             self.graphs.clear()  # captured graphs point at the old buffers
-        self.done.fill_(True)
-        self.is_eos.zero_()
-        if eos_ids:
-            self.is_eos[torch.tensor(list(eos_ids), device=dev)] = True
         self.gen = torch.Generator(device=dev).manual_seed(seed)
 
     def _loop(self, prompts, limits, valid, slots, results, eos, stop_fn, stop_window) -> None:
@@ -149,27 +135,24 @@ class FastEngine:
         owner: dict[int, int] = {}  # slot -> request index
         steps: dict[int, int] = {}  # slot -> decode steps since its prefill
         while queue or owner:
+            # Refill in groups: every prefill is an eager forward that costs about one decode step.
             if queue and (not owner or (self.refill and len(free) >= min(len(queue), max(1, slots // 16)))):
-                self._admit(
-                    [queue.popleft() for _ in range(min(len(free), len(queue)))],
-                    free,
-                    owner,
-                    steps,
-                    prompts,
-                    limits,
-                )
-            left = min(limits[owner[s]] - 1 - steps[s] for s in owner)
-            chunk = min(self.sync_every, left)
+                admitted = [queue.popleft() for _ in range(min(len(free), len(queue)))]
+                for group in self._prefill_groups(admitted, prompts):
+                    chosen = [free.pop(0) for _ in group]
+                    self._prefill(group, chosen, prompts, limits)
+                    owner.update(zip(chosen, group, strict=True))
+                    steps.update(dict.fromkeys(chosen, 0))
+            # Run until the next row must end on length, at most sync_every steps: no step is wasted
+            # on rows whose end the host can predict.
+            chunk = min(self.sync_every, min(limits[owner[s]] - 1 - steps[s] for s in owner))
             if chunk > 0:
                 batch = bucket(max(owner) + 1, slots)
-                need = max(
-                    min(len(prompts[owner[s]]) + steps[s] + chunk, len(prompts[owner[s]]) + limits[owner[s]])
-                    for s in owner
-                )
-                kv_len = bucket(need, self.dec.length, floor=64)
+                ends = (len(prompts[owner[s]]) + min(steps[s] + chunk, limits[owner[s]]) for s in owner)
+                kv_len = bucket(max(ends), self.dec.length, floor=64)
                 for _ in range(chunk):
                     if not self.mode.greedy:
-                        self.noise[:batch].exponential_(generator=self.gen)
+                        self.state.noise[:batch].exponential_(generator=self.gen)
                     self.graphs.step(batch, kv_len)
                 for s in owner:
                     steps[s] += chunk
@@ -178,71 +161,64 @@ class FastEngine:
             if not queue and owner and bucket(len(owner), slots) < bucket(max(owner) + 1, slots):
                 self._compact(owner, steps, free)
 
-    def _admit(self, requests: list[int], free: list[int], owner, steps, prompts, limits) -> None:
-        dev = self.dec.device
-        i = 0
-        while i < len(requests):
-            width = min(
-                -(-len(prompts[requests[i]]) // self.prompt_bucket) * self.prompt_bucket, self.dec.length
-            )
-            group = [r for r in requests[i:] if len(prompts[r]) <= width][
-                : max(1, self.prefill_tokens // width)
-            ]
-            i += len(group)
-            chosen = [free.pop(0) for _ in group]
-            ids = torch.zeros(len(group), width, dtype=torch.long)
-            for row, r in enumerate(group):
-                ids[row, : len(prompts[r])] = torch.tensor(prompts[r])
-            ids, sl = ids.to(dev), torch.tensor(chosen, device=dev)
-            lens = torch.tensor([len(prompts[r]) for r in group], device=dev)
-            lim = torch.tensor([limits[r] for r in group], device=dev)
-            logits = self.dec.prefill(ids, lens, sl)
-            seen = None
-            if self.mode.penalty:
-                self.seen[sl] = False
-                rows = torch.tensor([row for row, r in enumerate(group) for _ in prompts[r]], device=dev)
-                self.seen[
-                    sl[rows], ids[rows, torch.cat([torch.arange(len(prompts[r])) for r in group]).to(dev)]
-                ] = True
-                seen = self.seen[sl]
-            noise = None if self.mode.greedy else torch.empty_like(logits).exponential_(generator=self.gen)
-            tok = choose(logits, self.mode, self.scalars, seen, noise)
-            if self.mode.penalty:
-                self.seen[sl, tok] = True
-            self.out[sl, 0], self.cur_tok[sl], self.pos[sl], self.limit[sl] = tok, tok, lens, lim
-            self.n_gen[sl] = 1
-            self.done[sl] = self.is_eos[tok] | (lim <= 1)
-            for s, r in zip(chosen, group, strict=True):
-                owner[s], steps[s] = r, 0
-            self.stats["prefills"] += 1
+    def _prefill_groups(self, requests: list[int], prompts) -> list[list[int]]:
+        """Split requests (sorted by length) into runs that share a padded length and a token budget."""
+        groups = []
+        for r in requests:
+            width = min(-(-len(prompts[r]) // self.prompt_bucket) * self.prompt_bucket, self.dec.length)
+            if groups and groups[-1][0] == width and (len(groups[-1][1]) + 1) * width <= self.prefill_tokens:
+                groups[-1][1].append(r)
+            else:
+                groups.append((width, [r]))
+        return [g for _, g in groups]
+
+    def _prefill(self, group: list[int], chosen: list[int], prompts, limits) -> None:
+        dev, st = self.dec.device, self.state
+        width = min(
+            -(-max(len(prompts[r]) for r in group) // self.prompt_bucket) * self.prompt_bucket,
+            self.dec.length,
+        )
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        for row, r in enumerate(group):
+            ids[row, : len(prompts[r])] = torch.tensor(prompts[r])
+        ids, slots = ids.to(dev), torch.tensor(chosen, device=dev)
+        lens = torch.tensor([len(prompts[r]) for r in group], device=dev)
+        logits = self.dec.prefill(ids, lens, slots)
+        seen = None
+        if self.mode.penalty:
+            st.seen[slots] = False
+            rows = [row for row, r in enumerate(group) for _ in prompts[r]]
+            cols = [c for r in group for c in range(len(prompts[r]))]
+            st.seen[slots[rows], ids[rows, cols]] = True
+            seen = st.seen[slots]
+        noise = None if self.mode.greedy else torch.empty_like(logits).exponential_(generator=self.gen)
+        first = choose(logits, self.mode, st.scalars, seen, noise)
+        st.start(slots, first, lens, torch.tensor([limits[r] for r in group], device=dev), self.mode.penalty)
+        self.stats["prefills"] += 1
 
     def _collect(self, owner, free, results, eos, stop_fn, stop_window) -> None:
         """One host sync: hand back finished rows, then end live rows whose tail hits a stop string."""
+        st, dev = self.state, self.dec.device
         self.stats["syncs"] += 1
         live = sorted(owner)
-        live_t = torch.tensor(live, device=self.dec.device)
-        done = self.done[live_t].tolist()
-        n_gen = self.n_gen[live_t].tolist()
+        live_t = torch.tensor(live, device=dev)
+        done, n_gen = st.done[live_t].tolist(), dict(zip(live, st.n_gen[live_t].tolist(), strict=True))
         finished = {s: "done" for s, d in zip(live, done, strict=True) if d}
-        if stop_fn is not None:
+        running = [s for s, d in zip(live, done, strict=True) if not d]
+        if stop_fn is not None and running:
             window = self.sync_every + stop_window
-            running = [j for j, d in enumerate(done) if not d]
-            if running:
-                idx = torch.tensor(running, device=self.dec.device)
-                cols = (
-                    self.n_gen[live_t[idx]][:, None] - window + torch.arange(window, device=self.dec.device)
-                ).clamp(min=0)
-                tails = self.out[live_t[idx]].gather(1, cols).tolist()
-                for j, tail in zip(running, tails, strict=True):
-                    if stop_fn(tail[window - min(window, n_gen[j]) :]):
-                        finished[live[j]] = "stop"
+            run_t = torch.tensor(running, device=dev)
+            cols = (st.n_gen[run_t][:, None] - window + torch.arange(window, device=dev)).clamp(min=0)
+            for s, tail in zip(running, st.out[run_t].gather(1, cols).tolist(), strict=True):
+                if stop_fn(tail[window - min(window, n_gen[s]) :]):
+                    finished[s] = "stop"
         if not finished:
             return
         slots = list(finished)
-        rows = self.out[torch.tensor(slots, device=self.dec.device)].tolist()
-        self.done[torch.tensor(slots, device=self.dec.device)] = True
-        for s, row in zip(slots, rows, strict=True):
-            tokens = row[: n_gen[live.index(s)]]
+        slots_t = torch.tensor(slots, device=dev)
+        st.done[slots_t] = True
+        for s, row in zip(slots, st.out[slots_t].tolist(), strict=True):
+            tokens = row[: n_gen[s]]
             if finished[s] == "stop":
                 results[owner[s]] = RowResult(tokens, "stop")
             elif tokens and tokens[-1] in eos:
@@ -259,19 +235,9 @@ class FastEngine:
         moves = list(zip(sorted(s for s in owner if s >= k), [s for s in free if s < k], strict=True))
         src = torch.tensor([m[0] for m in moves], device=self.dec.device)
         dst = torch.tensor([m[1] for m in moves], device=self.dec.device)
-        buffers = [
-            *self.dec.k,
-            *self.dec.v,
-            self.cur_tok,
-            self.pos,
-            self.n_gen,
-            self.limit,
-            self.done,
-            self.out,
-        ]
-        for buf in buffers + ([self.seen] if self.seen is not None else []):
+        for buf in [*self.dec.k, *self.dec.v, *self.state.per_row()]:
             buf[dst] = buf[src]
-        self.done[src] = True
+        self.state.done[src] = True
         for s, d in moves:
             owner[d], steps[d] = owner.pop(s), steps.pop(s)
             free.remove(d)
@@ -280,17 +246,8 @@ class FastEngine:
 
     def step(self, batch: int, kv_len: int) -> None:
         """One decode token for slots ``[0, batch)``; only device work, no host reads."""
-        logits = self.dec.decode(self.cur_tok[:batch], self.pos[:batch], kv_len)
-        seen = self.seen[:batch] if self.mode.penalty else None
-        noise = None if self.mode.greedy else self.noise[:batch]
-        tok = choose(logits, self.mode, self.scalars, seen, noise)
-        live, rows = ~self.done[:batch], self.ar[:batch]
-        col = self.n_gen[:batch].clamp(max=self.width - 1)
-        self.out[rows, col] = torch.where(live, tok, self.out[rows, col])
-        if self.mode.penalty:
-            self.seen[rows, tok] = self.seen[rows, tok] | live
-        advance = live.long()
-        self.n_gen[:batch] += advance
-        self.pos[:batch] += advance
-        self.done[:batch] |= live & (self.is_eos[tok] | (self.n_gen[:batch] >= self.limit[:batch]))
-        self.cur_tok[:batch] = torch.where(live, tok, self.cur_tok[:batch])
+        st, mode = self.state, self.mode
+        logits = self.dec.decode(st.cur_tok[:batch], st.pos[:batch], kv_len)
+        seen = st.seen[:batch] if mode.penalty else None
+        noise = None if mode.greedy else st.noise[:batch]
+        st.advance(batch, choose(logits, mode, st.scalars, seen, noise), mode.penalty)

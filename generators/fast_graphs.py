@@ -40,7 +40,15 @@ class GraphCache:
             self.engine.step(batch, kv_len)
             return
         key = (batch, kv_len, self.engine.mode)
-        graph = self.graphs.get(key) or self._capture(key)
+        graph = self.graphs.get(key)
+        if graph is None:
+            try:
+                graph = self._capture(key)
+            except RuntimeError as exc:  # a kernel that cannot be captured: decode eagerly, slower
+                log.warning("CUDA graph capture failed (%s); decoding without graphs", exc)
+                self.enabled = False
+                self.engine.step(batch, kv_len)
+                return
         graph.replay()
 
     def _capture(self, key: tuple) -> torch.cuda.CUDAGraph:
@@ -48,7 +56,7 @@ class GraphCache:
         e = self.engine
         # The warm-up step really runs (lazy kernel and cuBLAS setup must not happen during capture);
         # put back the row state it advanced. The KV entries it wrote are the ones the replay writes.
-        state = [e.cur_tok, e.pos, e.n_gen, e.done, e.out] + ([e.seen] if e.seen is not None else [])
+        state = e.state.per_row()
         saved = [t.clone() for t in state]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

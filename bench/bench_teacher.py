@@ -1,0 +1,185 @@
+"""Teacher decode speed: transformers ``generate()`` against the fast engine, same model, same run.
+
+No Ray, no Hydra: torch + transformers only, so it runs as is on a bare GPU machine. The model
+is the SmolLM2-135M shape with random weights (speed does not depend on the weights) unless
+``--model DIR`` names a real model directory. Every row decodes exactly ``--new-tokens`` tokens
+(EOS is ignored), so both sides do the same work; tok/s counts generated tokens over the wall
+time of the whole call, prefill included. Greedy agreement is the share of rows whose first 64
+generated tokens are identical on both sides (random bf16 weights have near-tied logits, so a
+real model agrees more).
+
+    python bench/bench_teacher.py                      # GPU: batches 64, 256, 1024
+    python bench/bench_teacher.py --quick              # CPU smoke run
+    python bench/bench_teacher.py --mixed 256          # continuous batching on/off, mixed lengths
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generators.fast_engine import FastEngine  # noqa: E402
+from generators.fast_random import random_model  # noqa: E402
+
+
+def load(args) -> torch.nn.Module:
+    dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    dtype = dtype or (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+    if args.model:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    else:
+        model = random_model(args.shape, seed=args.seed)
+    model = model.to(device=args.device, dtype=dtype).eval()
+    model.generation_config.eos_token_id = None  # fixed output length on both sides
+    return model
+
+
+def make_prompts(n: int, mean_len: int, vocab: int, seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(mean_len // 2, mean_len * 3 // 2 + 1, (n,), generator=g)
+    return [torch.randint(0, vocab, (int(k),), generator=g).tolist() for k in lens]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_hf(model, prompts: list[list[int]], new_tokens: int, device: str) -> tuple[float, list[list[int]]]:
+    width = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):  # left padding, as HFTeacher does
+        ids[i, width - len(p) :], mask[i, width - len(p) :] = torch.tensor(p), 1
+    ids, mask = ids.to(device), mask.to(device)
+    sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    sync(device)
+    return time.perf_counter() - start, out[:, width:].tolist()
+
+
+def run_fast(engine: FastEngine, prompts, new_tokens: int, device: str, limits=None) -> tuple[float, list]:
+    sync(device)
+    start = time.perf_counter()
+    results = engine.generate(prompts, limits or new_tokens)
+    sync(device)
+    return time.perf_counter() - start, [r.tokens for r in results]
+
+
+def agreement(a: list[list[int]], b: list[list[int]], n: int = 64) -> float:
+    return sum(x[:n] == y[:n] for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def compare(model, args) -> list[dict]:
+    rows = []
+    vocab = model.config.vocab_size
+    for batch in args.batches:
+        prompts = make_prompts(batch, args.prompt_len, vocab, args.seed + batch)
+        engine = FastEngine(
+            model,
+            max_batch=batch,
+            max_seq_len=2 * args.prompt_len + args.new_tokens,
+            use_cuda_graphs=not args.no_graphs,
+        )
+        run_fast(engine, prompts, args.new_tokens, args.device)  # warm-up: kernels, cuBLAS, graph capture
+        fast_s, fast_tokens = run_fast(engine, prompts, args.new_tokens, args.device)
+        run_hf(model, prompts[: min(batch, 8)], 4, args.device)  # warm-up
+        hf_s, hf_tokens = run_hf(model, prompts, args.new_tokens, args.device)
+        generated = batch * args.new_tokens
+        assert all(len(t) == args.new_tokens for t in fast_tokens), "fast rows must decode the fixed length"
+        rows.append(
+            dict(
+                batch=batch,
+                hf_tok_s=generated / hf_s,
+                hf_ms_step=1000 * hf_s / args.new_tokens,
+                fast_tok_s=generated / fast_s,
+                fast_ms_step=1000 * fast_s / args.new_tokens,
+                ratio=hf_s / fast_s,
+                greedy_agree_64=agreement(hf_tokens, fast_tokens, min(64, args.new_tokens)),
+                graphs=engine.stats["graphs"],
+            )
+        )
+        print_row(rows[-1])
+    return rows
+
+
+def mixed(model, args) -> list[dict]:
+    """Four times more requests than slots, output lengths uniform in [16, new_tokens]."""
+    batch, rows = args.mixed, []
+    n = 4 * batch
+    prompts = make_prompts(n, args.prompt_len, model.config.vocab_size, args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    limits = torch.randint(min(16, args.new_tokens), args.new_tokens + 1, (n,), generator=g).tolist()
+    for refill in (False, True):
+        engine = FastEngine(model, max_batch=batch, max_seq_len=2 * args.prompt_len + args.new_tokens, refill=refill,
+                            use_cuda_graphs=not args.no_graphs)  # fmt: skip
+        run_fast(engine, prompts, args.new_tokens, args.device, limits)  # warm-up
+        seconds, _ = run_fast(engine, prompts, args.new_tokens, args.device, limits)
+        rows.append(dict(refill=refill, requests=n, slots=batch, tok_s=sum(limits) / seconds, seconds=seconds,
+                         steps=engine.stats["steps"], prefills=engine.stats["prefills"]))  # fmt: skip
+        print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
+    return rows
+
+
+def print_row(r: dict) -> None:
+    print(
+        f"{r['batch']:>6} {r['hf_tok_s']:>11,.0f} {r['hf_ms_step']:>9.2f} {r['fast_tok_s']:>11,.0f} "
+        f"{r['fast_ms_step']:>9.2f} {r['ratio']:>7.1f}x {r['greedy_agree_64']:>8.1%} {r['graphs']:>6}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", default="64,256,1024", help="comma-separated batch sizes")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens decoded per row (EOS ignored)")
+    parser.add_argument("--prompt-len", type=int, default=32, help="mean prompt length (uniform +-50%%)")
+    parser.add_argument("--shape", default="smollm2-135m", help="random-weight shape from fast_random.SHAPES")
+    parser.add_argument("--model", default=None, help="a real model directory instead of random weights")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--no-graphs", action="store_true", help="fast engine without CUDA graphs")
+    parser.add_argument("--mixed", type=int, default=0, help="also time refill on/off with this many slots")
+    parser.add_argument("--quick", action="store_true", help="CPU smoke run: batches 2,4; 8 new tokens")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    if args.quick:
+        args.batches, args.new_tokens, args.prompt_len = "2,4", 8, 16
+    args.batches = [int(b) for b in args.batches.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load(args)
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    print(f"# {args.model or args.shape} on {name}, {next(model.parameters()).dtype}, torch {torch.__version__}, "
+          f"{args.new_tokens} new tokens, prompts ~{args.prompt_len}")  # fmt: skip
+    print(f"{'batch':>6} {'hf tok/s':>11} {'hf ms/st':>9} {'fast tok/s':>11} {'fast ms/st':>9} {'ratio':>8} "
+          f"{'agree64':>8} {'graphs':>6}")  # fmt: skip
+    results = {"args": vars(args), "device": name, "compare": compare(model, args)}
+    if args.mixed:
+        results["mixed"] = mixed(model, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
