@@ -8,8 +8,9 @@ that building a plan or a config never pays for them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 FINISH_STOP = "stop"  # the model ended the text (EOS or a stop string)
 FINISH_LENGTH = "length"  # max_new_tokens was reached: the text may be cut mid-sentence

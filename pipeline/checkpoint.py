@@ -17,10 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+# Teacher keys that change how fast texts are made, not which texts: they keep the cache valid.
+OPERATIONAL_KEYS = {"device", "dtype", "batch_size", "threads", "cache_dir", "allow_network", "max_concurrency",
+                    "timeout_s", "max_retries", "use_cuda_graphs", "max_batch"}
+
 
 def teacher_fingerprint(teacher_cfg: dict) -> str:
-    """Hash of what changes the texts (model and sampling), not of how they are computed."""
-    keep = {k: teacher_cfg.get(k) for k in ("_target_", "model", "name", "sampling", "base_url", "endpoint")}
+    """Hash of the teacher config minus operational keys: another model or sampling = other texts."""
+    keep = {k: v for k, v in teacher_cfg.items() if k not in OPERATIONAL_KEYS}
     return xxhash.xxh3_64_hexdigest(json.dumps(keep, sort_keys=True, default=str).encode())
 
 

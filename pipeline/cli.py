@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from generators.errors import ConfigError
 
@@ -25,10 +25,22 @@ def report_and_exit(work: Callable[[], dict], cfg) -> None:
     logging.getLogger().setLevel(logging.INFO)
     try:
         manifest = work()
-    except ConfigError as exc:
-        print(f"litho: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        cause = _config_error(exc)
+        if cause is None:
+            raise
+        print(f"litho: error: {cause}", file=sys.stderr)
         sys.exit(2)
     print(summary_table(manifest))
+
+
+def _config_error(exc: BaseException | None) -> ConfigError | None:
+    """The user-caused error behind ``exc``, also when hydra's instantiate wrapped it."""
+    while exc is not None:
+        if isinstance(exc, ConfigError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def summary_table(manifest: dict) -> str:
@@ -69,3 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.argv = [f"litho {command}", *argv]
     app()
+
+
+if __name__ == "__main__":
+    main()

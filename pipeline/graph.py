@@ -33,11 +33,6 @@ def _only_ids(batch: dict, ids: frozenset) -> dict:
     return {k: np.asarray(v)[keep] for k, v in batch.items()}
 
 
-def kept_rows(batch: dict) -> dict:
-    keep = np.asarray(batch["drop_reason"], dtype=object) == ""
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}
-
-
 def generate(todo: list[dict], teacher: dict, checkpoint_dir: Path, cluster: dict):
     """Answer ``todo`` with an actor pool of teachers; return the (materialized) failed rows.
 
@@ -111,31 +106,27 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
     return ds
 
 
+def pull(ds, columns: list[str]) -> pa.Table:
+    """Bring a few narrow columns of a materialized dataset to the driver (no text)."""
+    import ray
+
+    return pa.concat_tables(ray.get(ds.select_columns(columns).to_arrow_refs()))
+
+
 def exact_dedup(ds, text_column: str = "text"):
     """Mark all but the smallest id of each group of identical (normalised) kept texts.
 
-    Groups are found with a Ray Data groupby (a distributed shuffle); only the ids of rows in
-    duplicated groups ever reach the driver.
+    Only ids, 8-byte hashes and drop reasons reach the driver (about 40 bytes a row), which
+    groups them in one pass; the marks go back out with a map over the blocks.
     """
     ds = light(ds, ExactHash, text_column=text_column).materialize()
-    kept = ds.map_batches(kept_rows, batch_format="numpy")
-    counts = kept.groupby("text_hash").count()
-    repeated = {r["text_hash"] for r in counts.take_all() if r["count()"] > 1}
-    if not repeated:
-        return ds.map_batches(_mark_duplicates, fn_kwargs={"drop": {}}, batch_format="numpy")
-    rows = (
-        kept.map_batches(_in_hashes, fn_kwargs={"hashes": frozenset(repeated)}, batch_format="numpy")
-        .select_columns(["id", "text_hash"])
-        .take_all()
-    )
-    drop = duplicates_to_drop([r["id"] for r in rows], [int(r["text_hash"]) for r in rows])
-    log.info("exact dedup: %d duplicates in %d groups", len(drop), len(repeated))
+    table = pull(ds, ["id", "text_hash", "drop_reason"])
+    kept = np.asarray(table.column("drop_reason").to_pylist(), dtype=object) == ""
+    ids = np.asarray(table.column("id").to_pylist(), dtype=object)[kept]
+    hashes = table.column("text_hash").to_numpy()[kept]
+    drop = duplicates_to_drop(list(ids), [int(h) for h in hashes])
+    log.info("exact dedup: %d duplicates", len(drop))
     return ds.map_batches(_mark_duplicates, fn_kwargs={"drop": drop}, batch_format="numpy")
-
-
-def _in_hashes(batch: dict, hashes: frozenset) -> dict:
-    keep = np.array([int(h) in hashes for h in batch["text_hash"]], dtype=bool)
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}
 
 
 def _mark_duplicates(batch: dict, drop: dict) -> dict:

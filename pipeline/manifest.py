@@ -1,10 +1,16 @@
-"""The run's accounting: counts by stage and drop reason, token totals, score summaries."""
+"""The run's accounting: counts by drop reason, token totals, score summaries.
+
+Computed in the driver from narrow columns (ids, reasons, numeric scores) pulled once from the
+materialized dataset: 8 bytes per row per score, never the texts.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+import pyarrow as pa
 
 # Numeric columns that describe the request or the bookkeeping, not the text's quality.
 NOT_SCORES = {"variant", "prompt_tokens", "text_hash", "_shard"}
@@ -17,15 +23,7 @@ def litho_version() -> str:
         return "0+unknown"
 
 
-def drop_counts(ds) -> dict[str, int]:
-    """Rows per drop reason ("" = kept) with one groupby."""
-    rows = ds.groupby("drop_reason").count().take_all()
-    return {r["drop_reason"]: int(r["count()"]) for r in rows}
-
-
-def score_columns(schema) -> list[str]:
-    import pyarrow as pa
-
+def score_columns(schema: pa.Schema) -> list[str]:
     return [
         name
         for name, dtype in zip(schema.names, schema.types)
@@ -50,17 +48,13 @@ def summarize(values: np.ndarray) -> dict:
     }
 
 
-def score_summaries(kept) -> dict[str, dict]:
-    """Summary statistics of every score column over the kept rows.
-
-    Only the numeric score columns travel to the driver (8 bytes per row per score).
-    """
-    columns = score_columns(kept.schema().base_schema) if kept.count() else []
-    if not columns:
-        return {}
-    table = kept.select_columns(columns).to_arrow_refs()
-    import pyarrow as pa
-    import ray
-
-    merged = pa.concat_tables(ray.get(table))
-    return {c: summarize(merged.column(c).to_numpy(zero_copy_only=False).astype(float)) for c in columns}
+def account(table: pa.Table) -> tuple[dict[str, int], dict[str, dict]]:
+    """Rows per drop reason ("" = kept) and summaries of every score column over the kept rows."""
+    reasons = table.column("drop_reason").to_pylist()
+    counts = dict(Counter(reasons))
+    kept = np.asarray(reasons, dtype=object) == ""
+    summaries = {
+        c: summarize(table.column(c).to_numpy(zero_copy_only=False).astype(float)[kept])
+        for c in score_columns(table.schema)
+    }
+    return counts, summaries

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -10,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from filters.token_metrics import VERSION as TOKEN_METRICS_VERSION
 from pipeline import graph
-from pipeline.manifest import drop_counts, litho_version, score_summaries
-from pipeline.writer import Snapshot, write_json, write_shards
+from pipeline.manifest import account, litho_version, score_columns
+from pipeline.writer import Snapshot, plan_shards, write_json, write_shards
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +24,16 @@ def process(ds, cfg: DictConfig, text_column: str = "text", score: bool = True, 
     if score:
         ds = graph.score_and_filter(ds, filters, cluster, text_column)
     elif "drop_reason" not in ds.schema().names:
-        ds = graph.light(ds, _no_drop)
+        ds = ds.map_batches(_no_drop, batch_format="numpy")
     if dedup and cfg.dedup.exact:
         ds = graph.exact_dedup(ds, text_column)
     return ds
 
 
-def _no_drop():
-    return lambda batch: {**batch, "drop_reason": [""] * len(next(iter(batch.values())))}
+def _no_drop(batch: dict) -> dict:
+    import numpy as np
+
+    return {**batch, "drop_reason": np.full(len(next(iter(batch.values()))), "", dtype=object)}
 
 
 def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, started: float, source: str,
@@ -40,37 +43,34 @@ def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, star
     ds = process(ds, cfg, text_column, score, dedup).materialize()
     timings["score_filter_dedup_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    reasons = drop_counts(ds)
-    kept = ds.map_batches(graph.kept_rows, batch_format="numpy").materialize()
+    numeric = score_columns(ds.schema().base_schema)
+    table = graph.pull(ds, ["id", "drop_reason", *numeric])
+    reasons, scores = account(table)
+    kept_rows = reasons.get("", 0)
     metadata = {
         "litho_version": litho_version(),
         "source": source,
         "scores": [TOKEN_METRICS_VERSION, "repetition_v1"] if score else [],
     }
+    n_shards = plan_shards(table.column("id").to_pylist(), table.column("drop_reason").to_pylist(),
+                           int(cfg.output.rows_per_shard), float(cfg.output.validation_fraction),
+                           bool(cfg.output.write_rejected))
     snapshot = Snapshot(out)
-    kept_rows = reasons.get("", 0)
-    dropped_rows = sum(reasons.values()) - kept_rows
-    rows_per_shard = int(cfg.output.rows_per_shard)
-    shards = write_shards(kept, snapshot.folder("data"), kept_rows, rows_per_shard, metadata,
-                          validation_fraction=float(cfg.output.validation_fraction))
-    rejected = []
-    if cfg.output.write_rejected and dropped_rows:
-        dropped = ds.map_batches(_dropped_rows, batch_format="numpy")
-        rejected = write_shards(dropped, snapshot.folder("rejected"), dropped_rows, rows_per_shard, metadata,
-                                split="rejected", drop=("_split", "_shard"))
+    written = write_shards(ds, snapshot.staging, n_shards, metadata, float(cfg.output.validation_fraction))
+    shards = [s for s in written if s["split"] != "rejected"]
+    rejected = [s for s in written if s["split"] == "rejected"]
     previous = _previous_manifest(out)
     unchanged = previous is not None and _same_files(previous, shards, rejected, out)
     snapshot.commit(("data", "rejected"), unchanged)
     timings["write_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
-    scores = score_summaries(kept) if kept_rows else {}
     manifest = {
         "litho_version": litho_version(),
         "output_dir": str(out),
-        "counts": {**counts, "rows_in": sum(reasons.values()), "kept": kept_rows, "dropped": dropped_rows},
+        "counts": {**counts, "rows_in": table.num_rows, "kept": kept_rows, "dropped": table.num_rows - kept_rows},
         "dropped_by_reason": {k: v for k, v in sorted(reasons.items()) if k},
         "tokens": {
-            "kept_target_tokens": sum(s["tokens"] for s in shards),
+            "kept_target_tokens": int(scores.get("n_tokens", {}).get("sum", 0)),
             "teacher_completion_tokens": int(scores.pop("completion_tokens", {}).get("sum", 0)),
         },
         "scores": scores,
@@ -85,16 +85,7 @@ def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, star
     return manifest
 
 
-def _dropped_rows(batch: dict) -> dict:
-    import numpy as np
-
-    keep = np.asarray(batch["drop_reason"], dtype=object) != ""
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}
-
-
 def _previous_manifest(out: Path) -> dict | None:
-    import json
-
     path = out / "manifest.json"
     try:
         return json.loads(path.read_text())

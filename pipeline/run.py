@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -31,8 +30,8 @@ def run(cfg: DictConfig) -> dict:
     from pipeline.outputs import finish_run
 
     started = time.perf_counter()
+    validate_generate(cfg)  # first: the tokenizer defaults to the teacher's model
     out = validate_common(cfg)
-    validate_generate(cfg)
     generator = instantiate(cfg.generator, _convert_="all")
     plan = generator.plan(int(cfg.n), int(cfg.seed))
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)

@@ -29,7 +29,9 @@ import xxhash
 INTERNAL = ("_split", "_shard", "drop_reason", "duplicate_of", "error")
 
 
-def split_of(row_id: str, validation_fraction: float) -> str:
+def split_of(row_id: str, drop_reason: str, validation_fraction: float) -> str:
+    if drop_reason:
+        return "rejected"
     u = xxhash.xxh64_intdigest(row_id.encode(), seed=1) / 2**64
     return "validation" if u < validation_fraction else "train"
 
@@ -38,28 +40,41 @@ def shard_of(row_id: str, n_shards: int) -> int:
     return xxhash.xxh64_intdigest(row_id.encode(), seed=2) % n_shards
 
 
-def _assign(batch: dict, split: str | None, validation_fraction: float) -> dict:
+def plan_shards(ids: list[str], reasons: list[str], rows_per_shard: int, validation_fraction: float,
+                write_rejected: bool) -> dict[str, int]:
+    """Shards per split, from the exact row count of each split (ids and reasons are in the driver)."""
+    counts: dict[str, int] = {}
+    for row_id, reason in zip(ids, reasons):
+        split = split_of(row_id, reason, validation_fraction)
+        counts[split] = counts.get(split, 0) + 1
+    if not write_rejected:
+        counts.pop("rejected", None)
+    return {split: max(1, math.ceil(n / rows_per_shard)) for split, n in counts.items()}
+
+
+def _assign(batch: dict, n_shards: dict, validation_fraction: float) -> dict:
     ids = [str(i) for i in batch["id"]]
-    batch["_split"] = np.array([split or split_of(i, validation_fraction) for i in ids], dtype=object)
+    splits = [split_of(i, str(r), validation_fraction) for i, r in zip(ids, batch["drop_reason"])]
+    keep = np.array([s in n_shards for s in splits], dtype=bool)
+    batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
+    batch["_split"] = np.array([s for s, k in zip(splits, keep) if k], dtype=object)
+    batch["_shard"] = np.array([shard_of(i, n_shards[s]) for i, s in zip(batch["id"], batch["_split"])],
+                               dtype=np.int64)
     return batch
 
 
-def _shard(batch: dict, n_shards: dict) -> dict:
-    batch["_shard"] = np.array(
-        [shard_of(str(i), n_shards[s]) for i, s in zip(batch["id"], batch["_split"])], dtype=np.int64
-    )
-    return batch
-
-
-def _write_group(table: pa.Table, directory: str, n_shards: dict, drop: tuple, metadata: dict) -> pa.Table:
+def _write_group(table: pa.Table, directory: str, n_shards: dict, metadata: dict) -> pa.Table:
     split = table.column("_split")[0].as_py()
     shard = table.column("_shard")[0].as_py()
+    # Kept rows lose the bookkeeping columns; rejected rows keep why they were dropped.
+    drop = ("_split", "_shard") if split == "rejected" else INTERNAL
     table = table.sort_by("id").drop_columns([c for c in drop if c in table.column_names])
     first = [c for c in ("id", "text") if c in table.column_names]
     table = table.select(first + [c for c in table.column_names if c not in first])
     table = table.replace_schema_metadata({b"litho": json.dumps(metadata).encode()})
     name = f"{split}-{shard:05d}-of-{n_shards[split]:05d}.parquet"
-    path = Path(directory) / name
+    path = Path(directory) / ("rejected" if split == "rejected" else "data") / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{name}.tmp")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
@@ -69,24 +84,19 @@ def _write_group(table: pa.Table, directory: str, n_shards: dict, drop: tuple, m
                      "bytes": [path.stat().st_size], "digest": [digest]})
 
 
-def write_shards(ds, directory: Path, rows: int, rows_per_shard: int, metadata: dict, split: str | None = None,
-                 validation_fraction: float = 0.0, drop: tuple = INTERNAL) -> list[dict]:
-    """Write the ``rows`` rows of ``ds`` as shards into ``directory``; return one summary per shard.
+def write_shards(ds, directory: Path, n_shards: dict[str, int], metadata: dict,
+                 validation_fraction: float = 0.0) -> list[dict]:
+    """Write kept rows to ``directory/data`` and dropped rows to ``directory/rejected`` in one shuffle.
 
-    Shard counts follow from ``rows`` and the split's expected share, so no extra pass over the
-    data is needed to count splits; shards hold about ``rows_per_shard`` rows each.
+    Returns one summary dict per shard, sorted by file name.
     """
-    if rows == 0:
+    if not n_shards:
         return []
-    directory.mkdir(parents=True, exist_ok=True)
-    shares = {split: 1.0} if split else {"train": 1.0 - validation_fraction, "validation": validation_fraction}
-    n_shards = {s: max(1, math.ceil(rows * share / rows_per_shard)) for s, share in shares.items()}
-    ds = ds.map_batches(_assign, fn_kwargs={"split": split, "validation_fraction": validation_fraction},
+    ds = ds.map_batches(_assign, fn_kwargs={"n_shards": n_shards, "validation_fraction": validation_fraction},
                         batch_format="numpy")
-    ds = ds.map_batches(_shard, fn_kwargs={"n_shards": n_shards}, batch_format="numpy")
     written = ds.groupby(["_split", "_shard"]).map_groups(
         _write_group,
-        fn_kwargs={"directory": str(directory), "n_shards": n_shards, "drop": drop, "metadata": metadata},
+        fn_kwargs={"directory": str(directory), "n_shards": n_shards, "metadata": metadata},
         batch_format="pyarrow",
     )
     return sorted(written.take_all(), key=lambda r: r["file"])
@@ -98,9 +108,6 @@ class Snapshot:
     def __init__(self, out: Path):
         self.out = out
         self.staging = out / ".litho" / f"staging-{uuid.uuid4().hex[:8]}"
-
-    def folder(self, name: str) -> Path:
-        return self.staging / name
 
     def commit(self, names: tuple[str, ...], unchanged: bool) -> None:
         """Replace ``out/<name>`` by the staged folder (or keep the old one when ``unchanged``)."""

@@ -1,0 +1,42 @@
+"""Shared fixtures: real English text from this machine, and the repo root on sys.path."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _man_page_text(limit: int = 20) -> list[str]:
+    """Plain text of a few man pages (roff requests stripped); nobody here wrote these."""
+    texts = []
+    for path in sorted(Path("/usr/share/man/man1").glob("*.gz"))[:200]:
+        raw = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
+        lines = [re.sub(r"\\f[BIRP]|\\-|\\\(..|\\&", "", ln) for ln in raw.splitlines() if not ln.startswith((".", "'"))]
+        text = " ".join(ln.strip() for ln in lines if ln.strip())
+        if len(text.split()) > 150:
+            texts.append(text)
+        if len(texts) >= limit:
+            break
+    return texts
+
+
+@pytest.fixture(scope="session")
+def real_texts() -> list[str]:
+    """Real English paragraphs: Python's pydoc topics, then man pages."""
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in sorted(topics) if len(topics[k].split()) > 150][:20]
+    texts += _man_page_text()
+    assert len(texts) >= 10, "expected pydoc_data and man pages on this machine"
+    return texts

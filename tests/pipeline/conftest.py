@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray instance per test module; litho's run() reuses an initialised Ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}})
+    yield ray
+    ray.shutdown()
+
+
+def compose(*overrides: str, config_name: str = "config"):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="conf", version_base=None):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))

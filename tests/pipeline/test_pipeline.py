@@ -1,0 +1,93 @@
+"""End-to-end runs on Ray with the dummy teacher: accounting, shards, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from omegaconf import OmegaConf
+
+from filters.exact_dedup import normalize
+from tests.pipeline.conftest import compose
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp: Path, *overrides: str) -> dict:
+    from pipeline.run import run
+
+    return run(compose("teacher=dummy", f"output.dir={tmp}", *overrides))
+
+
+def _rows(folder: Path) -> list[dict]:
+    return [row for f in sorted(folder.glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+
+
+def test_every_row_is_accounted_for(ray_session, tmp_path):
+    manifest = _run(tmp_path, "n=80", "teacher.error_rate=0.1", "teacher.truncate_rate=0.1",
+                    "teacher.duplicate_rate=0.15", "filters.truncated=drop", "output.validation_fraction=0.2")
+    counts, reasons = manifest["counts"], manifest["dropped_by_reason"]
+    assert counts["planned"] == 80 == counts["rows_in"] == counts["kept"] + counts["dropped"]
+    assert {"teacher_error", "truncated", "exact_duplicate"} <= set(reasons)
+    assert counts["teacher_errors"] == reasons["teacher_error"]
+
+    kept = _rows(tmp_path / "data")
+    rejected = _rows(tmp_path / "rejected")
+    assert len(kept) == counts["kept"] == sum(s["rows"] for s in manifest["shards"])
+    assert len(rejected) == counts["dropped"]
+    assert {s["split"] for s in manifest["shards"]} == {"train", "validation"}
+    assert len({r["id"] for r in kept + rejected}) == 80
+    assert len({normalize(r["text"]) for r in kept}) == len(kept)
+    assert all(r["duplicate_of"] in {k["id"] for k in kept} for r in rejected if r["drop_reason"] == "exact_duplicate")
+    assert manifest["tokens"]["kept_target_tokens"] == sum(r["n_tokens"] for r in kept)
+    assert set(kept[0]) >= {"id", "text", "topic", "format", "audience", "teacher", "sampling", "n_tokens",
+                            "chars_per_token", "bytes_per_token", "fertility"}
+    assert "drop_reason" not in kept[0]
+    saved = OmegaConf.load(tmp_path / "config.yaml")
+    assert saved.n == 80 and saved.teacher._target_ == "generators.dummy.DummyTeacher"
+    assert json.loads((tmp_path / "manifest.json").read_text())["counts"] == counts
+
+    from datasets import load_dataset
+
+    loaded = load_dataset("parquet", data_dir=str(tmp_path / "data"))
+    assert sum(len(split) for split in loaded.values()) == counts["kept"]
+
+
+def test_rerun_reuses_generations_and_rewrites_nothing(ray_session, tmp_path):
+    first = _run(tmp_path, "n=30", "teacher.duplicate_rate=0.1")
+    shard = tmp_path / "data" / first["shards"][0]["file"]
+    mtime = shard.stat().st_mtime_ns
+    second = _run(tmp_path, "n=30", "teacher.duplicate_rate=0.1")
+    assert second["counts"]["reused"] == 30 and second["counts"]["generated"] == 0
+    assert second["shards_unchanged"] and shard.stat().st_mtime_ns == mtime
+    assert second["counts"]["kept"] == first["counts"]["kept"]
+
+
+def test_interrupted_run_resumes_only_missing_batches(ray_session, tmp_path):
+    _run(tmp_path, "n=40", "cluster.teacher_batch_size=10")
+    checkpoints = sorted((tmp_path / ".litho" / "generations").glob("*/gen-*.parquet"))
+    assert len(checkpoints) == 4
+    lost = sum(pq.read_metadata(p).num_rows for p in checkpoints[:2])
+    for path in checkpoints[:2]:  # as if the run died before these batches finished
+        path.unlink()
+    manifest = _run(tmp_path, "n=40", "cluster.teacher_batch_size=10")
+    assert manifest["counts"]["generated"] == lost and manifest["counts"]["reused"] == 40 - lost
+    ids = [r["id"] for r in _rows(tmp_path / "data")]
+    assert len(ids) == len(set(ids)) == manifest["counts"]["kept"]
+
+
+def test_growing_the_plan_generates_only_new_requests(ray_session, tmp_path):
+    _run(tmp_path, "n=20")
+    manifest = _run(tmp_path, "n=35")
+    assert manifest["counts"]["reused"] == 20 and manifest["counts"]["generated"] == 15
+    ids = [r["id"] for r in _rows(tmp_path / "data")]
+    assert len(ids) == len(set(ids)) == 35
+
+
+def test_another_teacher_does_not_reuse_texts(ray_session, tmp_path):
+    _run(tmp_path, "n=10")
+    manifest = _run(tmp_path, "n=10", "teacher.words=60")
+    assert manifest["counts"]["generated"] == 10
+    assert len(list((tmp_path / ".litho" / "generations").iterdir())) == 2
