@@ -184,3 +184,15 @@ def test_cuda_graph_replay_equals_eager():
         b = eager.generate(prompts(), [5, 9, 30, 2, 17, 8, 40, 3, 12], **sampling)
         assert [r.tokens for r in a] == [r.tokens for r in b]
     assert graphs.stats["graphs"] > 0
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_greedy_matches_hf_teacher():
+    sampling = dict(max_new_tokens=48, temperature=0.0)
+    requests = [Request(f"s{i}", ({"role": "user", "content": q},)) for i, q in enumerate(QUESTIONS[:3])]
+    fast = FastTeacher("embedded:smollm2", device="cpu", sampling=sampling, max_batch=2)
+    want = HFTeacher("embedded:smollm2", device="cpu", batch_size=1, sampling=sampling).generate(requests)
+    assert fast.backend == "fast"
+    assert [(c.text, c.finish_reason) for c in fast.generate(requests)] == [
+        (c.text, c.finish_reason) for c in want
+    ]
