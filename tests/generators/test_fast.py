@@ -172,6 +172,23 @@ def test_unsupported_architecture_falls_back_to_hf(tmp_path, caplog):
     assert [c.finish_reason for c in got] != [FINISH_ERROR] * 2
 
 
+@pytest.mark.parametrize("shape", ["tiny-llama", "tiny-qwen2"])
+def test_decode_step_reads_no_values_on_the_host(shape):
+    """CUDA-graph safety checked on CPU: the step runs on meta tensors, which hold no values, so any
+    ``.item()``, ``.tolist()`` or data-dependent shape in it would raise here."""
+    from generators.fast_sampling import SamplingMode
+    from generators.fast_state import RowState
+
+    engine = FastEngine(random_model(shape, vocab_size=384).to("meta"), max_batch=8)
+    with torch.inference_mode():
+        engine.dec.allocate(8, 128)
+        for mode in (SamplingMode.of(0.0, 0, 1.0, 1.0), SamplingMode.of(0.7, 50, 0.9, 1.2)):
+            engine.mode = mode
+            engine.state = RowState(8, 32, 384, torch.device("meta"), mode.penalty, not mode.greedy)
+            engine.step(8, 64)
+            assert engine.state.out.is_meta
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_replay_equals_eager():
