@@ -73,6 +73,8 @@ def near_dedup_dataset(ds, cfg, *, text_column: str = "text", id_column: str = "
         id_column: Column holding the unique row id.
         concurrency: Parallel tasks for the signature and clustering stages.
     """
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
     cfg = cfg if isinstance(cfg, MinHashConfig) else MinHashConfig.from_dict(cfg)
     kw = asdict(cfg)
 
@@ -80,7 +82,7 @@ def near_dedup_dataset(ds, cfg, *, text_column: str = "text", id_column: str = "
     # holding every CPU of a small cluster starve the shuffle tasks that feed them.
     def stage(cls: type, **extra) -> dict:
         kwargs = {"stage": cls, "kwargs": {"text_column": text_column, **extra, **kw}}
-        return {"fn_kwargs": kwargs, "batch_format": "numpy", "concurrency": concurrency}
+        return {"fn_kwargs": kwargs, "batch_format": "numpy", "compute": TaskPoolStrategy(size=concurrency)}
 
     # Signatures for every row, then one materialize: the upstream graph never runs twice.
     sig = ds.map_batches(_prepare, batch_format="numpy").map_batches(_call_stage, **stage(MinHashSignatures))
@@ -90,7 +92,7 @@ def near_dedup_dataset(ds, cfg, *, text_column: str = "text", id_column: str = "
             CrossRunMatch,
             fn_constructor_kwargs={"text_column": text_column, **kw},
             batch_format="numpy",
-            concurrency=1,
+            compute=ActorPoolStrategy(size=1),
             num_cpus=0.5,
         )
     sig = sig.materialize()
@@ -159,8 +161,10 @@ def write_dedup_index(ds, cfg, run_id: str, *, text_column: str = "text", id_col
     staging = index.staging_dir(run_id)
     kept = ds.map_batches(_rows, fn_kwargs={"column": "drop_reason", "kept": True}, batch_format="numpy")
     kept.map_batches(
-        IndexRows,
-        fn_constructor_kwargs={"text_column": text_column, "id_column": id_column, **asdict(cfg)},
-        concurrency=1,
+        _call_stage,
+        fn_kwargs={
+            "stage": IndexRows,
+            "kwargs": {"text_column": text_column, "id_column": id_column, **asdict(cfg)},
+        },
     ).write_parquet(str(staging))
     return index.commit(run_id)
