@@ -1,0 +1,187 @@
+"""Near-dedup benchmark: litho vs datasketch MinHashLSH on a planted corpus of real text.
+
+    python bench/bench_dedup.py [--sizes 10000,30000,100000] [--quick] [--write]
+
+Every method runs in its own fresh subprocess on the same corpus file and the same shingles
+(5-word n-grams of NFKC-lowercased text). Time covers texts in memory to keep/drop decisions
+(shingling included), not loading the file. Peak RSS is the subprocess's ``ru_maxrss``; "RSS
+growth" subtracts the RSS measured after imports and loading the texts, so it is what the method
+itself adds. datasketch runs as documented: threshold 0.8, 128 permutations, its default SHA-1
+hashing of shingle bytes, and the query-then-insert loop that keeps the first of each duplicate set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+METHODS = ("litho", "datasketch", "datasketch-xxh32")
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def _datasketch(ids, texts, hashfunc=None) -> np.ndarray:
+    from datasketch import MinHash, MinHashLSH
+
+    from filters.minhash import normalize
+
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    keep = np.ones(len(texts), bool)
+    extra = {"hashfunc": hashfunc} if hashfunc else {}
+    for k, text in enumerate(texts):
+        words = normalize(text)
+        shingles = (
+            [" ".join(words[i : i + 5]).encode() for i in range(max(len(words) - 4, 1))] if words else []
+        )
+        m = MinHash(num_perm=128, **extra)
+        m.update_batch(shingles)
+        if lsh.query(m):
+            keep[k] = False
+        else:
+            lsh.insert(ids[k], m)
+    return keep
+
+
+def worker(method: str, corpus: str, out: str) -> None:
+    """One measured run in this (fresh) process; writes the keep mask and measurements."""
+    import pyarrow.parquet as pq
+    import xxhash
+
+    from filters.lsh import near_dedup
+    from filters.minhash import MinHashConfig
+
+    table = pq.read_table(corpus)
+    ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
+    del table
+    base = _rss_mib()
+    start = time.perf_counter()
+    stats = {}
+    if method == "litho":
+        result = near_dedup(ids, texts, cfg=MinHashConfig())
+        keep, stats = result.keep, result.stats
+    elif method == "datasketch":
+        keep = _datasketch(ids, texts)
+    else:
+        keep = _datasketch(ids, texts, hashfunc=xxhash.xxh32_intdigest)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    np.save(out + ".npy", keep)
+    Path(out + ".json").write_text(json.dumps({"seconds": seconds, "peak": peak, "base": base, **stats}))
+
+
+def measure(method: str, corpus: Path, tmp: Path) -> tuple[np.ndarray, dict]:
+    out = str(tmp / method)
+    subprocess.run([sys.executable, __file__, "--worker", method, str(corpus), out], check=True)
+    return np.load(out + ".npy"), json.loads(Path(out + ".json").read_text())
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def run(sizes: list[int], seed: int, exact_up_to: int) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.planted import build_planted_corpus
+    from bench.truth import exact_pairs, planted_pairs, score
+
+    compare, scaling, notes = [], [], []
+    for n in sizes:
+        t0 = time.perf_counter()
+        corpus = build_planted_corpus(n, seed=seed)
+        if n <= exact_up_to:
+            truth = exact_pairs(corpus.texts)
+            if n == min(sizes):  # check the large-corpus ground truth against the exact one
+                approx = planted_pairs(corpus.texts, corpus.family)
+                exact_set = set(zip(truth.i.tolist(), truth.j.tolist(), strict=True))
+                lost = exact_set - set(zip(approx.i.tolist(), approx.j.tolist(), strict=True))
+                lost_08 = sum(
+                    1 for k in range(len(truth.i)) if truth.sim[k] >= 0.8 and (truth.i[k], truth.j[k]) in lost
+                )
+                notes.append(
+                    f"At {n:,} docs the planted+LSH ground truth missed {len(lost)} of {len(exact_set)} exact "
+                    f"pairs with J >= 0.5 ({lost_08} with J >= 0.8)."
+                )
+        else:
+            truth = planted_pairs(corpus.texts, corpus.family)
+        print(f"[{n:,}] corpus + ground truth ({truth.method}): {time.perf_counter() - t0:.1f}s", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "corpus.parquet"
+            pq.write_table(pa.table({"id": corpus.ids, "text": corpus.texts}), path)
+            results = {m: measure(m, path, Path(tmp)) for m in METHODS}
+        for method, (keep, info) in results.items():
+            s = score(keep, truth)
+            compare.append(
+                [f"{n:,}", method, truth.method.split(" ")[0], s.pairs_at_threshold, s.missed, f"{s.miss_rate:.2%}",
+                 s.removed, s.false_removals, s.removed_below_threshold, f"{info['seconds']:.1f}",
+                 f"{n / info['seconds']:,.0f}", f"{info['peak']:.0f}", f"{info['peak'] - info['base']:.0f}"]
+            )  # fmt: skip
+            print(table(["size", "method"] + COMPARE[2:], [compare[-1]]).splitlines()[-1], flush=True)
+        lit, ds = results["litho"][1], results["datasketch"][1]
+        scaling.append(
+            [f"{n:,}", f"{lit['seconds']:.1f}", f"{1e6 * lit['seconds'] / n:.0f}", f"{lit['peak']:.0f}",
+             f"{(lit['peak'] - lit['base']) * 2**20 / n:,.0f}", f"{lit['index_bytes'] / n:.0f}",
+             lit["candidate_pairs"], lit["verified_pairs"], f"{ds['seconds'] / lit['seconds']:.1f}x"]
+        )  # fmt: skip
+    return "\n\n".join(
+        [
+            table(COMPARE, compare),
+            table(SCALING, scaling),
+            "\n".join(f"- {note}" for note in notes),
+        ]
+    )
+
+
+COMPARE = ["docs", "method", "truth", "pairs J>=0.8", "missed", "miss rate", "removed", "false removals J<0.6",
+           "removed 0.6-0.8", "time s", "docs/s", "peak RSS MiB", "RSS growth MiB"]  # fmt: skip
+SCALING = ["docs", "time s", "us/doc", "peak RSS MiB", "RSS growth B/doc", "index B/doc", "candidate pairs",
+           "verified pairs", "speed vs datasketch"]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,30000,100000")
+    parser.add_argument("--quick", action="store_true", help="sizes 3000,10000 (about a minute)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exact-up-to", type=int, default=30000, help="largest size with all-pairs truth")
+    parser.add_argument("--write", action="store_true", help="also write bench/results/dedup.md")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(*args.worker)
+    sizes = [3000, 10000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    command = "python bench/bench_dedup.py " + " ".join(sys.argv[1:])
+    header = (
+        f"{command}\n{date.today()}, {os.cpu_count()} CPUs, load average at start "
+        f"{os.getloadavg()[0]:.1f} (the machine is shared: compare methods within one run)"
+    )
+    print(header, flush=True)
+    report = run(sizes, args.seed, args.exact_up_to)
+    print("\n" + report)
+    if args.write:
+        out = ROOT / "bench" / "results" / "dedup.md"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(f"# Near-dedup benchmark\n\n```\n{header}\n```\n\n{report}\n")
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
