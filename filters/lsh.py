@@ -114,6 +114,33 @@ def verify_and_join(lo, hi, sets: dict, threshold: float, uf: UnionFind) -> int:
     return computed
 
 
+def verify_components(
+    n: int, lo, hi, texts, cfg: MinHashConfig, uf: UnionFind, batch_docs: int = 2048
+) -> int:
+    """:func:`verify_and_join` a batch of whole candidate components at a time.
+
+    Only one batch of shingle sets (8 bytes a shingle) is in memory at once, instead of the sets
+    of every candidate text; no candidate pair leaves its component, so batches are independent.
+    """
+    comp = connected_components(n, lo, hi)
+    order = np.argsort(comp[lo], kind="stable")
+    lo, hi = lo[order], hi[order]
+    pair_comp = comp[lo]
+    docs = np.unique(np.concatenate([lo, hi]))
+    docs = docs[np.argsort(comp[docs], kind="stable")]
+    doc_comp = comp[docs]
+    computed, start = 0, 0
+    while start < len(docs):
+        end = int(np.searchsorted(doc_comp, doc_comp[min(start + batch_docs, len(docs)) - 1], "right"))
+        batch = docs[start:end]
+        sets = dict(zip(batch.tolist(), shingle_sets([texts[i] for i in batch], cfg.ngram), strict=True))
+        first = np.searchsorted(pair_comp, doc_comp[start], "left")
+        last = np.searchsorted(pair_comp, doc_comp[end - 1], "right")
+        computed += verify_and_join(lo[first:last], hi[first:last], sets, cfg.threshold, uf)
+        start = end
+    return computed
+
+
 def keepers(labels: np.ndarray, ids: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
     """Index of the row each row's cluster keeps: highest score (NaN lowest), then smallest id."""
     neg = np.zeros(len(labels)) if scores is None else -np.nan_to_num(np.asarray(scores, float), nan=-np.inf)
@@ -156,9 +183,7 @@ def cluster_rows(ids, texts, keys: np.ndarray, scores, cfg: MinHashConfig, activ
     lo, hi = candidate_pairs(keys, id_hashes(ids), active)
     if cfg.verify:
         uf = UnionFind(n)
-        docs = np.unique(np.concatenate([lo, hi]))
-        sets = dict(zip(docs.tolist(), shingle_sets([texts[i] for i in docs], cfg.ngram), strict=True))
-        computed = verify_and_join(lo, hi, sets, cfg.threshold, uf)
+        computed = verify_components(n, lo, hi, texts, cfg, uf)
         labels = uf.labels()
     else:
         computed, labels = 0, connected_components(n, lo, hi)

@@ -40,7 +40,7 @@ _M64 = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier (2^64 / golden ratio) for
 _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
 EMPTY = np.uint32(0xFFFFFFFF)  # signature value of a text without shingles
-_CHUNK = 1 << 21  # shingle x permutation elements per numpy pass: ~16 MiB of uint64 temporaries
+_CHUNK = 1 << 20  # shingle x permutation elements per numpy pass: 8 MiB of uint64 temporaries
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys.reshape(n, bands)
 
 
-def minhash_bands(texts, cfg: MinHashConfig, batch_size: int = 4096) -> np.ndarray:
+def minhash_bands(texts, cfg: MinHashConfig, batch_size: int = 1024) -> np.ndarray:
     """Band keys ``(n, bands)`` uint64 of many texts, a batch at a time, so that shingle hashes (8
     bytes a word) never exceed one batch in memory: the index costs ``8 * bands`` bytes a text."""
     a, b = permutations(cfg.num_perm, cfg.seed)
