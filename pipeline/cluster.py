@@ -36,6 +36,7 @@ def connect(cluster: dict, allow_network: bool = False) -> Iterator[None]:
         owned = False
     elif cluster["mode"] == "local":
         ray.init(
+            address="local",  # always a fresh instance, never a `ray start` cluster found on this machine
             num_cpus=cluster.get("num_cpus") or os.cpu_count(),
             include_dashboard=False,
             logging_level=logging.WARNING,
@@ -47,7 +48,8 @@ def connect(cluster: dict, allow_network: bool = False) -> Iterator[None]:
         address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
         if not address:
             raise ConfigError("cluster=remote: set RAY_ADDRESS (or cluster.address) to the cluster's address")
-        ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": env})
+        # A job submitted with `ray job submit` brings its own runtime env (see `make submit`).
+        ray.init(address=address, logging_level=logging.WARNING)
         owned = True
     else:
         raise ConfigError(f"cluster.mode={cluster['mode']}: use local or remote")

@@ -25,6 +25,12 @@ def writable_dir(path: str, key: str) -> Path:
 
 
 def validate_common(cfg: DictConfig) -> Path:
+    if cfg.cluster.mode == "remote" and not Path(cfg.output.dir).expanduser().is_absolute():
+        # A submitted job runs in a temporary copy of the working dir: relative outputs vanish with it.
+        raise ConfigError(
+            f"output.dir={cfg.output.dir}: with cluster=remote give an absolute path on storage the cluster "
+            "shares, e.g. output.dir=/mnt/shared/run1"
+        )
     tokenizer = cfg.filters.get("tokenizer")
     if tokenizer:
         resolve(tokenizer, "filters.tokenizer", allow_network=bool(cfg.filters.get("allow_network", False)))

@@ -1,0 +1,54 @@
+"""The default pipeline with the real embedded teacher, inside a network namespace with no network."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _offline_prefix() -> list[str]:
+    """`unshare -n` with loopback up (Ray needs it); empty where namespaces are not permitted."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return []
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    return [] if probe.returncode else ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
+
+
+def test_embedded_teacher_end_to_end_without_network(tmp_path):
+    prefix = _offline_prefix()
+    if not prefix:
+        pytest.skip("network namespaces are not permitted here: cannot prove the run is offline")
+    out = tmp_path / "run"
+    litho = [sys.executable, "-m", "pipeline.cli", "generate", "n=4", "teacher.sampling.max_new_tokens=64",
+             "teacher.batch_size=4", "cluster.teacher_batch_size=4", "filters.min_words=5", f"output.dir={out}"]
+    result = subprocess.run(prefix + litho, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, shlex.join(litho) + "\n" + result.stdout[-3000:] + result.stderr[-3000:]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["planned"] == 4 == manifest["counts"]["generated"]
+    kept = [r for f in sorted((out / "data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    dropped = [r for f in sorted((out / "rejected").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert len(kept) == manifest["counts"]["kept"] and len(kept) + len(dropped) == 4
+    assert kept, f"every real text was dropped: {manifest['dropped_by_reason']}"
+    for row in kept:
+        words = row["text"].split()
+        assert row["teacher"] == "embedded:smollm2" and row["completion_tokens"] > 0
+        assert len(words) >= 5 and sum(w.isalpha() for w in words) / len(words) > 0.5  # real prose
+        assert 0 < row["n_tokens"] <= row["completion_tokens"] + 2
+    assert len({r["id"] for r in kept}) == len(kept)
+    assert "Summary" not in result.stderr
+    assert f"shards: {out}/data" in result.stdout
+
+    from datasets import load_dataset
+
+    assert len(load_dataset("parquet", data_dir=str(out / "data"), split="train")) == len(kept)
