@@ -64,7 +64,8 @@ class LMScorer:
         density_head_frac: Share of heads in which a token must receive more than its uniform
             share of attention to count as load-bearing.
         layer_groups: Contiguous layer groups with their own columns (0 or 1: none).
-        prefix_token: Token string put before every window; default the tokenizer's BOS, else EOS.
+        prefix_token: Token put before every window (the document start the scorer was trained on):
+            default ``<|endoftext|>`` when the tokenizer has it as a special token, else BOS, else EOS.
         threads: torch CPU threads (0 keeps torch's default).
         allow_network: Let transformers reach the hub.
         cache_dir: Where dequantized GGUF models are cached.
@@ -80,7 +81,7 @@ class LMScorer:
         stride: int | None = None,
         batch_size: int = 8,
         sink_k: int = 4,
-        density_head_frac: float = 0.25,
+        density_head_frac: float = 0.5,
         layer_groups: int = 3,
         prefix_token: str | None = None,
         threads: int = 0,
@@ -112,23 +113,27 @@ class LMScorer:
         self.num_layers, self.num_heads = config.num_hidden_layers, config.num_attention_heads
         self.softcap = getattr(config, "final_logit_softcapping", None)
         n_groups = layer_groups if layer_groups > 1 else 0
-        self.groups = [list(range(self.num_layers))] + [
-            g.tolist() for g in np.array_split(np.arange(self.num_layers), n_groups) if n_groups
-        ]
+        split = np.array_split(np.arange(self.num_layers), n_groups) if n_groups else []
+        self.groups = [list(range(self.num_layers))] + [g.tolist() for g in split]
         self.adds = (BPB, *ATTN) + tuple(f"{m}_g{g}" for g in range(n_groups) for m in ATTN)
 
     def _prefix_id(self, token: str | None) -> int:
+        """The document token put before every window (see ``prefix_token``)."""
         tok = self.tok
-        if token is not None:
-            idx = tok.convert_tokens_to_ids(token)
-            if idx is None or (idx == tok.unk_token_id and token != tok.unk_token):
-                raise ConfigError(f"filters.scorer.prefix_token={token}: not in the scorer's vocabulary")
-            return idx
-        idx = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        if idx is None:
+        if token is None:
+            # Byte-level BPE families (GPT-2, SmolLM, Qwen) separate pretraining documents with it.
+            token = (
+                "<|endoftext|>"
+                if "<|endoftext|>" in tok.all_special_tokens
+                else tok.bos_token or tok.eos_token
+            )
+        if token is None:
             raise ConfigError(
                 "filters.scorer.prefix_token: the scorer tokenizer has no BOS/EOS; name a token"
             )
+        idx = tok.convert_tokens_to_ids(token)
+        if idx is None or (idx == tok.unk_token_id and token != tok.unk_token):
+            raise ConfigError(f"filters.scorer.prefix_token={token}: not in the scorer's vocabulary")
         return idx
 
     def __call__(self, batch: dict) -> dict:
