@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from filters.clean import Cleaner
 from filters.exact_dedup import ExactHash, duplicates_to_drop
+from filters.lm_scores import LMScorer
 from filters.repetition import RepetitionMetrics
 from filters.rules import SanityFilter, ThresholdFilter
 from filters.token_metrics import TokenMetrics
@@ -33,8 +34,10 @@ def _only_ids(batch: dict, ids: frozenset) -> dict:
     return {k: np.asarray(v)[keep] for k, v in batch.items()}
 
 
-def generate(todo: list[dict], teacher: dict, checkpoint_dir: Path, cluster: dict):
+def generate(todo: list[dict], teacher: dict, checkpoint_dir: Path, cluster: dict, generator=None):
     """Answer ``todo`` with an actor pool of teachers; return the (materialized) failed rows.
+
+    A multi-step ``generator`` (generators/protocol.py) runs all its calls per row inside the stage.
 
     Successful rows go to checkpoint files, not into the returned dataset.
     """
@@ -44,7 +47,7 @@ def generate(todo: list[dict], teacher: dict, checkpoint_dir: Path, cluster: dic
     ds = ray.data.from_arrow(pa.Table.from_pylist(todo))
     ds = ds.map_batches(
         GenerateStage,
-        fn_constructor_kwargs={"teacher": teacher, "checkpoint_dir": str(checkpoint_dir)},
+        fn_constructor_kwargs={"teacher": teacher, "checkpoint_dir": str(checkpoint_dir), "generator": generator},
         batch_size=cluster["teacher_batch_size"],
         compute=ActorPoolStrategy(size=cluster["teacher_actors"]),
         num_gpus=cluster["teacher_gpus"] or None,
@@ -74,11 +77,16 @@ def light(ds, stage: type, **kwargs):
     return ds.map_batches(_call_stage, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_format="numpy")
 
 
-def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"):
-    """Clean, score and mark drops: every row stays, with ``drop_reason`` ("" = kept)."""
+def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text", clean: bool = True,
+                     extra: list | tuple = ()):
+    """Clean (generated text only), score and mark drops: every row stays, with ``drop_reason``.
+
+    ``extra``: the generator's own ``(stage, kwargs)`` scorers and filters, run last (one per actor).
+    """
     from ray.data import ActorPoolStrategy
 
-    ds = light(ds, Cleaner, truncated=filters["truncated"], text_column=text_column)
+    if clean:
+        ds = light(ds, Cleaner, truncated=filters["truncated"], text_column=text_column)
     ds = ds.map_batches(
         TokenMetrics,
         fn_constructor_kwargs={
@@ -90,6 +98,16 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
         compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
         batch_format="numpy",
     )
+    if filters.get("lm"):
+        # The scorer model: bits per byte and attention density (docs/metrics.md); one model per actor.
+        ds = ds.map_batches(
+            LMScorer,
+            fn_constructor_kwargs={**filters["lm"], "text_column": text_column, "cache_dir": filters.get("cache_dir")},
+            batch_size=cluster["scorer_batch_size"],
+            compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
+            num_gpus=cluster.get("scorer_gpus") or None,
+            batch_format="numpy",
+        )
     ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
     ds = light(ds, RepetitionMetrics, ngrams=tuple(sorted(ngram_bounds)), text_column=text_column)
     ds = light(
@@ -103,7 +121,30 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
     )
     if filters.get("thresholds"):
         ds = light(ds, ThresholdFilter, bounds={k: dict(v) for k, v in filters["thresholds"].items()})
+    for stage, kwargs in extra:
+        ds = ds.map_batches(stage, fn_constructor_kwargs=kwargs, batch_size=cluster["scorer_batch_size"],
+                            compute=ActorPoolStrategy(size=cluster["scorer_actors"]), batch_format="numpy")
     return ds
+
+
+def quantile_filter(ds, bands: dict):
+    """Keep each score inside a quantile band of the rows still kept, e.g. ``{bits_per_byte_v1: [0.1, 0.9]}``.
+
+    Quantiles are global, so they are computed in the driver from the score columns (8 bytes a
+    row), turned into absolute bounds, and applied like ``filters.thresholds``; a row outside is
+    dropped as ``{column}_below_min`` / ``{column}_above_max``.
+    """
+    ds = ds.materialize()
+    table = pull(ds, ["drop_reason", *bands])
+    kept = np.asarray(table.column("drop_reason").to_pylist(), dtype=object) == ""
+    bounds = {}
+    for column, (low, high) in bands.items():
+        values = table.column(column).to_numpy(zero_copy_only=False).astype(float)[kept]
+        values = values[~np.isnan(values)]
+        if values.size:
+            bounds[column] = {"min": float(np.quantile(values, low)), "max": float(np.quantile(values, high))}
+    log.info("quantile bands as bounds: %s", bounds)
+    return light(ds, ThresholdFilter, bounds=bounds) if bounds else ds
 
 
 def pull(ds, columns: list[str]) -> pa.Table:

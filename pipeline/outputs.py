@@ -10,37 +10,37 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from filters.token_metrics import VERSION as TOKEN_METRICS_VERSION
-from pipeline import graph
+from pipeline import formats, graph
 from pipeline.manifest import account, litho_version, score_columns
+from pipeline.stages import extra_filters
 from pipeline.writer import Snapshot, plan_shards, write_json, write_shards
 
 log = logging.getLogger(__name__)
 
 
-def process(ds, cfg: DictConfig, text_column: str = "text", score: bool = True, dedup: bool = True):
+def process(ds, cfg: DictConfig, text_column: str = "text", score: bool = True, dedup: bool = True,
+            clean: bool = True):
     """Clean/score/filter and dedup as the config asks; rows are marked, never removed."""
     filters = OmegaConf.to_container(cfg.filters, resolve=True)
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
     if score:
-        ds = graph.score_and_filter(ds, filters, cluster, text_column)
-    elif "drop_reason" not in ds.schema().names:
-        ds = ds.map_batches(_no_drop, batch_format="numpy")
+        ds = graph.score_and_filter(ds, filters, cluster, text_column, clean, extra_filters(cfg))
+        if filters.get("quantile_bands"):
+            ds = graph.quantile_filter(ds, filters["quantile_bands"])
     if dedup and cfg.dedup.exact:
         ds = graph.exact_dedup(ds, text_column)
+    if dedup and cfg.dedup.get("minhash"):
+        from pipeline.dedup_graph import near_dedup_dataset
+
+        ds = near_dedup_dataset(ds, OmegaConf.to_container(cfg.dedup.minhash, resolve=True), text_column=text_column)
     return ds
 
 
-def _no_drop(batch: dict) -> dict:
-    import numpy as np
-
-    return {**batch, "drop_reason": np.full(len(next(iter(batch.values()))), "", dtype=object)}
-
-
 def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, started: float, source: str,
-               text_column: str = "text", score: bool = True, dedup: bool = True) -> dict:
+               text_column: str = "text", score: bool = True, dedup: bool = True, clean: bool = True) -> dict:
     """Process ``ds`` and write ``data/``, ``rejected/``, ``manifest.json`` and ``config.yaml`` into ``out``."""
     t0 = time.perf_counter()
-    ds = process(ds, cfg, text_column, score, dedup).materialize()
+    ds = formats.prepare(process(ds, cfg, text_column, score, dedup, clean), cfg)  # materialized
     timings["score_filter_dedup_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     numeric = score_columns(ds.schema().base_schema)
@@ -50,10 +50,11 @@ def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, star
     metadata = {
         "litho_version": litho_version(),
         "source": source,
-        "scores": [TOKEN_METRICS_VERSION, "repetition_v1"] if score else [],
+        "scores": ([TOKEN_METRICS_VERSION, "repetition_v1"] + (["lm_scores_v1"] if cfg.filters.get("lm") else []))
+        if score else [],
     }
     n_shards = plan_shards(table.column("id").to_pylist(), table.column("drop_reason").to_pylist(),
-                           int(cfg.output.rows_per_shard), float(cfg.output.validation_fraction),
+                           formats.rows_per_shard(ds, cfg), float(cfg.output.validation_fraction),
                            bool(cfg.output.write_rejected))
     snapshot = Snapshot(out)
     written = write_shards(ds, snapshot.staging, n_shards, metadata, float(cfg.output.validation_fraction))
@@ -80,6 +81,7 @@ def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, star
         "shards_unchanged": unchanged,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
+    formats.after_write(out, cfg, manifest)  # packed shards, README.md
     write_json(out / "manifest.json", manifest)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return manifest

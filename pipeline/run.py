@@ -25,7 +25,7 @@ def run(cfg: DictConfig) -> dict:
     """Run the whole pipeline for one composed config; return the manifest."""
     from hydra.utils import instantiate
 
-    from pipeline import graph
+    from pipeline import best_of_n, formats, graph
     from pipeline.cluster import connect
     from pipeline.outputs import finish_run
 
@@ -33,7 +33,10 @@ def run(cfg: DictConfig) -> dict:
     validate_generate(cfg)  # first: the tokenizer defaults to the teacher's model
     out = validate_common(cfg)
     generator = instantiate(cfg.generator, _convert_="all")
+    formats.validate(cfg, generator)
     plan = generator.plan(int(cfg.n), int(cfg.seed))
+    if cfg.get("best_of_n") is not None:
+        plan = best_of_n.expand(plan, cfg.best_of_n.n_candidates, int(cfg.seed))
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     ckpt_dir = out / ".litho" / "generations" / checkpoint.teacher_fingerprint(teacher)
     done = checkpoint.finished(ckpt_dir)
@@ -43,7 +46,7 @@ def run(cfg: DictConfig) -> dict:
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
     with connect(cluster, allow_network=bool(cfg.teacher.get("allow_network", False))):
         t0 = time.perf_counter()
-        errors = graph.generate(todo, teacher, ckpt_dir, cluster) if todo else None
+        errors = graph.generate(todo, teacher, ckpt_dir, cluster, generator) if todo else None
         timings["generate_s"] = time.perf_counter() - t0
         plan_ids = frozenset(row["id"] for row in plan)
         done = checkpoint.finished(ckpt_dir)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from generators.teacher import Request
+from generators.protocol import MultiStep
+from generators.teacher import FINISH_ERROR, Completion, Request
 from pipeline.checkpoint import write_batch
 
 log = logging.getLogger(__name__)
-
 
 
 class GenerateStage:
@@ -24,37 +24,83 @@ class GenerateStage:
     Args:
         teacher: Teacher config with ``_target_`` (see conf/teacher/).
         checkpoint_dir: Where finished batches are written (see :mod:`pipeline.checkpoint`).
+        generator: The plan's generator; when it is multi-step (:mod:`generators.protocol`) every
+            row runs all its teacher calls here and is checkpointed only once complete.
     """
 
-    def __init__(self, teacher: dict, checkpoint_dir: str | None = None):
+    def __init__(self, teacher: dict, checkpoint_dir: str | None = None, generator=None):
         from hydra.utils import instantiate
 
         self.teacher = instantiate(teacher, _convert_="all")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.generator = generator
 
     def __call__(self, batch: dict) -> dict:
         ids = [str(i) for i in batch["id"]]
         if not ids:
             return batch
-        requests = [Request(i, tuple(json.loads(p))) for i, p in zip(ids, batch["prompt"])]
-        completions = self.teacher.generate(requests)
-        if [c.id for c in completions] != ids:
-            raise RuntimeError(f"teacher {self.teacher.name} returned completions out of order")
+        steps = self._run_steps(batch, ids)
+        completions = [row_steps[-1] for row_steps in steps]
         out = {k: list(v) for k, v in batch.items()}
         out.update(
             text=[c.text for c in completions],
-            finish_reason=[c.finish_reason for c in completions],
-            error=[c.error or "" for c in completions],
-            prompt_tokens=[c.prompt_tokens for c in completions],
-            completion_tokens=[c.completion_tokens for c in completions],
+            finish_reason=[_finish_reason(s) for s in steps],
+            error=[next((c.error for c in s if c.error), "") for s in steps],
+            prompt_tokens=[sum(c.prompt_tokens for c in s) for s in steps],
+            completion_tokens=[sum(c.completion_tokens for c in s) for s in steps],
             teacher=[self.teacher.name] * len(ids),
             sampling=[self.teacher.sampling.to_json()] * len(ids),
         )
-        if self.checkpoint_dir is not None:
-            ok = [i for i, c in enumerate(completions) if c.finish_reason != "error"]
+        if isinstance(self.generator, MultiStep):
+            rows = [{k: v[i] for k, v in out.items()} for i in range(len(ids))]
+            finished = [self.generator.finish(row, s) for row, s in zip(rows, steps)]
+            for key in finished[0]:
+                out[key] = [f[key] for f in finished]
+            out["steps"] = [json.dumps([c.text for c in s], ensure_ascii=False) for s in steps]
+        if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
+            ok = [i for i, reason in enumerate(out["finish_reason"]) if reason != "error"]
             table = pa.table({k: [v[i] for i in ok] for k, v in out.items()})
             write_batch(self.checkpoint_dir, table)
-        errors = sum(c.finish_reason == "error" for c in completions)
+        errors = sum(reason == "error" for reason in out["finish_reason"])
         if errors:
             log.warning("%d of %d requests failed in this batch", errors, len(ids))
         return {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}
+
+    def _run_steps(self, batch: dict, ids: list[str]) -> list[list[Completion]]:
+        """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for
+        multi-step ones (all rows of the batch advance together, one ``generate`` call per step)."""
+        multi = isinstance(self.generator, MultiStep)
+        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(ids))] if multi else []
+        steps: list[list[Completion]] = [[] for _ in ids]
+        pending = [(i, json.loads(p)) for i, p in enumerate(batch["prompt"])]
+        for step in range(self.generator.max_steps if multi else 1):
+            # Later steps get their own request ids, so backends seed their sampling differently.
+            requests = [Request(ids[i] if step == 0 else f"{ids[i]}/{step}", tuple(m)) for i, m in pending]
+            completions = self.teacher.generate(requests)
+            if [c.id for c in completions] != [r.id for r in requests]:
+                raise RuntimeError(f"teacher {self.teacher.name} returned completions out of order")
+            following = []
+            for (i, _), completion in zip(pending, completions):
+                steps[i].append(completion)
+                if multi and completion.finish_reason != FINISH_ERROR:
+                    messages = self.generator.followup(rows[i], steps[i])
+                    if messages:
+                        following.append((i, messages))
+            pending = following
+            if not pending:
+                break
+        return steps
+
+
+def _finish_reason(steps: list[Completion]) -> str:
+    """A row failed if any step failed; otherwise it ended as its last step did."""
+    return FINISH_ERROR if any(c.finish_reason == FINISH_ERROR for c in steps) else steps[-1].finish_reason
+
+
+def extra_filters(cfg) -> list[tuple[type, dict]]:
+    """The configured generator's own ``(stage, kwargs)`` scorers and filters (none for other commands)."""
+    if "generator" not in cfg:
+        return []
+    from hydra.utils import instantiate
+
+    return list(getattr(instantiate(cfg.generator, _convert_="all"), "extra_filters", ()))

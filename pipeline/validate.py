@@ -24,16 +24,23 @@ def writable_dir(path: str, key: str) -> Path:
     return out
 
 
-def validate_common(cfg: DictConfig) -> Path:
+def validate_common(cfg: DictConfig, tokenizer: bool = True) -> Path:
     if cfg.cluster.mode == "remote" and not Path(cfg.output.dir).expanduser().is_absolute():
         # A submitted job runs in a temporary copy of the working dir: relative outputs vanish with it.
         raise ConfigError(
             f"output.dir={cfg.output.dir}: with cluster=remote give an absolute path on storage the cluster "
             "shares, e.g. output.dir=/mnt/shared/run1"
         )
-    tokenizer = cfg.filters.get("tokenizer")
-    if tokenizer:
-        resolve(tokenizer, "filters.tokenizer", allow_network=bool(cfg.filters.get("allow_network", False)))
+    spec = cfg.filters.get("tokenizer") if tokenizer else None
+    path = Path(str(spec)).expanduser()
+    # A tokenizer-only spec (SentencePiece .model, tokenizer.json or a tokenizer folder) is checked
+    # where it is loaded (filters/tokenizers.py); model specs are resolved here, before Ray starts.
+    tokenizer_only = path.suffix == ".model" or path.name == "tokenizer.json" or (
+        path.is_dir() and not (path / "config.json").is_file())
+    if spec and not tokenizer_only:
+        resolve(spec, "filters.tokenizer", allow_network=bool(cfg.filters.get("allow_network", False)))
+    if spec and path.suffix == ".model" and not path.is_file():
+        raise ConfigError(f"filters.tokenizer={spec}: no such SentencePiece model file; give an existing *.model")
     return writable_dir(cfg.output.dir, "output.dir")
 
 

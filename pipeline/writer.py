@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from pipeline.formats import typed_columns
+
 # Columns that only steer the pipeline; they never reach a kept shard.
 INTERNAL = ("_split", "_shard", "drop_reason", "duplicate_of", "error")
 
@@ -69,6 +71,7 @@ def _write_group(table: pa.Table, directory: str, n_shards: dict, metadata: dict
     # Kept rows lose the bookkeeping columns; rejected rows keep why they were dropped.
     drop = ("_split", "_shard") if split == "rejected" else INTERNAL
     table = table.sort_by("id").drop_columns([c for c in drop if c in table.column_names])
+    table = typed_columns(table)  # JSON messages / layers -> Arrow lists (pipeline/formats.py)
     first = [c for c in ("id", "text") if c in table.column_names]
     table = table.select(first + [c for c in table.column_names if c not in first])
     table = table.replace_schema_metadata({b"litho": json.dumps(metadata).encode()})
