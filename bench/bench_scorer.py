@@ -1,0 +1,160 @@
+"""Scorer throughput: LMScorer (bits/byte + streamed attention metrics) against a plain forward pass.
+
+No Ray, no Hydra. Same model, same windows of ``--seq-len`` tokens, same run, three timings:
+
+* ``plain (sdpa)``  — ``model(ids, attention_mask)`` with the stock SDPA attention, no metrics;
+* ``plain (eager)`` — the same with materialised attention probabilities, still no metrics;
+* ``LMScorer``      — one scorer forward: eager-equivalent attention reduced to the metrics layer
+  by layer, plus per-token NLL (what ``LMScorer.score`` runs per batch of windows).
+
+tokens/s counts real tokens per wall second (CUDA synchronised). The model is the real embedded
+SmolLM2-135M when it is installed, else (or with ``--random``) the same shape with random weights;
+the output says which. Speed does not depend on the weights.
+
+    python bench/bench_scorer.py --quick          # CPU smoke run
+    python bench/bench_scorer.py                  # CUDA when present: batch 64 x 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from filters.lm_scores import LMScorer  # noqa: E402
+
+SMOLLM2_SHAPE = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    head_dim=64,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+)
+
+
+def random_model_dir(where: Path) -> str:
+    """SmolLM2-135M's shape with random weights and a stand-in word-level tokenizer."""
+    from tokenizers import Tokenizer, models
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)).save_pretrained(where)
+    vocab = {"<|endoftext|>": 0, **{f"t{i}": i for i in range(1, SMOLLM2_SHAPE["vocab_size"])}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(where)
+    return str(where)
+
+
+def pick_model(args, tmp: Path) -> tuple[str, str]:
+    if not args.random:
+        try:
+            from generators.models import resolve
+
+            resolve(args.model, "--model")
+            return args.model, f"{args.model} (real weights)"
+        except Exception as err:  # noqa: BLE001 - any failure means: fall back to the random shape
+            print(f"# {args.model} unavailable ({err}); using random weights", flush=True)
+    return random_model_dir(tmp), "SmolLM2-135M shape, random weights"
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` runs after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="embedded:smollm2")
+    parser.add_argument("--random", action="store_true", help="random weights of SmolLM2-135M's shape")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="windows per forward (default 64 CUDA, 4 CPU)"
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="CPU smoke run: batch 2, 2 repeats")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    batch = args.batch_size or (2 if args.quick else 64 if device.startswith("cuda") else 4)
+    repeats = 2 if args.quick else args.repeats
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, what = pick_model(args, Path(tmp))
+        scorer = LMScorer(model=spec, device=device, dtype=args.dtype, max_len=args.seq_len, batch_size=batch)
+        model = scorer.model
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(1, model.config.vocab_size, (batch, args.seq_len), generator=gen)
+        ids[:, 0] = scorer.prefix
+        windows = [(b, ids[b].tolist(), 1) for b in range(batch)]
+        ids, mask = ids.to(device), torch.ones_like(ids, device=device)
+
+        def plain():
+            with torch.inference_mode():
+                model(input_ids=ids, attention_mask=mask)
+
+        tokens, rows = batch * args.seq_len, []
+        for label, impl, fn in [
+            ("plain (sdpa)", "sdpa", plain),
+            ("plain (eager)", "eager", plain),
+            ("LMScorer", "litho_metrics", lambda: scorer._forward(windows)),
+        ]:
+            model.set_attn_implementation(impl)
+            rows.append((label, tokens / timed(fn, device, repeats)))
+
+    base = rows[0][1]
+    name = (
+        torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    result = {
+        "device": name,
+        "model": what,
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "batch": batch,
+        "seq_len": args.seq_len,
+        "load_avg_1min": round(load, 1),
+        **{f"{n} tok/s": round(v, 1) for n, v in rows},
+        "plain(sdpa) / LMScorer": round(base / rows[2][1], 2),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"# {name} | {what} | {result['dtype']} | batch {batch} x {args.seq_len} | load avg {load:.1f}")
+    print(f"{'':16s}{'tokens/s':>12s}{'vs sdpa':>10s}")
+    for n, v in rows:
+        print(f"{n:16s}{v:12.1f}{base / v:9.2f}x")
+
+
+if __name__ == "__main__":
+    main()
