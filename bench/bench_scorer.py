@@ -97,6 +97,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="also time LMScorer(compile_metrics=True): auto = on CUDA only",
+    )
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: batch 2, 2 repeats")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     args = parser.parse_args()
@@ -129,6 +135,13 @@ def main() -> None:
         ]:
             model.set_attn_implementation(impl)
             rows.append((label, tokens / timed(fn, device, repeats)))
+        if args.compile == "on" or (args.compile == "auto" and device.startswith("cuda")):
+            from filters.attention import compiled_reduce
+
+            scorer.reduce = compiled_reduce()
+            rows.append(
+                ("LMScorer+compile", tokens / timed(lambda: scorer._forward(windows), device, repeats))
+            )
 
     base = rows[0][1]
     name = (
@@ -145,15 +158,15 @@ def main() -> None:
         "seq_len": args.seq_len,
         "load_avg_1min": round(load, 1),
         **{f"{n} tok/s": round(v, 1) for n, v in rows},
-        "plain(sdpa) / LMScorer": round(base / rows[2][1], 2),
+        **{f"{n} / plain(sdpa)": round(base / v, 2) for n, v in rows[2:]},
     }
     if args.json:
         print(json.dumps(result))
         return
     print(f"# {name} | {what} | {result['dtype']} | batch {batch} x {args.seq_len} | load avg {load:.1f}")
-    print(f"{'':16s}{'tokens/s':>12s}{'vs sdpa':>10s}")
+    print(f"{'':18s}{'tokens/s':>12s}{'time vs sdpa':>14s}")
     for n, v in rows:
-        print(f"{n:16s}{v:12.1f}{base / v:9.2f}x")
+        print(f"{n:18s}{v:12.1f}{base / v:13.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ outlives its layer. Formulas: docs/metrics.md.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 IMPL = "litho_metrics"
@@ -25,9 +27,13 @@ class AttentionCollector:
             earlier window of the same text).
         sink_k: Number of leading positions treated as the attention sink.
         num_layers: Attention layers in the model.
+        reduce: The per-layer reduction (default :func:`reduce_layer`; or :func:`compiled_reduce`).
     """
 
-    def __init__(self, lengths: torch.Tensor, owned_from: torch.Tensor, sink_k: int, num_layers: int):
+    def __init__(
+        self, lengths: torch.Tensor, owned_from: torch.Tensor, sink_k: int, num_layers: int, reduce=None
+    ):
+        self.reduce = reduce or reduce_layer
         n, own = lengths[:, None], owned_from[:, None]
         width = int(lengths.max())
         pos = torch.arange(width, device=lengths.device)[None, :]
@@ -53,26 +59,40 @@ class AttentionCollector:
     @torch.no_grad()
     def update(self, probs: torch.Tensor) -> None:
         """Reduce one layer's probabilities ``(B, H, L, L)`` (float32) into the per-layer sums."""
-        k, layer = self.k, self.layer
+        masks = (self.far, self.visible, self.log_visible, self.query, self.query_ent, self.real_query)
+        sums = self.reduce(probs, self.k, *masks, self.key, self.later)
+        self.sink[:, self.layer], self.entropy[:, self.layer], self.long_range[:, self.layer] = sums[:3]
+        self.heads[:, self.layer] = sums[3]
         self.layer += 1
-        sink = probs[..., :k].sum(-1)
-        rest = probs[..., k:].sum(-1)  # summed directly: 1 - sink loses digits when sink ~ 1
-        ok = rest > 0
-        safe = torch.where(ok, rest, torch.ones_like(rest))
-        plogp = torch.xlogy(probs[..., k:], probs[..., k:]).sum(-1)
-        entropy = torch.where(ok, (-plogp / safe + safe.log()) / self.log_visible[:, None], 0.0)
-        far = (probs * self.far[:, None]).sum(-1)
-        long_range = torch.where(ok, far / safe, 0.0)
-        self.sink[:, layer] = (sink * self.query[:, None]).sum((1, 2))
-        self.entropy[:, layer] = (entropy * self.query_ent[:, None]).sum((1, 2))
-        self.long_range[:, layer] = (long_range * self.query[:, None]).sum((1, 2))
 
-        # Relative attention a_ij * visible_i / rest_i is 1 under uniform non-sink attention.
-        weight = torch.where(ok, self.visible[:, None] / safe, 0.0) * self.real_query[:, None]
-        received = torch.einsum("bhij,bhi->bhj", probs, weight)
-        received = received - weight * probs.diagonal(dim1=-2, dim2=-1)  # later queries only
-        bearing = (received / self.later[:, None]) > 1.0
-        self.heads[:, layer] = (bearing & self.key[:, None]).sum(1, dtype=torch.int32)
+
+def reduce_layer(probs, k: int, far, visible, log_visible, query, query_ent, real_query, key, later):
+    """Per-window sums of one layer's sink mass, normalised entropy and long-range mass over the
+    owned queries, and per key the number of heads that find it load-bearing (docs/metrics.md)."""
+    sink = probs[..., :k].sum(-1)
+    rest = probs[..., k:].sum(-1)  # summed directly: 1 - sink loses digits when sink ~ 1
+    ok = rest > 0
+    safe = torch.where(ok, rest, torch.ones_like(rest))
+    plogp = torch.xlogy(probs[..., k:], probs[..., k:]).sum(-1)
+    entropy = torch.where(ok, (-plogp / safe + safe.log()) / log_visible[:, None], 0.0)
+    long_range = torch.where(ok, torch.where(far[:, None], probs, 0.0).sum(-1) / safe, 0.0)
+    # Relative attention a_ij * visible_i / rest_i is 1 under uniform non-sink attention.
+    weight = torch.where(ok, visible[:, None] / safe, 0.0) * real_query[:, None]
+    received = torch.einsum("bhij,bhi->bhj", probs, weight)
+    received = received - weight * probs.diagonal(dim1=-2, dim2=-1)  # later queries only
+    bearing = (received / later[:, None]) > 1.0
+    return (
+        (sink * query[:, None]).sum((1, 2)),
+        (entropy * query_ent[:, None]).sum((1, 2)),
+        (long_range * query[:, None]).sum((1, 2)),
+        (bearing & key[:, None]).sum(1, dtype=torch.int32),
+    )
+
+
+@functools.cache
+def compiled_reduce():
+    """:func:`reduce_layer` fused by ``torch.compile``: one pass over each layer's map instead of several."""
+    return torch.compile(reduce_layer, dynamic=True)
 
 
 def metrics_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -80,12 +100,13 @@ def metrics_attention(module, query, key, value, attention_mask, scaling, dropou
     groups = query.shape[1] // key.shape[1]
     key = key.repeat_interleave(groups, dim=1) if groups > 1 else key
     value = value.repeat_interleave(groups, dim=1) if groups > 1 else value
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    scores = torch.matmul(query * scaling, key.transpose(2, 3))  # scaling q saves a pass over the map
     if kwargs.get("softcap") is not None:
         scores = torch.tanh(scores / kwargs["softcap"]) * kwargs["softcap"]
     if attention_mask is not None:
-        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+        scores.add_(attention_mask[:, :, :, : key.shape[-2]])
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    del scores  # keep one L x L map alive while the metrics are reduced
     collector = kwargs.get("litho_collector")
     if collector is not None:
         collector.update(probs)

@@ -66,6 +66,8 @@ class LMScorer:
         layer_groups: Contiguous layer groups with their own columns (0 or 1: none).
         prefix_token: Token put before every window (the document start the scorer was trained on):
             default ``<|endoftext|>`` when the tokenizer has it as a special token, else BOS, else EOS.
+        compile_metrics: Fuse the per-layer metric reductions with ``torch.compile`` (for CUDA, where
+            they are memory-bound; slower on CPU, and the first batches pay the compilation).
         threads: torch CPU threads (0 keeps torch's default).
         allow_network: Let transformers reach the hub.
         cache_dir: Where dequantized GGUF models are cached.
@@ -84,13 +86,14 @@ class LMScorer:
         density_head_frac: float = 0.5,
         layer_groups: int = 3,
         prefix_token: str | None = None,
+        compile_metrics: bool = False,
         threads: int = 0,
         allow_network: bool = False,
         cache_dir: str | None = None,
     ):
         import torch
 
-        from filters.attention import register
+        from filters.attention import compiled_reduce, register
         from generators.models import load_causal_lm, pick_device
 
         stride = max_len // 2 if stride is None else stride
@@ -107,6 +110,7 @@ class LMScorer:
         )
         self.model.set_attn_implementation(register())
         self.prefix = self._prefix_id(prefix_token)
+        self.reduce = compiled_reduce() if compile_metrics else None
         self.text_column, self.batch_size, self.sink_k = text_column, batch_size, sink_k
         self.width, self.stride, self.head_frac = max_len - 1, stride, density_head_frac
         config = self.model.config
@@ -174,7 +178,7 @@ class LMScorer:
         ids = ids.to(dev)
         pos = torch.arange(width, device=dev)[None]
         mask = (pos < lengths[:, None]).long()
-        collector = AttentionCollector(lengths, owned, self.sink_k, self.num_layers)
+        collector = AttentionCollector(lengths, owned, self.sink_k, self.num_layers, self.reduce)
         with torch.inference_mode():
             hidden = self.model.base_model(input_ids=ids, attention_mask=mask, litho_collector=collector)[0]
             target = (pos >= owned[:, None]) & (pos < lengths[:, None]) & (pos >= 1)

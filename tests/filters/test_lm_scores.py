@@ -143,7 +143,7 @@ def brute_force(model_dir: str, text: str, layer_groups: int) -> dict[str, float
     return result
 
 
-def make_scorer(model_dir: str, batch_size: int) -> LMScorer:
+def make_scorer(model_dir: str, batch_size: int, **extra) -> LMScorer:
     return LMScorer(
         model=model_dir,
         device="cpu",
@@ -154,6 +154,7 @@ def make_scorer(model_dir: str, batch_size: int) -> LMScorer:
         sink_k=SINK_K,
         density_head_frac=FRAC,
         layer_groups=2,
+        **extra,
     )
 
 
@@ -211,3 +212,11 @@ def test_real_scorer_ranks_constructed_cases():
     assert bpb[1] > 2 * bpb[0]  # noise costs far more bits per byte than prose
     assert bpb[2] < bpb[0]  # a repeated paragraph is predictable after its first copy
     assert all(np.isfinite(out[name]).all() for name in ATTN)
+
+
+@pytest.mark.slow
+def test_compiled_reductions_match(tiny_model, texts):
+    plain = make_scorer(tiny_model, batch_size=16).score(texts)
+    out = make_scorer(tiny_model, batch_size=16, compile_metrics=True).score(texts)
+    for name in plain:
+        np.testing.assert_allclose(out[name], plain[name], atol=1e-5, rtol=0, err_msg=name)
