@@ -47,7 +47,7 @@ def test_dedup_removes_planted_near_duplicates(ray_session, tmp_path, real_texts
         edited.append(" ".join("CHANGED" if i % 80 == 7 else w for i, w in enumerate(words)))
     rows = [{"text": t, "origin": "orig", "n": i} for i, t in enumerate(originals)]
     rows += [{"text": t, "origin": "edit", "n": 100 + i} for i, t in enumerate(edited)]
-    rows += [{"text": originals[5], "origin": "copy", "n": 200}]
+    rows += [{"text": originals[5], "origin": "copy", "n": 105}]
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     pq.write_table(pa.Table.from_pylist(rows[:7]), corpus / "a.parquet")
