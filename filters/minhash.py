@@ -205,7 +205,14 @@ def minhash_bands(texts, cfg: MinHashConfig, batch_size: int = 1024) -> np.ndarr
     return np.concatenate(keys)
 
 
-def shingle_sets(texts, ngram: int = 5) -> list[np.ndarray]:
-    """Sorted unique shingle hashes per text: the sets whose exact Jaccard verifies a candidate."""
-    hashes, offsets = shingle_hashes(texts, ngram)
-    return [np.unique(hashes[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)]
+def shingle_sets(texts, ngram: int = 5, batch_size: int = 1024) -> list[np.ndarray]:
+    """Sorted unique shingle hashes per text: the sets whose exact Jaccard verifies a candidate.
+
+    Texts are split into words ``batch_size`` at a time: Python word strings cost ~60 bytes each,
+    eight times the 8-byte hash that is kept.
+    """
+    sets = []
+    for start in range(0, len(texts), batch_size):
+        hashes, offsets = shingle_hashes(texts[start : start + batch_size], ngram)
+        sets.extend(np.unique(hashes[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1))
+    return sets
