@@ -7,7 +7,9 @@ No Ray, no Hydra. Same model, same windows of ``--seq-len`` tokens, same run, th
 * ``LMScorer``      — one scorer forward: eager-equivalent attention reduced to the metrics layer
   by layer, plus per-token NLL (what ``LMScorer.score`` runs per batch of windows).
 
-tokens/s counts real tokens per wall second (CUDA synchronised). The model is the real embedded
+tokens/s counts real tokens per wall second (CUDA synchronised); variants run round-robin, medians
+are reported. On a shared CPU, tokens per process-CPU-second (all threads) is the steadier figure,
+best read with ``--threads 1``. The model is the real embedded
 SmolLM2-135M when it is installed, else (or with ``--random``) the same shape with random weights;
 the output says which. Speed does not depend on the weights.
 
@@ -29,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from filters.attention import compiled_reduce, reduce_layer  # noqa: E402
 from filters.lm_scores import LMScorer  # noqa: E402
 
 SMOLLM2_SHAPE = dict(
@@ -70,19 +73,33 @@ def pick_model(args, tmp: Path) -> tuple[str, str]:
     return random_model_dir(tmp), "SmolLM2-135M shape, random weights"
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    """Median wall seconds of ``fn()`` over ``repeats`` runs after one warm-up run."""
+def run_once(model, variant, device: str) -> tuple[float, float]:
+    """Wall and process-CPU seconds of one call of a ``(attention implementation, fn)`` variant."""
+    impl, fn = variant
+    model.set_attn_implementation(impl)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    times = []
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def timed(model, variants: dict, device: str, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds per variant, after one warm-up call each.
+
+    Variants run round-robin so that load from other processes on a shared machine falls on all
+    of them alike.
+    """
+    for variant in variants.values():
+        run_once(model, variant, device)
+    runs = {name: [] for name in variants}
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        for name, variant in variants.items():
+            runs[name].append(run_once(model, variant, device))
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    return {name: (median([w for w, _ in r]), median([c for _, c in r])) for name, r in runs.items()}
 
 
 def main() -> None:
@@ -127,21 +144,19 @@ def main() -> None:
             with torch.inference_mode():
                 model(input_ids=ids, attention_mask=mask)
 
-        tokens, rows = batch * args.seq_len, []
-        for label, impl, fn in [
-            ("plain (sdpa)", "sdpa", plain),
-            ("plain (eager)", "eager", plain),
-            ("LMScorer", "litho_metrics", lambda: scorer._forward(windows)),
-        ]:
-            model.set_attn_implementation(impl)
-            rows.append((label, tokens / timed(fn, device, repeats)))
+        variants = {
+            "plain (sdpa)": ("sdpa", plain),
+            "plain (eager)": ("eager", plain),
+            "LMScorer": ("litho_metrics", lambda: scorer._forward(windows, reduce=reduce_layer)),
+        }
         if args.compile == "on" or (args.compile == "auto" and device.startswith("cuda")):
-            from filters.attention import compiled_reduce
-
-            scorer.reduce = compiled_reduce()
-            rows.append(
-                ("LMScorer+compile", tokens / timed(lambda: scorer._forward(windows), device, repeats))
-            )
+            fused = compiled_reduce()
+            variants["LMScorer+compile"] = ("litho_metrics", lambda: scorer._forward(windows, reduce=fused))
+        tokens = batch * args.seq_len
+        rows = [
+            (name, tokens / wall, tokens / cpu)
+            for name, (wall, cpu) in timed(model, variants, device, repeats).items()
+        ]
 
     base = rows[0][1]
     name = (
@@ -157,16 +172,17 @@ def main() -> None:
         "batch": batch,
         "seq_len": args.seq_len,
         "load_avg_1min": round(load, 1),
-        **{f"{n} tok/s": round(v, 1) for n, v in rows},
-        **{f"{n} / plain(sdpa)": round(base / v, 2) for n, v in rows[2:]},
+        **{f"{n} tok/s": round(v, 1) for n, v, _ in rows},
+        **{f"{n} tok/cpu-s": round(c, 1) for n, _, c in rows},
+        **{f"{n} time / plain(sdpa)": round(base / v, 2) for n, v, _ in rows[2:]},
     }
     if args.json:
         print(json.dumps(result))
         return
     print(f"# {name} | {what} | {result['dtype']} | batch {batch} x {args.seq_len} | load avg {load:.1f}")
-    print(f"{'':18s}{'tokens/s':>12s}{'time vs sdpa':>14s}")
-    for n, v in rows:
-        print(f"{n:18s}{v:12.1f}{base / v:13.2f}x")
+    print(f"{'':18s}{'tokens/s':>12s}{'time vs sdpa':>14s}{'tokens/cpu-s':>14s}")
+    for n, v, c in rows:
+        print(f"{n:18s}{v:12.1f}{base / v:13.2f}x{c:14.1f}")
 
 
 if __name__ == "__main__":

@@ -163,8 +163,9 @@ class LMScorer:
         n_bytes = np.array([len(t.encode("utf-8")) for t in texts], dtype=np.float64)
         return acc.finish(n_bytes, self.num_heads, self.groups)
 
-    def _forward(self, chunk: list[tuple[int, list[int], int]]):
-        """One padded forward pass: per-window NLL sums and attention sums."""
+    def _forward(self, chunk: list[tuple[int, list[int], int]], reduce=None):
+        """One padded forward pass: per-window NLL sums and attention sums (``reduce`` overrides
+        the per-layer reduction, for benchmarks)."""
         torch = self.torch
         from filters.attention import AttentionCollector
 
@@ -178,7 +179,7 @@ class LMScorer:
         ids = ids.to(dev)
         pos = torch.arange(width, device=dev)[None]
         mask = (pos < lengths[:, None]).long()
-        collector = AttentionCollector(lengths, owned, self.sink_k, self.num_layers, self.reduce)
+        collector = AttentionCollector(lengths, owned, self.sink_k, self.num_layers, reduce or self.reduce)
         with torch.inference_mode():
             hidden = self.model.base_model(input_ids=ids, attention_mask=mask, litho_collector=collector)[0]
             target = (pos >= owned[:, None]) & (pos < lengths[:, None]) & (pos >= 1)
