@@ -16,6 +16,7 @@ from generators.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+VERSION = "lm_scores_v1"  # for the output metadata; the columns carry _v1 too
 BPB = "bits_per_byte_v1"
 ATTN = ("attn_sink_mass_v1", "attn_entropy_v1", "attn_long_range_v1", "attn_density_v1")
 

@@ -163,11 +163,14 @@ def test_embedded_tokenizer_metrics_match_direct_computation(real_texts):
     check(out, texts, lambda t: expected_hf(tok, t))
 
 
-def test_noise_and_repetition_rank_as_expected(real_texts, sp_model):
+@pytest.mark.parametrize("spec", ["sp", pytest.param("embedded:smollm2", marks=pytest.mark.slow)])
+def test_noise_and_repetition_rank_as_expected(real_texts, sp_model, spec):
     rng = random.Random(0)
     prose = real_texts[0][:600]
     noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyzQXZ0123456789#%&") for _ in range(len(prose)))
-    out = TokenMetrics(tokenizer=sp_model)({"text": [prose, noise, " ".join([prose] * 5)]})
+    out = TokenMetrics(tokenizer=sp_model if spec == "sp" else spec)(
+        {"text": [prose, noise, " ".join([prose] * 5)]}
+    )
     assert out["chars_per_token"][1] < out["chars_per_token"][0]
     assert out["gzip_ratio"][1] > out["gzip_ratio"][0] > out["gzip_ratio"][2]
 
