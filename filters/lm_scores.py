@@ -99,15 +99,15 @@ class LMScorer:
 
         stride = max_len // 2 if stride is None else stride
         if not 0 <= sink_k <= max_len - 3:
-            raise ConfigError(f"filters.scorer.sink_k={sink_k}: use 0..max_len-3 (StreamingLLM uses 4)")
+            raise ConfigError(f"filters.lm.sink_k={sink_k}: use 0..max_len-3 (StreamingLLM uses 4)")
         if not 1 <= stride <= max_len - 1:
-            raise ConfigError(f"filters.scorer.stride={stride}: use 1..max_len-1 (max_len={max_len})")
+            raise ConfigError(f"filters.lm.stride={stride}: use 1..max_len-1 (max_len={max_len})")
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
         self.device = pick_device(device)
         self.model, self.tok = load_causal_lm(
-            model, "filters.scorer.model", self.device, dtype, allow_network, cache_dir
+            model, "filters.lm.model", self.device, dtype, allow_network, cache_dir
         )
         self.model.set_attn_implementation(register())
         self.prefix = self._prefix_id(prefix_token)
@@ -133,12 +133,10 @@ class LMScorer:
                 else tok.bos_token or tok.eos_token
             )
         if token is None:
-            raise ConfigError(
-                "filters.scorer.prefix_token: the scorer tokenizer has no BOS/EOS; name a token"
-            )
+            raise ConfigError("filters.lm.prefix_token: the scorer tokenizer has no BOS/EOS; name a token")
         idx = tok.convert_tokens_to_ids(token)
         if idx is None or (idx == tok.unk_token_id and token != tok.unk_token):
-            raise ConfigError(f"filters.scorer.prefix_token={token}: not in the scorer's vocabulary")
+            raise ConfigError(f"filters.lm.prefix_token={token}: not in the scorer's vocabulary")
         return idx
 
     def __call__(self, batch: dict) -> dict:
