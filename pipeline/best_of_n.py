@@ -24,9 +24,22 @@ from generators.plan import request_id
 
 log = logging.getLogger(__name__)
 
-FUNCTIONS = {"log": np.log, "log1p": np.log1p, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs,
-             "minimum": np.minimum, "maximum": np.maximum}
-OPERATORS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
+FUNCTIONS = {
+    "log": np.log,
+    "log1p": np.log1p,
+    "exp": np.exp,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+    "minimum": np.minimum,
+    "maximum": np.maximum,
+}
+OPERATORS = {
+    ast.Add: np.add,
+    ast.Sub: np.subtract,
+    ast.Mult: np.multiply,
+    ast.Div: np.divide,
+    ast.Pow: np.power,
+}
 KEY = "best_of_n.score"
 
 
@@ -55,14 +68,21 @@ def parse(expression: str) -> ast.Expression:
     except SyntaxError as exc:
         raise ConfigError(f"{KEY}={expression!r}: not an expression ({exc.msg})") from None
     for node in ast.walk(tree):
-        ok = isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.USub, ast.UAdd,
-                               *OPERATORS))
+        ok = isinstance(
+            node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.USub, ast.UAdd, *OPERATORS)
+        )
         ok = ok or (isinstance(node, ast.Constant) and isinstance(node.value, (int, float)))
-        ok = ok or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS
-                    and not node.keywords)
+        ok = ok or (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in FUNCTIONS
+            and not node.keywords
+        )
         if not ok:
-            raise ConfigError(f"{KEY}={expression!r}: {type(node).__name__} is not allowed; use numbers, score "
-                              f"columns, + - * / **, parentheses and {sorted(FUNCTIONS)}")
+            raise ConfigError(
+                f"{KEY}={expression!r}: {type(node).__name__} is not allowed; use numbers, score "
+                f"columns, + - * / **, parentheses and {sorted(FUNCTIONS)}"
+            )
     return tree
 
 
@@ -124,8 +144,12 @@ def select(ds, expression: str):
     table = pull(ds, ["id", "request_group", "drop_reason", *names])
     data = {c: table.column(c).to_numpy(zero_copy_only=False) for c in names}
     scores = evaluate(expression, data) if names else np.zeros(table.num_rows)
-    drop = losers(table.column("id").to_pylist(), table.column("request_group").to_pylist(),
-                  table.column("drop_reason").to_pylist(), scores)
+    drop = losers(
+        table.column("id").to_pylist(),
+        table.column("request_group").to_pylist(),
+        table.column("drop_reason").to_pylist(),
+        scores,
+    )
     by_id = dict(zip(table.column("id").to_pylist(), scores.tolist()))
     log.info("best-of-n: %d candidates not kept", len(drop))
     return ds.map_batches(_mark, fn_kwargs={"drop": drop, "scores": by_id}, batch_format="numpy")

@@ -16,8 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 # Licences of the teachers litho ships; any other teacher's licence must be checked by the user.
 TEACHER_LICENCES = {
-    "embedded:smollm2": ("apache-2.0", "SmolLM2-135M-Instruct (Hugging Face TB) is released under Apache-2.0, "
-                         "which places no restriction on the use of its outputs."),
+    "embedded:smollm2": (
+        "apache-2.0",
+        "SmolLM2-135M-Instruct (Hugging Face TB) is released under Apache-2.0, "
+        "which places no restriction on the use of its outputs.",
+    ),
 }
 SUMMARY_KEYS = ("mean", "p10", "p50", "p90")
 
@@ -46,15 +49,30 @@ def _schema(out: Path) -> list[str]:
 def render(out: Path, cfg: DictConfig, manifest: dict) -> str:
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True) if "teacher" in cfg else {}
     model = str(teacher.get("model") or teacher.get("name") or teacher.get("_target_", "unknown"))
-    licence, note = TEACHER_LICENCES.get(model, ("other", f"The teacher ({model}) has its own licence and terms; "
-                                                          "check them before publishing or training on this data."))
+    licence, note = TEACHER_LICENCES.get(
+        model,
+        (
+            "other",
+            f"The teacher ({model}) has its own licence and terms; "
+            "check them before publishing or training on this data.",
+        ),
+    )
     generator = cfg.generator.get("_target_", "?") if "generator" in cfg else manifest.get("source", "?")
     counts = manifest["counts"]
     fmt = cfg.output.get("format", "pretrain")
     lines = [
-        "---", f"license: {licence}", "tags:", "- synthetic", "- litho", _configs(out), "---", "",
-        f"# Synthetic {fmt} dataset made with litho {manifest.get('litho_version', '')}", "",
-        "## How it was made", "",
+        "---",
+        f"license: {licence}",
+        "tags:",
+        "- synthetic",
+        "- litho",
+        _configs(out),
+        "---",
+        "",
+        f"# Synthetic {fmt} dataset made with litho {manifest.get('litho_version', '')}",
+        "",
+        "## How it was made",
+        "",
         f"- generator: `{generator}` (docs/generators.md of litho)",
         f"- teacher: `{model}`, sampling `{teacher.get('sampling', {})}`",
         f"- requests planned: {counts.get('planned', counts.get('rows_in'))}; seed {cfg.get('seed', '')}",
@@ -66,20 +84,44 @@ def render(out: Path, cfg: DictConfig, manifest: dict) -> str:
         lines.append(f"- best of {bon.n_candidates} candidates per request by `{bon.score}`")
     if manifest.get("packed"):
         p = manifest["packed"]
-        lines.append(f"- packed: rows of {p['seq_len']} tokens of `{p['tokenizer']}` in `packed/`, EOS id "
-                     f"{p['eos_id']} after every document")
+        lines.append(
+            f"- packed: rows of {p['seq_len']} tokens of `{p['tokenizer']}` in `packed/`, EOS id "
+            f"{p['eos_id']} after every document"
+        )
     lines += ["", "## Counts", "", "| | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     lines += [f"| dropped: {k} | {v} |" for k, v in manifest.get("dropped_by_reason", {}).items()]
     lines += [f"| kept target tokens | {manifest.get('tokens', {}).get('kept_target_tokens', 0)} |"]
     scores = {k: v for k, v in manifest.get("scores", {}).items() if v.get("count")}
     if scores:
-        lines += ["", "## Scores of the kept rows", "", "| score | " + " | ".join(SUMMARY_KEYS) + " |",
-                  "|---|" + "---|" * len(SUMMARY_KEYS)]
-        lines += [f"| `{k}` | " + " | ".join(f"{v[s]:.4g}" for s in SUMMARY_KEYS) + " |" for k, v in scores.items()]
-    lines += ["", "## Schema (`data/`)", "", *_schema(out), "", "## Licence", "", note,
-              "Seed texts used by rephrase, dense, instruct or layered runs keep their own licences.", "",
-              "## Config", "", "```yaml", OmegaConf.to_yaml(cfg, resolve=True).rstrip(), "```", ""]
+        lines += [
+            "",
+            "## Scores of the kept rows",
+            "",
+            "| score | " + " | ".join(SUMMARY_KEYS) + " |",
+            "|---|" + "---|" * len(SUMMARY_KEYS),
+        ]
+        lines += [
+            f"| `{k}` | " + " | ".join(f"{v[s]:.4g}" for s in SUMMARY_KEYS) + " |" for k, v in scores.items()
+        ]
+    lines += [
+        "",
+        "## Schema (`data/`)",
+        "",
+        *_schema(out),
+        "",
+        "## Licence",
+        "",
+        note,
+        "Seed texts used by rephrase, dense, instruct or layered runs keep their own licences.",
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        OmegaConf.to_yaml(cfg, resolve=True).rstrip(),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -49,13 +49,17 @@ def validate(cfg: DictConfig, generator) -> None:
     if fmt not in FORMATS:
         raise ConfigError(f"output.format={fmt}: use one of {list(FORMATS)}")
     if fmt == "sft" and "messages" not in getattr(generator, "output_columns", ()):
-        raise ConfigError(f"output=sft needs conversations: use generator=instruct (got generator={generator.name})")
+        raise ConfigError(
+            f"output=sft needs conversations: use generator=instruct (got generator={generator.name})"
+        )
     for key in ("pack_seq_len", "max_shard_bytes"):
         value = output.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"output.{key}={value}: give a positive integer or null")
     if output.get("pack_seq_len") and fmt != "pretrain":
-        raise ConfigError("output.pack_seq_len: packing is for output=pretrain; set it to null for output=sft")
+        raise ConfigError(
+            "output.pack_seq_len: packing is for output=pretrain; set it to null for output=sft"
+        )
     bon = cfg.get("best_of_n")
     if bon is not None and int(bon.n_candidates) > 1:
         best_of_n.parse(bon.score)
@@ -106,6 +110,12 @@ def after_write(out: Path, cfg: DictConfig, manifest: dict) -> None:
         filters = OmegaConf.to_container(cfg.filters, resolve=True)
         max_bytes = cfg.output.get("max_shard_bytes")
         rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
-        manifest["packed"] = pack_run(out, int(seq_len), filters["tokenizer"], rows,
-                                      filters.get("cache_dir"), bool(filters.get("allow_network", False)))
+        manifest["packed"] = pack_run(
+            out,
+            int(seq_len),
+            filters["tokenizer"],
+            rows,
+            filters.get("cache_dir"),
+            bool(filters.get("allow_network", False)),
+        )
     manifest["card"] = write_card(out, cfg, manifest)

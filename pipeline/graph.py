@@ -81,7 +81,8 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
                      extra: list | tuple = ()):
     """Clean (generated text only), score and mark drops: every row stays, with ``drop_reason``.
 
-    ``extra``: the generator's own ``(stage, kwargs)`` scorers and filters, run last (one per actor).
+    ``extra``: the generator's own ``(stage, kwargs)`` scorers and filters, run last as tasks (a stage
+    with heavy state caches it per worker process, as filters/dense.py does with its tokenizer).
     """
     from ray.data import ActorPoolStrategy
 
@@ -121,9 +122,8 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
     )
     if filters.get("thresholds"):
         ds = light(ds, ThresholdFilter, bounds={k: dict(v) for k, v in filters["thresholds"].items()})
-    for stage, kwargs in extra:
-        ds = ds.map_batches(stage, fn_constructor_kwargs=kwargs, batch_size=cluster["scorer_batch_size"],
-                            compute=ActorPoolStrategy(size=cluster["scorer_actors"]), batch_format="numpy")
+    for stage, kwargs in extra:  # as tasks: another actor pool could starve them of CPUs on small machines
+        ds = light(ds, stage, **kwargs)
     return ds
 
 

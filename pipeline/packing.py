@@ -34,7 +34,9 @@ def docs_in_id_order(files: list[Path], batch_size: int = 1024) -> Iterator[tupl
     return heapq.merge(*(rows(f) for f in files), key=lambda row: row[0])
 
 
-def pack_tokens(docs: Iterator[list[int]], seq_len: int, eos_id: int) -> Iterator[tuple[list[int], list[int]]]:
+def pack_tokens(
+    docs: Iterator[list[int]], seq_len: int, eos_id: int
+) -> Iterator[tuple[list[int], list[int]]]:
     """Yield ``(input_ids, doc_offsets)`` rows of exactly ``seq_len`` tokens; the returned
     generator's ``StopIteration.value`` is the number of tail tokens dropped."""
     buffer: list[int] = []
@@ -56,8 +58,15 @@ def _eos_id(tokenizer) -> int:
     return int(tokenizer.tok.eos_token_id)
 
 
-def pack_split(files: list[Path], directory: Path, split: str, seq_len: int, tokenizer, rows_per_shard: int,
-               encode_batch: int = 256) -> dict:
+def pack_split(
+    files: list[Path],
+    directory: Path,
+    split: str,
+    seq_len: int,
+    tokenizer,
+    rows_per_shard: int,
+    encode_batch: int = 256,
+) -> dict:
     """Pack one split into ``directory/{split}-NNNNN-of-NNNNN.parquet``; return its summary."""
     eos = _eos_id(tokenizer)
     stats = {"documents": 0, "document_tokens": 0}
@@ -95,8 +104,14 @@ def pack_split(files: list[Path], directory: Path, split: str, seq_len: int, tok
     for i, path in enumerate(shards):
         final = path.with_name(f"{split}-{i:05d}-of-{len(shards):05d}.parquet")
         path.rename(final)
-        named.append({"file": final.name, "split": split, "rows": pq.read_metadata(final).num_rows,
-                      "digest": xxhash.xxh3_64_hexdigest(final.read_bytes())})
+        named.append(
+            {
+                "file": final.name,
+                "split": split,
+                "rows": pq.read_metadata(final).num_rows,
+                "digest": xxhash.xxh3_64_hexdigest(final.read_bytes()),
+            }
+        )
     return {**stats, "rows": sum(s["rows"] for s in named), "tail_tokens_dropped": tail, "shards": named}
 
 
@@ -108,8 +123,14 @@ def _write(directory: Path, split: str, index: int, rows: list[tuple[list[int], 
     return path
 
 
-def pack_run(out: Path, seq_len: int, tokenizer_spec: str, rows_per_shard: int, cache_dir=None,
-             allow_network: bool = False) -> dict:
+def pack_run(
+    out: Path,
+    seq_len: int,
+    tokenizer_spec: str,
+    rows_per_shard: int,
+    cache_dir=None,
+    allow_network: bool = False,
+) -> dict:
     """Pack ``out/data`` into ``out/packed`` (staged, then swapped in unless nothing changed)."""
     from filters.tokenizers import load_target_tokenizer
     from pipeline.writer import Snapshot
@@ -128,6 +149,11 @@ def pack_run(out: Path, seq_len: int, tokenizer_spec: str, rows_per_shard: int, 
     summary["unchanged"] = bool(new) and new == old
     snapshot.commit(("packed",), summary["unchanged"])
     for split, s in summary["splits"].items():
-        log.info("packed %s: %d rows of %d tokens, %d tail tokens dropped", split, s["rows"], seq_len,
-                 s["tail_tokens_dropped"])
+        log.info(
+            "packed %s: %d rows of %d tokens, %d tail tokens dropped",
+            split,
+            s["rows"],
+            seq_len,
+            s["tail_tokens_dropped"],
+        )
     return summary

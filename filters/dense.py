@@ -1,0 +1,146 @@
+"""Key-term recall and token savings of a dense rewrite, and the filter that keeps only real gains.
+
+A dense rewrite is worth keeping when it says the same in fewer tokens of the *target*
+tokenizer. "The same" is approximated by the source's key terms (rule in :func:`key_terms`),
+which the rewrite must carry; "fewer tokens" is counted with the target tokenizer on both texts.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+
+import numpy as np
+
+from filters.rules import _reasons, mark
+from filters.tokenizers import load_target_tokenizer
+
+VERSION = "dense_v1"
+TOKEN = re.compile(r"\d+(?:[.,]\d+)*%?|[A-Za-z][A-Za-z0-9_'\-]*[A-Za-z0-9]|[A-Za-z]")
+STOPWORDS = frozenset(
+    """a about above after again against all also although among an and any are as at be because been before
+    being below between both but by can could did do does doing down during each either else every few for from
+    further had has have having he her here hers him his how however i if in into is it its itself just may
+    might more most much must my no nor not now of off on once one only or other our ours out over own same
+    shall she should since so some such than that the their theirs them then there these they this those
+    through thus to too under until up upon us very was we were what when where whether which while who whom
+    whose why will with within without would yet you your yours also each many more used using use""".split()
+)
+
+
+def stem(word: str) -> str:
+    """A crude suffix stripper so that "functions" matches "function" and "called" matches "call"."""
+    w = word.lower().removesuffix("'s")
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not w.endswith("ss"):
+            return w[: len(w) - len(suffix)] + repl
+    return w
+
+
+def _candidates(text: str) -> list[str]:
+    """Numbers, capitalised words (names, acronyms) and content words of 4+ letters, in text order."""
+    out = []
+    for tok in TOKEN.findall(text):
+        if tok[0].isdigit():
+            out.append(tok)
+        elif tok.lower() not in STOPWORDS and (len(tok) >= 4 or any(c.isupper() for c in tok)):
+            out.append(stem(tok))
+    return out
+
+
+def key_terms(text: str, k: int = 10) -> list[str]:
+    """The source's ``k`` key terms: candidates ranked by frequency, ties by first occurrence.
+
+    Candidates are numbers (kept verbatim), words containing a capital letter (names, acronyms)
+    and other words of at least 4 letters that are not stop words; words are compared by a crude
+    stem (lower case, plural / -ed / -ing stripped).
+    """
+    found = _candidates(text)
+    first = {}
+    for i, term in enumerate(found):
+        first.setdefault(term, i)
+    counts = Counter(found)
+    return sorted(counts, key=lambda t: (-counts[t], first[t]))[:k]
+
+
+def key_term_recall(terms: list[str], rewrite: str) -> tuple[float, list[str]]:
+    """Share of ``terms`` present in ``rewrite`` (same stem or number), and the missing ones."""
+    if not terms:
+        return float("nan"), []
+    present = set(_candidates(rewrite))
+    missing = [t for t in terms if t not in present]
+    return 1.0 - len(missing) / len(terms), missing
+
+
+class DenseScores:
+    """Scorer stage: adds ``source_tokens``, ``tokens_saved``, ``key_term_recall`` and ``missing_key_terms``.
+
+    ``tokens_saved`` is ``source_tokens`` minus the rewrite's tokens, both counted with the target
+    tokenizer (no special tokens); ``key_term_recall`` follows :func:`key_terms`.
+
+    Args:
+        tokenizer: Target tokenizer spec (see :mod:`filters.tokenizers`).
+        top_k: Key terms taken from each source.
+        text_column: Column holding the rewrite.
+        source_column: Column holding the source text.
+        allow_network: Allow hub look-ups for the tokenizer.
+        cache_dir: Cache for tokenizers extracted from GGUF files.
+    """
+
+    adds = ("source_tokens", "tokens_saved", "key_term_recall", "missing_key_terms")
+
+    def __init__(
+        self,
+        tokenizer: str,
+        top_k: int = 10,
+        text_column: str = "text",
+        source_column: str = "source_text",
+        allow_network: bool = False,
+        cache_dir: str | None = None,
+    ):
+        self.tokenizer = _tokenizer(tokenizer, allow_network, cache_dir)
+        self.top_k = top_k
+        self.text_column = text_column
+        self.source_column = source_column
+
+    def __call__(self, batch: dict) -> dict:
+        texts = [str(t) for t in batch[self.text_column]]
+        sources = [str(s) for s in batch[self.source_column]]
+        source_tokens = np.array([len(ids) for ids in self.tokenizer.encode(sources)], dtype=np.int64)
+        text_tokens = np.array([len(ids) for ids in self.tokenizer.encode(texts)], dtype=np.int64)
+        recalls, missing = zip(
+            *(key_term_recall(key_terms(s, self.top_k), t) for s, t in zip(sources, texts))
+        )
+        batch["source_tokens"] = source_tokens
+        batch["tokens_saved"] = source_tokens - text_tokens
+        batch["key_term_recall"] = np.array(recalls, dtype=np.float64)
+        batch["missing_key_terms"] = np.array(["; ".join(m) for m in missing], dtype=object)
+        return batch
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(spec: str, allow_network: bool, cache_dir: str | None):
+    """One tokenizer per worker process: the stage runs as Ray tasks, built once per batch."""
+    return load_target_tokenizer(spec, "filters.tokenizer", allow_network, cache_dir)
+
+
+class DenseFilter:
+    """Drops rewrites that are not shorter (``dense_not_shorter``) or lost key terms (``dense_lost_key_terms``).
+
+    Args:
+        min_tokens_saved: Least target-tokenizer tokens the rewrite must save.
+        min_key_term_recall: Least share of the source's key terms the rewrite must carry.
+    """
+
+    def __init__(self, min_tokens_saved: int = 1, min_key_term_recall: float = 0.8):
+        self.min_tokens_saved = min_tokens_saved
+        self.min_key_term_recall = min_key_term_recall
+
+    def __call__(self, batch: dict) -> dict:
+        reasons = _reasons(batch)
+        mark(reasons, np.asarray(batch["tokens_saved"]) < self.min_tokens_saved, "dense_not_shorter")
+        recall = np.asarray(batch["key_term_recall"], dtype=float)
+        mark(reasons, ~(recall >= self.min_key_term_recall), "dense_lost_key_terms")
+        batch["drop_reason"] = reasons
+        return batch

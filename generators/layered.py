@@ -1,0 +1,247 @@
+"""Texts with explicit annotation layers: key terms, claims, reasoning steps, relations.
+
+The teacher is small, so each layer is its own short request in a line-based format ("one per
+line"), asked about a text that is either written first by the teacher (from a topic) or taken
+from a seed corpus. Parsing is forgiving (bullets, numbering, bold, ``;``-joined lists) and
+checks what it can: a key term must occur in the text, a relation must read
+``head -> relation -> tail``. Layers become structured columns; with ``inline`` they are also
+rendered into ``text`` in the markup documented in docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from filters.generated import LayerFilter
+from generators.plan import load_topics, messages_json, request_id, sample_combinations
+from generators.protocol import step_text
+from generators.seeds import load_seeds
+from generators.teacher import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, Completion
+from generators.textbook import AUDIENCES, _pick
+
+LAYERS = {
+    "terms": "List the key terms of the text, one per line, most important first. Write only the terms.",
+    "claims": "List the main claims the text makes, one short sentence per line.",
+    "steps": "List the steps of reasoning or explanation in the text, in order, one per line.",
+    "relations": "List relations between key terms of the text, one per line, in the form: "
+    "term -> relation -> term",
+}
+WRITE = (
+    "Write a short explanatory text about {topic} ({domain}, {subdomain}) for {audience}. About {words} "
+    "words of plain prose: no title, no lists, no closing remarks."
+)
+SYSTEM = "You are an expert author of clear, accurate educational material."
+ANNOTATOR = "You annotate texts carefully and briefly."
+BULLET = re.compile(r"^(?:[-*•·+]+|\d+\s*[.):]|\(?[a-zA-Z]\)|step\s*\d+\s*[.:)-]?)\s+", re.I)
+ARROW = re.compile(r"\s*(?:-+>|→|=>|—>|⟶)\s*")
+MIN_WORDS = {"terms": 1, "claims": 3, "steps": 2}
+MAX_TERM_WORDS = 6
+
+
+class LayeredGenerator:
+    """Plans ``n`` texts, each followed by one annotation request per layer.
+
+    Args:
+        layers: Layer names to ask for, in order (subset of :data:`LAYERS`).
+        required_layers: Rows where one of these parsed empty are dropped as ``layers_unparsed``.
+        inline: Also render the layers into ``text``: ``before`` or ``after`` the body, or null.
+        max_items: Items kept per layer.
+        audiences: Audiences of the written texts (subset of ``textbook.AUDIENCES``).
+        topics_file: TSV of ``domain, subdomain, topic``; the built-in list when empty.
+        domains: Keep only topics of these domains.
+        words: Length of the written text, in words.
+        seed_file: Annotate seed texts instead of writing new ones.
+        text_column, id_column, seed_split, max_words, min_words, max_docs: Seed corpus settings
+            (as for the rephrase generator).
+        system: System prompt of the writing call.
+    """
+
+    name = "layered"
+    columns = ("topic", "domain", "subdomain", "audience", "variant")
+    output_columns = (
+        "text",
+        "body",
+        "layers_missing",
+        *(f"layer_{n}" for n in LAYERS),
+        *(f"n_{n}" for n in LAYERS),
+    )
+
+    def __init__(
+        self,
+        layers: list[str] | None = None,
+        required_layers: list[str] | None = None,
+        inline: str | None = None,
+        max_items: int = 12,
+        audiences: list[str] | None = None,
+        topics_file: str | None = None,
+        domains: list[str] | None = None,
+        words: int = 120,
+        seed_file: str | None = None,
+        text_column: str = "text",
+        id_column: str | None = None,
+        seed_split: str = "train",
+        max_words: int = 200,
+        min_words: int = 30,
+        max_docs: int | None = None,
+        system: str = SYSTEM,
+    ):
+        from generators.errors import ConfigError
+
+        self.layers = _pick(layers, LAYERS, "generator.layers")
+        self.required = _pick(required_layers, LAYERS, "generator.required_layers") if required_layers else []
+        if set(self.required) - set(self.layers):
+            raise ConfigError(f"generator.required_layers={self.required}: each must be in generator.layers")
+        if inline not in (None, "before", "after"):
+            raise ConfigError(f"generator.inline={inline}: use before, after or null")
+        self.inline = inline
+        self.max_items = max_items
+        self.audiences = _pick(audiences, AUDIENCES, "generator.audiences")
+        self.topics = None if seed_file else load_topics(topics_file, domains)
+        self.words = words
+        self.seed_args = dict(
+            path=seed_file,
+            text_column=text_column,
+            id_column=id_column,
+            split=seed_split,
+            max_words=max_words,
+            min_words=min_words,
+            max_docs=max_docs,
+        )
+        self.system = system
+        self.offset = 0 if seed_file else 1  # teacher calls before the first layer
+        self.max_steps = self.offset + len(self.layers)
+        self.extra_filters = [(LayerFilter, {"required": self.required})]
+
+    def build_messages(self, row: dict) -> list[dict]:
+        """The first call: write the text, or (seed texts) ask for the first layer (pure: no I/O)."""
+        if row.get("source_text"):
+            return annotate_messages(row["source_text"], self.layers[0])
+        user = WRITE.format(
+            topic=row["topic"],
+            domain=row["domain"],
+            subdomain=row["subdomain"],
+            audience=AUDIENCES[row["audience"]],
+            words=self.words,
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def body(self, row: dict, completions: list[Completion]) -> str:
+        if row.get("source_text"):
+            return row["source_text"]
+        return (
+            step_text(completions[0]) if completions and completions[0].finish_reason != FINISH_ERROR else ""
+        )
+
+    def followup(self, row: dict, completions: list[Completion]) -> list[dict] | None:
+        body = self.body(row, completions)
+        k = len(completions) - self.offset
+        if not body or k >= len(self.layers):
+            return None
+        return annotate_messages(body, self.layers[k])
+
+    def finish(self, row: dict, completions: list[Completion]) -> dict:
+        body = self.body(row, completions)
+        raw = {
+            name: completions[self.offset + i]
+            for i, name in enumerate(self.layers)
+            if self.offset + i < len(completions)
+        }
+        parsed = {name: parse_layer(name, step_text(c), body, self.max_items) for name, c in raw.items()}
+        layers = {name: parsed.get(name, []) for name in LAYERS}
+        out = {f"layer_{name}": json.dumps(items, ensure_ascii=False) for name, items in layers.items()}
+        out.update({f"n_{name}": len(items) for name, items in layers.items()})
+        out.update(
+            body=body,
+            text=render(body, {n: layers[n] for n in self.layers}, self.inline),
+            layers_missing=",".join(n for n in self.layers if not layers[n]),
+            steps_truncated=sum(c.finish_reason == FINISH_LENGTH for c in completions),
+            finish_reason=FINISH_ERROR
+            if any(c.finish_reason == FINISH_ERROR for c in completions)
+            else FINISH_STOP,
+        )
+        return out
+
+    def plan(self, n: int, seed: int) -> list[dict]:
+        seeds = load_seeds(**self.seed_args) if self.topics is None else None
+        first = seeds if seeds is not None else self.topics
+        rows = []
+        for variant, (s, a) in sample_combinations((len(first), len(self.audiences)), n, seed):
+            row = {"generator": self.name, "audience": self.audiences[a], "variant": variant}
+            if seeds is not None:
+                row.update(topic="", domain="", subdomain="", **seeds[s].columns())
+            else:
+                t = self.topics[s]
+                row.update(topic=t.topic, domain=t.domain, subdomain=t.subdomain)
+            messages = self.build_messages(row)
+            row["prompt"] = messages_json(messages)
+            content = {
+                "generator": self.name,
+                "messages": messages,
+                "variant": variant,
+                "layers": self.layers,
+                "prompts": [LAYERS[name] for name in self.layers],
+            }
+            row["id"] = request_id(content, seed)
+            rows.append(row)
+        return rows
+
+
+def annotate_messages(body: str, layer: str) -> list[dict]:
+    return [
+        {"role": "system", "content": ANNOTATOR},
+        {"role": "user", "content": f"Text:\n{body}\n\n{LAYERS[layer]}"},
+    ]
+
+
+def _items(text: str) -> list[str]:
+    """Lines without bullets, numbering, bold or quotes; a single ``;``-joined line is split."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) == 1 and ";" in lines[0]:
+        lines = [p.strip() for p in lines[0].split(";")]
+    items = []
+    for line in lines:
+        line = BULLET.sub("", line.replace("**", "").replace("__", "")).strip().strip('"“”').strip()
+        if line and not line.endswith(":"):  # "Here are the key terms:" and similar headers
+            items.append(line)
+    return items
+
+
+def parse_layer(name: str, text: str, body: str, max_items: int = 12) -> list:
+    """Parse one layer's answer; items that fail the layer's check are left out."""
+    seen, out = set(), []
+    lowered = body.lower()
+    for item in _items(text):
+        if name == "relations":
+            parts = [p.strip(" .") for p in ARROW.split(item)]
+            if len(parts) != 3 or not all(parts):
+                continue
+            value, key = {"head": parts[0], "relation": parts[1], "tail": parts[2]}, item.lower()
+        else:
+            if name == "terms":
+                item = re.sub(r"\s*[:–—-]\s+.*$", "", item).strip(" .,")  # "term: definition" -> "term"
+                if len(item.split()) > MAX_TERM_WORDS or item.lower() not in lowered:
+                    continue
+            if len(item.split()) < MIN_WORDS[name]:
+                continue
+            value, key = item, item.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(value)
+    return out[:max_items]
+
+
+def render(body: str, layers: dict[str, list], inline: str | None) -> str:
+    """``body`` with the layers as ``<name>`` blocks, one item per line (docs/formats.md)."""
+    if not inline:
+        return body
+    blocks = []
+    for name, items in layers.items():
+        if not items:
+            continue
+        lines = [
+            f"{i['head']} -> {i['relation']} -> {i['tail']}" if name == "relations" else str(i) for i in items
+        ]
+        blocks.append(f"<{name}>\n" + "\n".join(lines) + f"\n</{name}>")
+    parts = [*blocks, body] if inline == "before" else [body, *blocks]
+    return "\n\n".join(parts)
