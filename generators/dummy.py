@@ -44,7 +44,7 @@ class DummyTeacher:
         self.name = name
         self.words = words
         self.rates = (error_rate, truncate_rate, duplicate_rate)
-        self.sampling = SamplingParams(**{k: tuple(v) if k == "stop" else v for k, v in (sampling or {}).items()})
+        self.sampling = SamplingParams.from_config(sampling)
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         return [self._one(r) for r in requests]

@@ -76,9 +76,7 @@ class FastTeacher:
         from generators.models import load_causal_lm, materialize, pick_device, resolve
 
         self.name = name or str(model)
-        self.sampling = SamplingParams(
-            **{k: tuple(v) if k == "stop" else v for k, v in (sampling or {}).items()}
-        )
+        self.sampling = SamplingParams.from_config(sampling)
         self.batch_size = batch_size
         self.device = pick_device(device)
         where = materialize(resolve(model, "teacher.model", allow_network), cache_dir)

@@ -58,7 +58,7 @@ class HFTeacher:
         if threads:
             torch.set_num_threads(threads)
         self.name = name or str(model)
-        self.sampling = SamplingParams(**{k: tuple(v) if k == "stop" else v for k, v in (sampling or {}).items()})
+        self.sampling = SamplingParams.from_config(sampling)
         self.batch_size = batch_size
         self.device = pick_device(device)
         self.model, self.tokenizer = load_causal_lm(

@@ -83,9 +83,7 @@ class OpenAITeacher:
             raise ConfigError(f"teacher.base_url={base_url}: give an http(s) URL ending in /v1")
         self.url = str(base_url).rstrip("/") + ENDPOINTS[endpoint]
         self.model, self.name, self.endpoint = model, name or model, endpoint
-        self.sampling = SamplingParams(
-            **{k: tuple(v) if k == "stop" else v for k, v in (sampling or {}).items()}
-        )
+        self.sampling = SamplingParams.from_config(sampling)
         self.max_concurrency, self.timeout_s, self.max_retries = (
             max(1, max_concurrency),
             timeout_s,

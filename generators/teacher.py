@@ -39,6 +39,23 @@ class SamplingParams:
     seed: int = 0
     stop: tuple[str, ...] = ()
 
+    @classmethod
+    def from_config(cls, sampling: dict | None) -> SamplingParams:
+        """Build from a config mapping (lists from YAML become the ``stop`` tuple).
+
+        Raises:
+            ConfigError: an unknown key, named with the fix.
+        """
+        sampling = dict(sampling or {})
+        unknown = set(sampling) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(
+                f"teacher.sampling: unknown keys {sorted(unknown)}; use {sorted(cls.__dataclass_fields__)}"
+            )
+        if "stop" in sampling:
+            sampling["stop"] = tuple(sampling["stop"] or ())
+        return cls(**sampling)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

@@ -20,3 +20,14 @@ def test_dummy_is_deterministic_and_keeps_order():
 def test_cut_at_stop_takes_earliest():
     assert cut_at_stop("a END b STOP c", ["STOP", "END"]) == ("a ", True)
     assert cut_at_stop("abc", ["x"]) == ("abc", False)
+
+
+def test_sampling_from_config_rejects_unknown_keys():
+    import pytest
+
+    from generators.errors import ConfigError
+    from generators.teacher import SamplingParams
+
+    assert SamplingParams.from_config({"stop": ["END"], "temperature": 0}).stop == ("END",)
+    with pytest.raises(ConfigError, match=r"teacher.sampling: unknown keys \['temprature'\]"):
+        SamplingParams.from_config({"temprature": 0.5})
