@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
+from generators.errors import ConfigError
+
 FINISH_STOP = "stop"  # the model ended the text (EOS or a stop string)
 FINISH_LENGTH = "length"  # max_new_tokens was reached: the text may be cut mid-sentence
 FINISH_ERROR = "error"  # the request failed; ``error`` says why, ``text`` is empty
