@@ -122,6 +122,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: batch 2, 2 repeats")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    parser.add_argument("--write", action="store_true", help="append the table to bench/results/scorer.md")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,10 +180,18 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"# {name} | {what} | {result['dtype']} | batch {batch} x {args.seq_len} | load avg {load:.1f}")
-    print(f"{'':18s}{'tokens/s':>12s}{'time vs sdpa':>14s}{'tokens/cpu-s':>14s}")
-    for n, v, c in rows:
-        print(f"{n:18s}{v:12.1f}{base / v:13.2f}x{c:14.1f}")
+    header = f"{name} | {what} | {result['dtype']} | batch {batch} x {args.seq_len} | load avg {load:.1f}"
+    table = ["| variant | tokens/s | time vs plain (sdpa) | tokens/CPU-s |", "|---|---|---|---|"]
+    table += [f"| {n} | {v:,.1f} | {base / v:.2f}x | {c:,.1f} |" for n, v, c in rows]
+    print("# " + header)
+    print("\n".join(table))
+    if args.write:
+        out = Path(__file__).resolve().parent / "results" / "scorer.md"
+        out.parent.mkdir(exist_ok=True)
+        command = "python bench/bench_scorer.py " + " ".join(sys.argv[1:])
+        stamp = time.strftime("%Y-%m-%d %H:%M")
+        with out.open("a") as f:
+            f.write(f"\n```\n{command}\n{stamp}, {header}\n```\n\n" + "\n".join(table) + "\n")
 
 
 if __name__ == "__main__":
