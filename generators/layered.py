@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 
+from filters.dense import STOPWORDS
 from filters.generated import LayerFilter
 from generators.plan import load_topics, messages_json, request_id, sample_combinations
 from generators.protocol import step_text
@@ -34,6 +35,8 @@ WRITE = (
 SYSTEM = "You are an expert author of clear, accurate educational material."
 ANNOTATOR = "You annotate texts carefully and briefly."
 BULLET = re.compile(r"^(?:[-*•·+]+|\d+\s*[.):]|\(?[a-zA-Z]\)|step\s*\d+\s*[.:)-]?)\s+", re.I)
+# "1. First claim. 2. Second claim." on one line: split before each number that follows a sentence end.
+INLINE_NUMBER = re.compile(r"(?<=[.!?])\s+(?=\d+[.)]\s)")
 ARROW = re.compile(r"\s*(?:-+>|→|=>|—>|⟶)\s*")
 MIN_WORDS = {"terms": 1, "claims": 3, "steps": 2}
 MAX_TERM_WORDS = 6
@@ -196,7 +199,7 @@ def annotate_messages(body: str, layer: str) -> list[dict]:
 
 def _items(text: str) -> list[str]:
     """Lines without bullets, numbering, bold or quotes; a single ``;``-joined line is split."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [part.strip() for ln in text.splitlines() for part in INLINE_NUMBER.split(ln) if part.strip()]
     if len(lines) == 1 and ";" in lines[0]:
         lines = [p.strip() for p in lines[0].split(";")]
     items = []
@@ -220,7 +223,11 @@ def parse_layer(name: str, text: str, body: str, max_items: int = 12) -> list:
         else:
             if name == "terms":
                 item = re.sub(r"\s*[:–—-]\s+.*$", "", item).strip(" .,")  # "term: definition" -> "term"
-                if len(item.split()) > MAX_TERM_WORDS or item.lower() not in lowered:
+                if (
+                    len(item.split()) > MAX_TERM_WORDS
+                    or item.lower() in STOPWORDS
+                    or not _occurs(item, lowered)
+                ):
                     continue
             if len(item.split()) < MIN_WORDS[name]:
                 continue
@@ -229,6 +236,11 @@ def parse_layer(name: str, text: str, body: str, max_items: int = 12) -> list:
             seen.add(key)
             out.append(value)
     return out[:max_items]
+
+
+def _occurs(term: str, lowered_body: str) -> bool:
+    """The term occurs in the text as whole words (case-insensitive)."""
+    return re.search(rf"(?<!\w){re.escape(term.lower())}(?!\w)", lowered_body) is not None
 
 
 def render(body: str, layers: dict[str, list], inline: str | None) -> str:

@@ -66,14 +66,23 @@ def validate(cfg: DictConfig, generator) -> None:
 
 
 def prepare(ds, cfg: DictConfig):
-    """Best-of-n selection (when ``best_of_n.n_candidates > 1``); returns a materialized dataset."""
+    """Best-of-n selection (when ``best_of_n.n_candidates > 1``) and, for ``sft``, the first teacher
+    request renamed ``prompt`` -> ``teacher_prompt``; returns a materialized dataset."""
     from pipeline import best_of_n
 
     ds = ds.materialize()
     bon = cfg.get("best_of_n")
     if bon is not None and int(bon.n_candidates) > 1:
         ds = best_of_n.select(ds, str(bon.score)).materialize()
+    if cfg.output.get("format") == "sft" and "prompt" in ds.schema().names:
+        ds = ds.map_batches(_rename_prompt, batch_format="numpy").materialize()
     return ds
+
+
+def _rename_prompt(batch: dict) -> dict:
+    """TRL reads a ``prompt`` column as the prompt of a prompt-completion pair: keep the request elsewhere."""
+    batch["teacher_prompt"] = batch.pop("prompt")
+    return batch
 
 
 def rows_per_shard(ds, cfg: DictConfig) -> int:
