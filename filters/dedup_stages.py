@@ -24,6 +24,11 @@ from filters.minhash import MinHashConfig, band_keys, permutations, shingle_hash
 REASON = "near_duplicate"
 
 
+def _require(batch: dict, column: str, key: str) -> None:
+    if column not in batch:
+        raise ValueError(f"near dedup: {key}={column!r} is not a column; columns are {sorted(batch)}")
+
+
 class MinHashSignatures:
     """Stage: adds ``lsh_bands``, uint64 ``(rows, bands)``: the LSH band keys of each text.
 
@@ -38,6 +43,7 @@ class MinHashSignatures:
         self.a, self.b = permutations(self.cfg.num_perm, self.cfg.seed)
 
     def __call__(self, batch: dict) -> dict:
+        _require(batch, self.text_column, "text_column")
         hashes, offsets = shingle_hashes([str(t) for t in batch[self.text_column]], self.cfg.ngram)
         sig = signatures(hashes, offsets, self.a, self.b)
         batch["lsh_bands"] = band_keys(sig, self.cfg.bands, self.cfg.rows)
@@ -110,6 +116,9 @@ class ClusterGroup:
         self.text_column, self.id_column = text_column, id_column
 
     def __call__(self, batch: dict) -> dict:
+        _require(batch, self.id_column, "id_column")
+        if self.cfg.keep_by:
+            _require(batch, self.cfg.keep_by, "dedup.keep_by")
         ids = np.asarray(batch[self.id_column], dtype=object)
         keys = np.asarray(batch["lsh_bands"], dtype=np.uint64).reshape(len(ids), self.cfg.bands)
         scores = batch[self.cfg.keep_by] if self.cfg.keep_by else None

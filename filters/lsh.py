@@ -54,7 +54,9 @@ def empty_keys(cfg: MinHashConfig) -> np.ndarray:
     return band_keys(np.full((1, cfg.num_perm), EMPTY, dtype=np.uint32), cfg.bands, cfg.rows)[0]
 
 
-def candidate_pairs(keys: np.ndarray, tiebreak: np.ndarray, active=None, window: int | None = WINDOW):
+def candidate_pairs(
+    keys: np.ndarray, tiebreak: np.ndarray, active=None, window: int | None = WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
     """Unique pairs ``(lo, hi)`` of row indices, ``lo < hi``, that share at least one band key.
 
     Args:
@@ -162,7 +164,9 @@ def sortable_ids(ids) -> np.ndarray:
     return arr
 
 
-def cluster_rows(ids, texts, keys: np.ndarray, scores, cfg: MinHashConfig, active=None):
+def cluster_rows(
+    ids, texts, keys: np.ndarray, scores, cfg: MinHashConfig, active=None
+) -> tuple[np.ndarray, dict]:
     """Decisions for rows whose band keys are known: candidates, verification, clusters, keepers.
 
     Args:

@@ -31,7 +31,10 @@ INTERNAL = ("lsh_bands", "lsh_comp", "lsh_part")
 
 
 def _prepare(batch: dict) -> dict:
-    n = len(batch["drop_reason"])
+    """Adds ``drop_reason`` (an existing corpus has none: every row takes part), ``duplicate_of``
+    and ``cluster_id`` where missing."""
+    n = len(next(iter(batch.values())))
+    batch.setdefault("drop_reason", np.full(n, "", dtype=object))
     batch.setdefault("duplicate_of", np.full(n, "", dtype=object))
     batch["cluster_id"] = np.full(n, "", dtype=object)
     return batch
@@ -65,7 +68,8 @@ def near_dedup_dataset(ds, cfg, *, text_column: str = "text", id_column: str = "
     from exact dedup, is kept for other rows), and sets ``drop_reason="near_duplicate"``.
 
     Args:
-        ds: Rows with a unique ``id_column``, ``text_column`` and ``drop_reason`` (string).
+        ds: Rows with a unique ``id_column``, ``text_column`` and optionally ``drop_reason`` (string;
+            a missing column means every row takes part).
         cfg: Near-dedup settings: a :class:`filters.minhash.MinHashConfig`, or a mapping of its keys
             (``conf/dedup/minhash.yaml``). With ``index_dir``, rows already in earlier runs' index
             are removed too.

@@ -251,3 +251,10 @@ def test_ray_stages_without_ray_equal_near_dedup(corpus):
     ref = near_dedup(rows["id"], rows["text"], rows["score"], cfg)
     removed = {i for i, k in zip(rows["id"], ref.keep, strict=True) if not k}
     assert {i for i, r in decided.items() if r == "near_duplicate"} == removed
+
+
+def test_empty_texts_are_never_duplicates_and_columns_are_checked():
+    result = near_dedup(["a", "b", "c", "d"], ["", "   ", "short text", "short text"])
+    assert result.keep.tolist() == [True, True, True, False]
+    with pytest.raises(ValueError, match="text_column='body'"):
+        MinHashSignatures(text_column="body")({"text": np.array(["x"], dtype=object)})
