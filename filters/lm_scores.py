@@ -69,7 +69,7 @@ class LMScorer:
             default ``<|endoftext|>`` when the tokenizer has it as a special token, else BOS, else EOS.
         compile_metrics: Fuse the per-layer metric reductions with ``torch.compile`` (for CUDA, where
             they are memory-bound; slower on CPU, and the first batches pay the compilation).
-        threads: torch CPU threads (0 keeps torch's default).
+        threads: torch CPU threads (0: all cores, also inside a Ray worker).
         allow_network: Let transformers reach the hub.
         cache_dir: Where dequantized GGUF models are cached.
     """
@@ -95,15 +95,14 @@ class LMScorer:
         import torch
 
         from filters.attention import compiled_reduce, register
-        from generators.models import load_causal_lm, pick_device
+        from generators.models import load_causal_lm, pick_device, set_threads
 
         stride = max_len // 2 if stride is None else stride
         if not 0 <= sink_k <= max_len - 3:
             raise ConfigError(f"filters.lm.sink_k={sink_k}: use 0..max_len-3 (StreamingLLM uses 4)")
         if not 1 <= stride <= max_len - 1:
             raise ConfigError(f"filters.lm.stride={stride}: use 1..max_len-1 (max_len={max_len})")
-        if threads:
-            torch.set_num_threads(threads)
+        set_threads(threads)
         self.torch = torch
         self.device = pick_device(device)
         self.model, self.tok = load_causal_lm(

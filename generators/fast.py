@@ -37,7 +37,7 @@ class FastTeacher:
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:i]``.
         dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
         batch_size: Rows the pipeline should hand to one ``generate()`` call (any number works).
-        threads: torch CPU threads (0 keeps torch's default: all cores).
+        threads: torch CPU threads (0: all cores, also inside a Ray worker).
         allow_network: Let transformers reach the hub (off: runs are offline by default).
         cache_dir: Where dequantized GGUF models are cached (default ``$LITHO_CACHE``).
         sampling: Keyword arguments of :class:`SamplingParams`.
@@ -69,11 +69,10 @@ class FastTeacher:
         use_cuda_graphs: bool = True,
         refill: bool = True,
     ):
-        import torch
         from transformers import AutoConfig
 
         from generators.fast_model import unsupported_reason
-        from generators.models import load_causal_lm, materialize, pick_device, resolve
+        from generators.models import load_causal_lm, materialize, pick_device, resolve, set_threads
 
         self.name = name or str(model)
         self.sampling = SamplingParams.from_config(sampling)
@@ -96,8 +95,7 @@ class FastTeacher:
             return
         from generators.fast_engine import FastEngine
 
-        if threads:
-            torch.set_num_threads(threads)
+        set_threads(threads)
         self.model, self.tokenizer = load_causal_lm(
             model, "teacher.model", self.device, dtype, allow_network, cache_dir
         )

@@ -33,7 +33,7 @@ class HFTeacher:
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:i]``.
         dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
         batch_size: Rows per ``generate()`` call.
-        threads: torch CPU threads (0 keeps torch's default: all cores).
+        threads: torch CPU threads (0: all cores, also inside a Ray worker).
         allow_network: Let transformers reach the hub (off: runs are offline by default).
         cache_dir: Where dequantized GGUF models are cached (default ``$LITHO_CACHE``).
         sampling: Keyword arguments of :class:`SamplingParams`.
@@ -53,10 +53,9 @@ class HFTeacher:
     ):
         import torch
 
-        from generators.models import load_causal_lm, pick_device
+        from generators.models import load_causal_lm, pick_device, set_threads
 
-        if threads:
-            torch.set_num_threads(threads)
+        set_threads(threads)
         self.name = name or str(model)
         self.sampling = SamplingParams.from_config(sampling)
         self.batch_size = batch_size

@@ -153,6 +153,17 @@ def load_causal_lm(spec: str, key: str, device: str, dtype: str, allow_network: 
     return model, load_tokenizer(spec, key, allow_network, cache_dir)
 
 
+def set_threads(threads: int = 0) -> None:
+    """Use ``threads`` torch CPU threads; 0 means every core of the machine.
+
+    Ray starts workers with OMP_NUM_THREADS=1 (their logical CPU share), which would leave a
+    model actor on one core of an otherwise idle machine, so 0 is made explicit here.
+    """
+    import torch
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 

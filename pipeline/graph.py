@@ -99,16 +99,6 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
         compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
         batch_format="numpy",
     )
-    if filters.get("lm"):
-        # The scorer model: bits per byte and attention density (docs/metrics.md); one model per actor.
-        ds = ds.map_batches(
-            LMScorer,
-            fn_constructor_kwargs={**filters["lm"], "text_column": text_column, "cache_dir": filters.get("cache_dir")},
-            batch_size=cluster["scorer_batch_size"],
-            compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
-            num_gpus=cluster.get("scorer_gpus") or None,
-            batch_format="numpy",
-        )
     ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
     ds = light(ds, RepetitionMetrics, ngrams=tuple(sorted(ngram_bounds)), text_column=text_column)
     ds = light(
@@ -120,6 +110,17 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
         max_dup_ngram_frac=ngram_bounds,
         text_column=text_column,
     )
+    if filters.get("lm"):
+        # The scorer model (bits per byte, attention metrics; docs/metrics.md), one per actor, after
+        # the cheap filters: rows already dropped cost it nothing.
+        ds = ds.map_batches(
+            LMScorer,
+            fn_constructor_kwargs={**filters["lm"], "text_column": text_column, "cache_dir": filters.get("cache_dir")},
+            batch_size=cluster["scorer_batch_size"],
+            compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
+            num_gpus=cluster.get("scorer_gpus") or None,
+            batch_format="numpy",
+        )
     if filters.get("thresholds"):
         ds = light(ds, ThresholdFilter, bounds={k: dict(v) for k, v in filters["thresholds"].items()})
     for stage, kwargs in extra:  # as tasks: another actor pool could starve them of CPUs on small machines
