@@ -14,6 +14,7 @@ import json
 import re
 
 from filters.generated import ConversationFilter
+from generators.errors import ConfigError
 from generators.plan import load_topics, messages_json, request_id, sample_combinations
 from generators.protocol import step_text
 from generators.seeds import load_seeds
@@ -75,8 +76,6 @@ class InstructGenerator:
         max_docs: int | None = None,
         system: str = SYSTEM,
     ):
-        from generators.errors import ConfigError
-
         if not isinstance(turns, int) or turns < 1:
             raise ConfigError(f"generator.turns={turns}: give a positive integer (1 = single-turn pairs)")
         self.turns = turns

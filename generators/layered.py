@@ -15,6 +15,7 @@ import re
 
 from filters.dense import STOPWORDS
 from filters.generated import LayerFilter
+from generators.errors import ConfigError
 from generators.plan import load_topics, messages_json, request_id, sample_combinations
 from generators.protocol import step_text
 from generators.seeds import load_seeds
@@ -89,8 +90,6 @@ class LayeredGenerator:
         max_docs: int | None = None,
         system: str = SYSTEM,
     ):
-        from generators.errors import ConfigError
-
         self.layers = _pick(layers, LAYERS, "generator.layers")
         self.required = _pick(required_layers, LAYERS, "generator.required_layers") if required_layers else []
         if set(self.required) - set(self.layers):

@@ -200,7 +200,7 @@ def test_a_tiny_llama_trains_on_packed_and_sft_shards(ray_session, tmp_path):
         "output=sft",
         "filters.min_words=5",
         "filters.max_dup_line_frac=1.0",
-        "filters.max_dup_ngram_frac={}",
+        "filters.max_dup_ngram_frac={5:1.0,10:1.0}",
     )
     tok = load_tokenizer("embedded:smollm2")
     torch.manual_seed(0)
@@ -217,7 +217,7 @@ def test_a_tiny_llama_trains_on_packed_and_sft_shards(ray_session, tmp_path):
     packed = load_dataset("parquet", data_dir=str(tmp_path / "pretrain" / "packed"), split="train")
     ids = torch.tensor(packed["input_ids"][:8], dtype=torch.long)
     losses = _train(LlamaForCausalLM(config), ids, ids, torch)
-    assert np.isfinite(losses).all() and losses[-1] < losses[0] * 0.8
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] - 1.0
 
     sft = load_dataset("parquet", data_dir=str(tmp_path / "sft" / "data"), split="train")
     assert all(m["role"] in {"user", "assistant"} for row in sft["messages"] for m in row)
@@ -227,10 +227,10 @@ def test_a_tiny_llama_trains_on_packed_and_sft_shards(ray_session, tmp_path):
     ids = torch.tensor([e + [tok.pad_token_id] * (width - len(e)) for e in encoded], dtype=torch.long)
     labels = torch.tensor([e + [-100] * (width - len(e)) for e in encoded], dtype=torch.long)
     losses = _train(LlamaForCausalLM(config), ids, labels, torch)
-    assert np.isfinite(losses).all() and losses[-1] < losses[0] * 0.8
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] - 1.0
 
 
-def _train(model, ids, labels, torch, steps: int = 8) -> np.ndarray:
+def _train(model, ids, labels, torch, steps: int = 10) -> np.ndarray:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(steps):
@@ -240,3 +240,18 @@ def _train(model, ids, labels, torch, steps: int = 8) -> np.ndarray:
         optimizer.step()
         losses.append(loss.item())
     return np.array(losses)
+
+
+def test_layered_topic_rows_run_one_writing_call_and_one_call_per_layer(tmp_path):
+    from generators.layered import LayeredGenerator
+    from pipeline.stages import GenerateStage
+
+    generator = LayeredGenerator(layers=["terms", "claims"], inline="before")
+    plan = generator.plan(6, seed=1)
+    batch = {k: np.asarray([r[k] for r in plan], dtype=object) for k in plan[0]}
+    out = GenerateStage({"_target_": "generators.dummy.DummyTeacher"}, str(tmp_path), generator)(batch)
+    assert all(len(json.loads(s)) == 3 for s in out["steps"])
+    assert all(json.loads(s)[0] == body for s, body in zip(out["steps"], out["body"]))
+    for terms, text, body in zip(out["layer_terms"], out["text"], out["body"]):
+        assert all(t.lower() in body.lower() for t in json.loads(terms))
+        assert text.endswith(body)
