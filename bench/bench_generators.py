@@ -4,7 +4,7 @@ Prints one example row per generator (the source of the examples in docs/generat
 dense generator's token savings (target tokenizer = the teacher's), and writes everything to
 bench/results/generators.json. Usage:
 
-    python bench/bench_generators.py [--n 8] [--max-new-tokens 128] [--only dense,instruct]
+    python bench/bench_generators.py [--n 8] [--max-new-tokens 128] [--only dense,instruct] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from tests.pipeline.conftest import compose  # noqa: E402
 
 RUNS = {
     "textbook": ["generator.formats=[textbook_section]"],
-    "rephrase": ["generator=rephrase", "generator.seed_file={seeds}", "generator.max_words=120"],
-    "dense": ["generator=dense", "generator.seed_file={seeds}", "generator.max_words=120"],
+    "rephrase": ["generator=rephrase", "generator.seed_file={seeds}", "generator.id_column=doc_id"],
+    "dense": ["generator=dense", "generator.seed_file={seeds}", "generator.id_column=doc_id"],
     "instruct": ["generator=instruct", "output=sft", "generator.turns=2"],
     "layered": [
         "generator=layered",
@@ -76,6 +76,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--only", default=",".join(RUNS))
+    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
+    parser.add_argument("--tag", default="", help="results key suffix, e.g. greedy -> dense@greedy")
     args = parser.parse_args()
 
     import ray
@@ -90,7 +92,7 @@ def main() -> int:
     results = {}
     for name in args.only.split(","):
         started = time.perf_counter()
-        overrides = [o.format(seeds=seeds) for o in RUNS[name]]
+        overrides = [o.format(seeds=seeds) for o in RUNS[name]] + args.set
         out = work / name
         manifest = run(
             compose(
@@ -117,15 +119,14 @@ def main() -> int:
     ray.shutdown()
     target = ROOT / "bench" / "results" / "generators.json"
     target.parent.mkdir(exist_ok=True)
-    target.write_text(
-        json.dumps(
-            {"n": args.n, "max_new_tokens": args.max_new_tokens, "results": results},
-            indent=1,
-            ensure_ascii=False,
-            default=str,
-        )
-        + "\n"
-    )
+    saved = json.loads(target.read_text()) if target.is_file() else {}
+    for name, result in results.items():  # one entry per generator: a partial rerun keeps the others
+        saved[name + (f"@{args.tag}" if args.tag else "")] = {
+            "n": args.n,
+            "max_new_tokens": args.max_new_tokens,
+            **result,
+        }
+    target.write_text(json.dumps(saved, indent=1, ensure_ascii=False, default=str) + "\n")
     return 0
 
 

@@ -34,7 +34,7 @@ WRITER_SYSTEM = "You write realistic messages that users send to an AI assistant
 LABEL = re.compile(
     r"^\s*(?:\*\*)?(?:user|question|q|follow-up(?: question)?|message)\s*(?:\*\*)?\s*[:：]\s*", re.I
 )
-VERSION = 1  # bump when the follow-up prompts change: it is part of every request id
+VERSION = 2  # bump when the follow-up prompts change: it is part of every request id
 
 
 class InstructGenerator:
@@ -185,11 +185,14 @@ class InstructGenerator:
 
 
 def clean_user_turn(text: str) -> str:
-    """The user's message from what the writer call returned: labels, quotes and trailing lines removed."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    """The user's message from what the writer call returned: its first line asking a question (else its
+    first line), without labels, quotes or trailing text."""
+    lines = [LABEL.sub("", ln.strip()).strip().strip('"“”*').strip() for ln in text.strip().splitlines()]
+    lines = [ln for ln in lines if ln]
     if not lines:
         return ""
-    first = LABEL.sub("", lines[0]).strip().strip('"“”*').strip()
+    # Small writers wrap the question in a greeting or a letter: prefer the first line that asks.
+    first = next((ln for ln in lines if "?" in ln), lines[0])
     if "?" in first:
         first = first[: first.rindex("?") + 1]
     return first

@@ -49,14 +49,17 @@ def _schema(out: Path) -> list[str]:
 def render(out: Path, cfg: DictConfig, manifest: dict) -> str:
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True) if "teacher" in cfg else {}
     model = str(teacher.get("model") or teacher.get("name") or teacher.get("_target_", "unknown"))
-    licence, note = TEACHER_LICENCES.get(
-        model,
-        (
-            "other",
-            f"The teacher ({model}) has its own licence and terms; "
-            "check them before publishing or training on this data.",
-        ),
-    )
+    if not teacher:  # litho score / litho dedup: nothing was generated
+        licence, note = "other", "The rows come from the input corpus and keep its licence."
+    else:
+        licence, note = TEACHER_LICENCES.get(
+            model,
+            (
+                "other",
+                f"The teacher ({model}) has its own licence and terms; "
+                "check them before publishing or training on this data.",
+            ),
+        )
     generator = cfg.generator.get("_target_", "?") if "generator" in cfg else manifest.get("source", "?")
     counts = manifest["counts"]
     fmt = cfg.output.get("format", "pretrain")

@@ -190,3 +190,9 @@ def test_layered_from_seed_texts_skips_the_writing_call(seed_file):
     )
     out = gen.finish(row, _done("Nothing here:"))
     assert out["layers_missing"] == "claims" and out["body"] == row["source_text"]
+
+
+def test_clean_user_turn_prefers_the_line_that_asks():
+    assert clean_user_turn("Dear Dr. Carter,\n\nCould you explain how anaesthesia works? Thanks.") == (
+        "Could you explain how anaesthesia works?"
+    )
