@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
+import xxhash
 from omegaconf import DictConfig, OmegaConf
 
 from filters.token_metrics import VERSION as TOKEN_METRICS_VERSION
@@ -32,8 +34,17 @@ def process(ds, cfg: DictConfig, text_column: str = "text", score: bool = True, 
     if dedup and cfg.dedup.get("minhash"):
         from pipeline.dedup_graph import near_dedup_dataset
 
-        ds = near_dedup_dataset(ds, OmegaConf.to_container(cfg.dedup.minhash, resolve=True), text_column=text_column)
+        minhash = OmegaConf.to_container(cfg.dedup.minhash, resolve=True)
+        if minhash.get("index_dir"):
+            # A rerun into the same output dir must not find its own texts in the cross-run index.
+            shutil.rmtree(Path(minhash["index_dir"]) / f"run={index_run_id(cfg)}", ignore_errors=True)
+        ds = near_dedup_dataset(ds, minhash, text_column=text_column)
     return ds
+
+
+def index_run_id(cfg: DictConfig) -> str:
+    """The cross-run dedup index entry of an output directory (one per directory)."""
+    return xxhash.xxh3_64_hexdigest(str(Path(cfg.output.dir).expanduser().resolve()).encode())
 
 
 def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, started: float, source: str,
@@ -63,6 +74,12 @@ def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, star
     previous = _previous_manifest(out)
     unchanged = previous is not None and _same_files(previous, shards, rejected, out)
     snapshot.commit(("data", "rejected"), unchanged)
+    if kept_rows and dedup and cfg.dedup.get("minhash") and cfg.dedup.minhash.get("index_dir"):
+        from pipeline.dedup_graph import write_dedup_index
+
+        # After the shards: an interrupted run leaves the index as it was.
+        write_dedup_index(ds, OmegaConf.to_container(cfg.dedup.minhash, resolve=True), index_run_id(cfg),
+                          text_column=text_column)
     timings["write_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     manifest = {

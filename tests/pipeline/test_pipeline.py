@@ -92,3 +92,14 @@ def test_another_teacher_does_not_reuse_texts(ray_session, tmp_path):
     manifest = _run(tmp_path, "n=10", "teacher.words=60")
     assert manifest["counts"]["generated"] == 10
     assert len(list((tmp_path / ".litho" / "generations").iterdir())) == 2
+
+
+def test_cross_run_index_blocks_earlier_texts_but_not_a_rerun(ray_session, tmp_path):
+    index = tmp_path / "index"
+    near = ("dedup=minhash", f"dedup.minhash.index_dir={index}")
+    first = _run(tmp_path / "a", "n=12", *near)
+    assert first["counts"]["kept"] == 12
+    again = _run(tmp_path / "a", "n=12", *near)  # the same output dir: its own index entry is replaced
+    assert again["counts"]["kept"] == 12
+    other = _run(tmp_path / "b", "n=12", *near)  # same texts into a new dir: all seen in an earlier run
+    assert other["counts"]["kept"] == 0 and other["dropped_by_reason"] == {"near_duplicate": 12}
