@@ -38,6 +38,7 @@ ANNOTATOR = "You annotate texts carefully and briefly."
 BULLET = re.compile(r"^(?:[-*•·+]+|\d+\s*[.):]|\(?[a-zA-Z]\)|step\s*\d+\s*[.:)-]?)\s+", re.I)
 # "1. First claim. 2. Second claim." on one line: split before each number that follows a sentence end.
 INLINE_NUMBER = re.compile(r"(?<=[.!?])\s+(?=\d+[.)]\s)")
+QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”|`([^`]+)`')
 ARROW = re.compile(r"\s*(?:-+>|→|=>|—>|⟶)\s*")
 MIN_WORDS = {"terms": 1, "claims": 3, "steps": 2}
 MAX_TERM_WORDS = 6
@@ -213,28 +214,39 @@ def parse_layer(name: str, text: str, body: str, max_items: int = 12) -> list:
     """Parse one layer's answer; items that fail the layer's check are left out."""
     seen, out = set(), []
     lowered = body.lower()
-    for item in _items(text):
-        if name == "relations":
-            parts = [p.strip(" .") for p in ARROW.split(item)]
-            if len(parts) != 3 or not all(parts):
-                continue
-            value, key = {"head": parts[0], "relation": parts[1], "tail": parts[2]}, item.lower()
-        else:
-            if name == "terms":
-                item = re.sub(r"\s*[:–—-]\s+.*$", "", item).strip(" .,")  # "term: definition" -> "term"
+    for line in _items(text):
+        for item in _term_candidates(line) if name == "terms" else [line]:
+            if name == "relations":
+                parts = [p.strip(" .") for p in ARROW.split(item)]
+                if len(parts) != 3 or not all(parts):
+                    continue
+                value = {"head": parts[0], "relation": parts[1], "tail": parts[2]}
+            elif name == "terms":
                 if (
                     len(item.split()) > MAX_TERM_WORDS
                     or item.lower() in STOPWORDS
                     or not _occurs(item, lowered)
                 ):
                     continue
-            if len(item.split()) < MIN_WORDS[name]:
+                value = item
+            elif len(item.split()) < MIN_WORDS[name]:
                 continue
-            value, key = item, item.lower()
-        if key not in seen:
-            seen.add(key)
-            out.append(value)
+            else:
+                value = item
+            if item.lower() not in seen:
+                seen.add(item.lower())
+                out.append(value)
     return out[:max_items]
+
+
+def _term_candidates(line: str) -> list[str]:
+    """Quoted or backticked spans when the line has any ('The key terms are "A", "B"'), else the line
+    without a trailing definition ("term: meaning", "term - meaning") or parenthesis."""
+    quoted = [q.strip() for q in QUOTED.findall(line) for q in q if q.strip()]
+    if quoted:
+        return quoted
+    line = re.sub(r"\s*[:–—-]\s+.*$", "", line)
+    return [re.sub(r"\s*\([^)]*\)\s*$", "", line).strip(" .,")]
 
 
 def _occurs(term: str, lowered_body: str) -> bool:

@@ -196,3 +196,14 @@ def test_clean_user_turn_prefers_the_line_that_asks():
     assert clean_user_turn("Dear Dr. Carter,\n\nCould you explain how anaesthesia works? Thanks.") == (
         "Could you explain how anaesthesia works?"
     )
+
+
+def test_terms_are_taken_from_quotes_and_definitions_are_cut():
+    body = "FileCheck matches a check prefix with Syntax-based rules in the metadata file."
+    assert parse_layer("terms", 'The key terms are "FileCheck", "Syntax-based", "Dual-file".', body) == [
+        "FileCheck",
+        "Syntax-based",
+    ]
+    assert parse_layer(
+        "terms", "1. `check prefix` (option)\n2. metadata file (meta) - where it lives", body
+    ) == ["check prefix", "metadata file"]
