@@ -17,6 +17,7 @@ from filters.rules import _reasons, mark
 from filters.tokenizers import load_target_tokenizer
 
 VERSION = "dense_v1"
+WORD = re.compile(r"\w+")
 TOKEN = re.compile(r"\d+(?:[.,]\d+)*%?|[A-Za-z][A-Za-z0-9_'\-]*[A-Za-z0-9]|[A-Za-z]")
 STOPWORDS = frozenset(
     """a about above after again against all also although among an and any are as at be because been before
@@ -64,6 +65,23 @@ def key_terms(text: str, k: int = 10) -> list[str]:
     return sorted(counts, key=lambda t: (-counts[t], first[t]))[:k]
 
 
+def copied_frac(source: str, rewrite: str, n: int = 8) -> float:
+    """Share of the rewrite's words inside word ``n``-grams that also occur in the source (case-folded).
+
+    Near 1 for a verbatim copy or a truncated prefix of the source: shorter and full of the source's
+    terms, yet no rewrite.
+    """
+    src, out = WORD.findall(source.lower()), WORD.findall(rewrite.lower())
+    if len(out) < n:
+        return 0.0
+    grams = {tuple(src[i : i + n]) for i in range(len(src) - n + 1)}
+    covered = np.zeros(len(out), dtype=bool)
+    for i in range(len(out) - n + 1):
+        if tuple(out[i : i + n]) in grams:
+            covered[i : i + n] = True
+    return float(covered.mean())
+
+
 def key_term_recall(terms: list[str], rewrite: str) -> tuple[float, list[str]]:
     """Share of ``terms`` present in ``rewrite`` (same stem or number), and the missing ones."""
     if not terms:
@@ -88,7 +106,7 @@ class DenseScores:
         cache_dir: Cache for tokenizers extracted from GGUF files.
     """
 
-    adds = ("source_tokens", "tokens_saved", "key_term_recall", "missing_key_terms")
+    adds = ("source_tokens", "tokens_saved", "key_term_recall", "missing_key_terms", "copied_frac")
 
     def __init__(
         self,
@@ -116,6 +134,7 @@ class DenseScores:
         batch["tokens_saved"] = source_tokens - text_tokens
         batch["key_term_recall"] = np.array(recalls, dtype=np.float64)
         batch["missing_key_terms"] = np.array(["; ".join(m) for m in missing], dtype=object)
+        batch["copied_frac"] = np.array([copied_frac(s, t) for s, t in zip(sources, texts)], dtype=np.float64)
         return batch
 
 
@@ -126,14 +145,19 @@ def _tokenizer(spec: str, allow_network: bool, cache_dir: str | None):
 
 
 class DenseFilter:
-    """Drops rewrites that are not shorter (``dense_not_shorter``) or lost key terms (``dense_lost_key_terms``).
+    """Drops rewrites that are not shorter (``dense_not_shorter``), copy the source (``dense_copied``) or
+    lost key terms (``dense_lost_key_terms``), in that order.
 
     Args:
         min_tokens_saved: Least target-tokenizer tokens the rewrite must save.
+        max_copied_frac: Most share of the rewrite in 8-grams copied from the source (1.0 allows copies).
         min_key_term_recall: Least share of the source's key terms the rewrite must carry.
     """
 
-    def __init__(self, min_tokens_saved: int = 1, min_key_term_recall: float = 0.8):
+    def __init__(
+        self, min_tokens_saved: int = 1, max_copied_frac: float = 0.9, min_key_term_recall: float = 0.8
+    ):
+        self.max_copied_frac = max_copied_frac
         self.min_tokens_saved = min_tokens_saved
         self.min_key_term_recall = min_key_term_recall
 
@@ -141,6 +165,7 @@ class DenseFilter:
         reasons = _reasons(batch)
         mark(reasons, np.asarray(batch["tokens_saved"]) < self.min_tokens_saved, "dense_not_shorter")
         recall = np.asarray(batch["key_term_recall"], dtype=float)
+        mark(reasons, np.asarray(batch["copied_frac"]) > self.max_copied_frac, "dense_copied")
         mark(reasons, ~(recall >= self.min_key_term_recall), "dense_lost_key_terms")
         batch["drop_reason"] = reasons
         return batch

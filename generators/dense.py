@@ -35,6 +35,7 @@ class DenseGenerator:
         cache_dir: Cache for tokenizers extracted from GGUF files.
         top_k: Key terms taken from each source.
         min_tokens_saved: Drop rewrites that save fewer target tokens.
+        max_copied_frac: Drop rewrites whose share of words in 8-grams copied from the source is larger.
         min_key_term_recall: Drop rewrites that carry a smaller share of the source's key terms.
         system: System prompt.
     """
@@ -55,6 +56,7 @@ class DenseGenerator:
         cache_dir: str | None = None,
         top_k: int = 10,
         min_tokens_saved: int = 1,
+        max_copied_frac: float = 0.9,
         min_key_term_recall: float = 0.8,
         system: str = SYSTEM,
     ):
@@ -70,7 +72,14 @@ class DenseGenerator:
         self.system = system
         self.extra_filters = [
             (DenseScores, {"tokenizer": tokenizer, "top_k": top_k, "cache_dir": cache_dir}),
-            (DenseFilter, {"min_tokens_saved": min_tokens_saved, "min_key_term_recall": min_key_term_recall}),
+            (
+                DenseFilter,
+                {
+                    "min_tokens_saved": min_tokens_saved,
+                    "max_copied_frac": max_copied_frac,
+                    "min_key_term_recall": min_key_term_recall,
+                },
+            ),
         ]
 
     def build_messages(self, row: dict) -> list[dict]:

@@ -138,7 +138,8 @@ def load_seeds(
     min_words: int = 30,
     max_docs: int | None = None,
 ) -> list[Seed]:
-    """Read a seed corpus and cut it into seeds of ``min_words`` to ``max_words`` words.
+    """Read a seed corpus and cut it into seeds of ``min_words`` to ``max_words`` words; a chunk seen
+    before (same text) is skipped, keeping its first occurrence.
 
     Raises:
         ConfigError: the path is missing or unreadable, has no such column, or yields no seed.
@@ -152,13 +153,17 @@ def load_seeds(
     if source.is_dir() and not _is_saved_dataset(source) and not _files(source):
         raise ConfigError(f"generator.seed_file={path}: no .parquet or .jsonl files in this directory")
     seeds: list[Seed] = []
+    seen: set[str] = (
+        set()
+    )  # a repeated chunk (copied paragraphs, duplicate documents) would repeat a request id
     for docs, (file, row, rid, text) in enumerate(_rows(source, text_column, id_column, split)):
         if max_docs is not None and docs >= max_docs:
             break
         if not isinstance(text, str):
             continue
         for k, chunk in enumerate(chunk_text(text, max_words)):
-            if len(chunk.split()) >= min_words:
+            if len(chunk.split()) >= min_words and chunk not in seen:
+                seen.add(chunk)
                 seeds.append(Seed(file, row, rid, k, chunk))
     if not seeds:
         raise ConfigError(

@@ -37,6 +37,8 @@ def run(cfg: DictConfig) -> dict:
     plan = generator.plan(int(cfg.n), int(cfg.seed))
     if cfg.get("best_of_n") is not None:
         plan = best_of_n.expand(plan, cfg.best_of_n.n_candidates, int(cfg.seed))
+    if len({row["id"] for row in plan}) != len(plan):  # ids key checkpoints, dedup and shards
+        raise RuntimeError(f"generator {generator.name} planned repeated request ids")
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     ckpt_dir = out / ".litho" / "generations" / checkpoint.teacher_fingerprint(teacher)
     done = checkpoint.finished(ckpt_dir)

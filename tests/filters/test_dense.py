@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from filters.dense import DenseFilter, DenseScores, key_term_recall, key_terms, stem
+from filters.dense import DenseFilter, DenseScores, copied_frac, key_term_recall, key_terms, stem
 from filters.generated import ConversationFilter, LayerFilter
 
 SOURCE = (
@@ -40,6 +40,21 @@ def test_dense_scores_and_filter_on_the_target_tokenizer():
     assert out["tokens_saved"][0] > 10 and out["tokens_saved"][1] < 0
     out = DenseFilter(min_tokens_saved=1, min_key_term_recall=0.8)(out)
     assert list(out["drop_reason"]) == ["", "dense_not_shorter", "dense_lost_key_terms"]
+
+
+def test_a_truncated_copy_is_not_a_rewrite():
+    prefix = SOURCE[: SOURCE.index(" Each turn")]
+    assert copied_frac(SOURCE, prefix) == 1.0
+    assert copied_frac(SOURCE, "Krebs cycle runs in mitochondria: 2 ATP per turn.") == 0.0
+    batch = {"text": np.array([prefix], dtype=object), "source_text": np.array([SOURCE], dtype=object)}
+    out = DenseFilter(min_key_term_recall=0.0)(DenseScores(tokenizer="embedded:smollm2", top_k=5)(batch))
+    assert out["tokens_saved"][0] > 0 and list(out["drop_reason"]) == ["dense_copied"]
+    assert (
+        DenseFilter(max_copied_frac=1.0, min_key_term_recall=0.0)(out | {"drop_reason": None})["drop_reason"][
+            0
+        ]
+        == ""
+    )
 
 
 def test_conversation_and_layer_filters_keep_earlier_reasons():

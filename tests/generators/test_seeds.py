@@ -48,3 +48,14 @@ def test_short_texts_are_skipped_and_max_docs_bounds_the_read(tmp_path, real_tex
     assert {s.source_row for s in seeds} == {1}
     with pytest.raises(ConfigError, match="no text of at least"):
         load_seeds(str(path), max_docs=1)
+
+
+def test_repeated_chunks_become_one_seed_so_plan_ids_stay_unique(tmp_path, real_texts):
+    from generators.dense import DenseGenerator
+
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t}) for t in [real_texts[0], real_texts[1], real_texts[0]]))
+    seeds = load_seeds(str(path), max_words=80)
+    assert len({s.text for s in seeds}) == len(seeds) and {s.source_row for s in seeds} == {0, 1}
+    rows = DenseGenerator(seed_file=str(path), max_words=80).plan(3 * len(seeds), seed=0)
+    assert len({r["id"] for r in rows}) == len(rows)
