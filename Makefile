@@ -38,7 +38,7 @@ submit: install
 	  -- python -m pipeline.run cluster=remote $(ARGS)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
