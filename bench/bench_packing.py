@@ -1,0 +1,59 @@
+"""Packing throughput: pipeline/packing.pack_split over 4 id-sorted shards of man-page documents.
+
+Packing runs in the driver, in one process (k-way merge by id, batched fast-tokenizer calls), so
+its tokens per second bound how large a corpus `output.pack_seq_len` suits. Usage:
+
+    python bench/bench_packing.py [--docs 4000] [--seq-len 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from filters.tokenizers import load_target_tokenizer  # noqa: E402
+from pipeline.packing import pack_split  # noqa: E402
+from tests.conftest import _man_page_text  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docs", type=int, default=4000)
+    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--quick", action="store_true", help="400 documents")
+    args = parser.parse_args()
+    n_docs = 400 if args.quick else args.docs
+
+    texts = _man_page_text(limit=40)
+    rows = [{"id": f"{i:08x}", "text": texts[i % len(texts)]} for i in range(n_docs)]
+    work = Path(tempfile.mkdtemp(prefix="litho-bench-pack-"))
+    for k in range(4):
+        part = sorted(rows[k::4], key=lambda r: r["id"])
+        pq.write_table(pa.Table.from_pylist(part), work / f"train-{k:05d}-of-00004.parquet")
+    tokenizer = load_target_tokenizer("embedded:smollm2")
+    started = time.perf_counter()
+    summary = pack_split(
+        sorted(work.glob("train-*.parquet")), work / "packed", "train", args.seq_len, tokenizer, 50000
+    )
+    seconds = time.perf_counter() - started
+    print(
+        f"documents {summary['documents']}, document tokens {summary['document_tokens']}, rows {summary['rows']} "
+        f"of {args.seq_len}, tail dropped {summary['tail_tokens_dropped']}"
+    )
+    print(
+        f"packing: {seconds:.1f} s, {summary['document_tokens'] / seconds / 1e6:.2f} M tokens/s (one process)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
