@@ -170,6 +170,8 @@ def test_packed_shards_card_and_byte_sized_shards(ray_session, tmp_path):
         starts = np.cumsum([0] + [len(ids) + 1 for ids in tok.encode([r["text"] for r in docs])])[:-1]
         offsets = [i * 64 + o for i, row in enumerate(rows["doc_offsets"]) for o in row]
         assert offsets == [int(s) for s in starts if s < 64 * len(rows)]
+    text_rows = load_dataset("parquet", data_dir=str(tmp_path / "data"))
+    assert sum(len(split) for split in text_rows.values()) == len(kept) == manifest["counts"]["kept"]
     card = (tmp_path / "README.md").read_text()
     assert card.startswith("---\nlicense: other\n") and "path: packed/train-*.parquet" in card
     assert "not_best_of_n" not in card and f"| kept | {manifest['counts']['kept']} |" in card
