@@ -72,9 +72,15 @@ def _call_stage(batch: dict, stage: type, kwargs: dict) -> dict:
     return stage(**kwargs)(batch)
 
 
+# Logical CPUs of a light task. Actor pools (tokenizer, scorer model) hold their CPUs for the
+# whole pass; tasks downstream of them must still fit beside them, or a 2-CPU run deadlocks.
+LIGHT_CPUS = 0.25
+
+
 def light(ds, stage: type, **kwargs):
     """Run a stage with no heavy state as Ray tasks (built per batch) instead of an actor pool."""
-    return ds.map_batches(_call_stage, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_format="numpy")
+    return ds.map_batches(_call_stage, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_format="numpy",
+                          num_cpus=LIGHT_CPUS)
 
 
 def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text", clean: bool = True,
@@ -97,6 +103,7 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
         },
         batch_size=cluster["scorer_batch_size"],
         compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
+        num_cpus=cluster.get("scorer_cpus", 0.5),
         batch_format="numpy",
     )
     ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
@@ -118,6 +125,7 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
             fn_constructor_kwargs={**filters["lm"], "text_column": text_column, "cache_dir": filters.get("cache_dir")},
             batch_size=cluster["scorer_batch_size"],
             compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
+            num_cpus=cluster.get("scorer_cpus", 0.5),
             num_gpus=cluster.get("scorer_gpus") or None,
             batch_format="numpy",
         )
