@@ -150,14 +150,14 @@ def test_packed_shards_card_and_byte_sized_shards(ray_session, tmp_path):
     from filters.tokenizers import load_target_tokenizer
 
     overrides = (
-        "n=30",
+        "n=20",
         "output.pack_seq_len=64",
         "output.validation_fraction=0.3",
         "output.max_shard_bytes=6000",
     )
     manifest = _run(tmp_path, *overrides)
     kept = _rows(tmp_path / "data")
-    assert len(manifest["shards"]) > 2  # ~30 rows of ~1.5 kB in 6 kB shards
+    assert len(manifest["shards"]) > 2  # ~20 rows of ~1.5 kB in 6 kB shards
     packed = manifest["packed"]
     tok = load_target_tokenizer("embedded:smollm2")
     for split in ("train", "validation"):

@@ -60,7 +60,7 @@ def test_rephrase_keeps_the_link_to_its_source(ray_session, tmp_path, seed_file)
         f"generator.seed_file={seed_file}",
         "generator.text_column=body",
         "generator.id_column=doc_id",
-        "generator.max_words=120",
+        "generator.max_words=80",
     )
     for row in rows:
         assert row["teacher"] == "embedded:smollm2" and row["completion_tokens"] > 0
@@ -113,7 +113,7 @@ def test_layered_parses_layers_of_seed_texts(ray_session, tmp_path, seed_file):
         "generator.text_column=body",
         "generator.layers=[terms,claims]",
         "generator.inline=after",
-        "generator.max_words=100",
+        "generator.max_words=60",
     )
     parsed = [r for r in rows if r["layer_terms"]]
     assert parsed, [r["steps"] for r in rows]
