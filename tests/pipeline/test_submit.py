@@ -27,7 +27,11 @@ def _free_port() -> int:
 @pytest.fixture
 def ray_head():
     """A token-authenticated single-node cluster on loopback, torn down with its process group."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+    # A cluster's nodes run the job entrypoint (`python -m pipeline.run`) with their own Python, which
+    # must have litho's dependencies: here, the project's venv first on PATH, as on a node where it is
+    # installed. (CI runs make without activating the venv, so `python` alone would be the system one.)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     gcs, dashboard = _free_port(), _free_port()
     ray_bin = str(Path(sys.executable).with_name("ray"))
