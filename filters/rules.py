@@ -44,7 +44,9 @@ class SanityFilter:
         self.drop_truncated = drop_truncated
         self.min_words = min_words
         self.max_dup_line_frac = max_dup_line_frac
-        self.max_dup_ngram_frac = {int(k): float(v) for k, v in (max_dup_ngram_frac or {5: 0.15, 10: 0.10}).items()}
+        self.max_dup_ngram_frac = {
+            int(k): float(v) for k, v in (max_dup_ngram_frac or {5: 0.15, 10: 0.10}).items()
+        }
         self.text_column = text_column
 
     def __call__(self, batch: dict) -> dict:
@@ -56,8 +58,14 @@ class SanityFilter:
         mark(reasons, np.array([not t.strip() for t in texts], dtype=bool), "empty")
         if self.drop_truncated and "finish_reason" in batch:
             trimmed = np.asarray(batch.get("trimmed", np.zeros(len(texts), bool)), dtype=bool)
-            mark(reasons, (np.asarray(batch["finish_reason"], dtype=object) == "length") & ~trimmed, "truncated")
-        words = np.asarray(batch["n_words"]) if "n_words" in batch else np.array([len(t.split()) for t in texts])
+            mark(
+                reasons,
+                (np.asarray(batch["finish_reason"], dtype=object) == "length") & ~trimmed,
+                "truncated",
+            )
+        words = (
+            np.asarray(batch["n_words"]) if "n_words" in batch else np.array([len(t.split()) for t in texts])
+        )
         mark(reasons, words < self.min_words, "too_short")
         if "rep_dup_line_frac" in batch:
             mark(reasons, np.asarray(batch["rep_dup_line_frac"]) > self.max_dup_line_frac, "repetition")
@@ -81,13 +89,17 @@ class ThresholdFilter:
         for column, bound in self.bounds.items():
             extra = set(bound) - {"min", "max"}
             if extra:
-                raise ValueError(f"filters.thresholds.{column}: unknown keys {sorted(extra)}; use min and max")
+                raise ValueError(
+                    f"filters.thresholds.{column}: unknown keys {sorted(extra)}; use min and max"
+                )
 
     def __call__(self, batch: dict) -> dict:
         reasons = _reasons(batch)
         for column, bound in self.bounds.items():
             if column not in batch:
-                raise KeyError(f"filters.thresholds.{column}: no such score column; enable the scorer that adds it")
+                raise KeyError(
+                    f"filters.thresholds.{column}: no such score column; enable the scorer that adds it"
+                )
             values = np.asarray(batch[column], dtype=float)
             if bound.get("min") is not None:
                 mark(reasons, values < float(bound["min"]), f"{column}_below_min")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from filters.dense import DenseFilter, DenseScores
 from generators.plan import messages_json, request_id, sample_combinations
 from generators.rephrase import SEED_COLUMNS
-from generators.seeds import load_seeds
+from generators.seeds import SeedSource
 
 INSTRUCTION = (
     "Rewrite the text below in as few words as possible. Keep every name, number and technical term, "
@@ -60,15 +60,7 @@ class DenseGenerator:
         min_key_term_recall: float = 0.8,
         system: str = SYSTEM,
     ):
-        self.seed_args = dict(
-            path=seed_file,
-            text_column=text_column,
-            id_column=id_column,
-            split=seed_split,
-            max_words=max_words,
-            min_words=min_words,
-            max_docs=max_docs,
-        )
+        self.seeds = SeedSource(seed_file, text_column, id_column, seed_split, max_words, min_words, max_docs)
         self.system = system
         self.extra_filters = [
             (DenseScores, {"tokenizer": tokenizer, "top_k": top_k, "cache_dir": cache_dir}),
@@ -88,7 +80,7 @@ class DenseGenerator:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def plan(self, n: int, seed: int) -> list[dict]:
-        seeds = load_seeds(**self.seed_args)
+        seeds = self.seeds.load()
         rows = []
         for variant, (s,) in sample_combinations((len(seeds),), n, seed):
             row = {"generator": self.name, "variant": variant, **seeds[s].columns()}

@@ -18,7 +18,7 @@ from filters.generated import LayerFilter
 from generators.errors import ConfigError
 from generators.plan import load_topics, messages_json, request_id, sample_combinations
 from generators.protocol import step_text
-from generators.seeds import load_seeds
+from generators.seeds import SeedSource, subject_columns
 from generators.teacher import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, Completion
 from generators.textbook import AUDIENCES, _pick
 
@@ -102,15 +102,7 @@ class LayeredGenerator:
         self.audiences = _pick(audiences, AUDIENCES, "generator.audiences")
         self.topics = None if seed_file else load_topics(topics_file, domains)
         self.words = words
-        self.seed_args = dict(
-            path=seed_file,
-            text_column=text_column,
-            id_column=id_column,
-            split=seed_split,
-            max_words=max_words,
-            min_words=min_words,
-            max_docs=max_docs,
-        )
+        self.seeds = SeedSource(seed_file, text_column, id_column, seed_split, max_words, min_words, max_docs)
         self.system = system
         self.offset = 0 if seed_file else 1  # teacher calls before the first layer
         self.max_steps = self.offset + len(self.layers)
@@ -166,16 +158,12 @@ class LayeredGenerator:
         return out
 
     def plan(self, n: int, seed: int) -> list[dict]:
-        seeds = load_seeds(**self.seed_args) if self.topics is None else None
+        seeds = self.seeds.load() if self.topics is None else None
         first = seeds if seeds is not None else self.topics
         rows = []
         for variant, (s, a) in sample_combinations((len(first), len(self.audiences)), n, seed):
             row = {"generator": self.name, "audience": self.audiences[a], "variant": variant}
-            if seeds is not None:
-                row.update(topic="", domain="", subdomain="", **seeds[s].columns())
-            else:
-                t = self.topics[s]
-                row.update(topic=t.topic, domain=t.domain, subdomain=t.subdomain)
+            row.update(subject_columns(first[s]))
             messages = self.build_messages(row)
             row["prompt"] = messages_json(messages)
             content = {

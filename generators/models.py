@@ -142,13 +142,18 @@ def load_causal_lm(spec: str, key: str, device: str, dtype: str, allow_network: 
     from transformers import AutoModelForCausalLM
 
     where = materialize(resolve(spec, key, allow_network), cache_dir)
-    torch_dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    torch_dtype = {
+        "auto": None,
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }
     if dtype not in torch_dtype:
         raise ModelSpecError(f"{key.rsplit('.', 1)[0]}.dtype={dtype}: use one of {sorted(torch_dtype)}")
     chosen = torch_dtype[dtype] or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(
-        where, dtype=chosen, local_files_only=not allow_network
-    ).to(device)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=chosen, local_files_only=not allow_network).to(
+        device
+    )
     model.eval()
     return model, load_tokenizer(spec, key, allow_network, cache_dir)
 

@@ -8,7 +8,7 @@ so real and rephrased text can be mixed or compared later (WRAP trains on both).
 from __future__ import annotations
 
 from generators.plan import messages_json, request_id, sample_combinations
-from generators.seeds import load_seeds
+from generators.seeds import SeedSource
 from generators.textbook import _pick
 
 # The encyclopedic, Q&A and simple instructions are WRAP's "medium", "QA" and "easy" prompts.
@@ -61,15 +61,7 @@ class RephraseGenerator:
         max_docs: int | None = None,
         system: str = SYSTEM,
     ):
-        self.seed_args = dict(
-            path=seed_file,
-            text_column=text_column,
-            id_column=id_column,
-            split=seed_split,
-            max_words=max_words,
-            min_words=min_words,
-            max_docs=max_docs,
-        )
+        self.seeds = SeedSource(seed_file, text_column, id_column, seed_split, max_words, min_words, max_docs)
         self.styles = _pick(styles, STYLES, "generator.styles")
         self.system = system
 
@@ -79,7 +71,7 @@ class RephraseGenerator:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def plan(self, n: int, seed: int) -> list[dict]:
-        seeds = load_seeds(**self.seed_args)  # read here, not in __init__: the object travels to Ray actors
+        seeds = self.seeds.load()
         rows = []
         for variant, (s, k) in sample_combinations((len(seeds), len(self.styles)), n, seed):
             row = {"generator": self.name, "style": self.styles[k], "variant": variant, **seeds[s].columns()}

@@ -171,3 +171,39 @@ def load_seeds(
             "check generator.text_column or lower generator.min_words"
         )
     return seeds
+
+
+@dataclass(frozen=True)
+class SeedSource:
+    """Where a generator's seeds come from: the ``generator.seed_file`` keys, read on demand.
+
+    Generators keep this small value and call ``load()`` when they plan, not in ``__init__``: the
+    generator object travels to Ray actors, the seed texts should not.
+    """
+
+    path: str | None
+    text_column: str = "text"
+    id_column: str | None = None
+    split: str = "train"
+    max_words: int = 250
+    min_words: int = 30
+    max_docs: int | None = None
+
+    def load(self) -> list[Seed]:
+        return load_seeds(
+            self.path,
+            self.text_column,
+            self.id_column,
+            self.split,
+            self.max_words,
+            self.min_words,
+            self.max_docs,
+        )
+
+
+def subject_columns(subject) -> dict:
+    """The plan-row columns for what a request is about: a seed (its provenance, no topic) or a built-in
+    topic (``generators.plan.Topic``)."""
+    if isinstance(subject, Seed):
+        return {"topic": "", "domain": "", "subdomain": "", **subject.columns()}
+    return {"topic": subject.topic, "domain": subject.domain, "subdomain": subject.subdomain}

@@ -18,9 +18,26 @@ import pyarrow.parquet as pq
 import xxhash
 
 # Teacher keys that change how fast texts are made, not which texts: they keep the cache valid.
-OPERATIONAL_KEYS = {"device", "dtype", "batch_size", "threads", "cache_dir", "allow_network", "max_concurrency",
-                    "timeout_s", "max_retries", "use_cuda_graphs", "max_batch", "prompt_bucket", "prefill_tokens",
-                    "sync_every", "api_key_env", "backoff_s", "backoff_max_s", "max_seq_len"}
+OPERATIONAL_KEYS = {
+    "device",
+    "dtype",
+    "batch_size",
+    "threads",
+    "cache_dir",
+    "allow_network",
+    "max_concurrency",
+    "timeout_s",
+    "max_retries",
+    "use_cuda_graphs",
+    "max_batch",
+    "prompt_bucket",
+    "prefill_tokens",
+    "sync_every",
+    "api_key_env",
+    "backoff_s",
+    "backoff_max_s",
+    "max_seq_len",
+}
 
 
 def teacher_fingerprint(teacher_cfg: dict) -> str:

@@ -56,7 +56,9 @@ def summary_table(manifest: dict) -> str:
     lines.append(f"{'kept tokens (target tok.)':<28}{tokens['kept_target_tokens']:>10}")
     note = " (unchanged: finished shards kept)" if manifest.get("shards_unchanged") else ""
     lines.append(f"shards: {manifest['output_dir']}/data ({len(manifest['shards'])} files){note}")
-    lines.append(f"manifest: {manifest['output_dir']}/manifest.json   time: {manifest['timings_s']['total_s']} s")
+    lines.append(
+        f"manifest: {manifest['output_dir']}/manifest.json   time: {manifest['timings_s']['total_s']} s"
+    )
     return "\n".join(lines)
 
 

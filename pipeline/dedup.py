@@ -23,5 +23,14 @@ def run(cfg: DictConfig) -> dict:
     out = validate_common(cfg, tokenizer=False)
     with connect(OmegaConf.to_container(cfg.cluster, resolve=True)):
         ds = read_corpus(cfg.input, cfg.text_column, cfg.id_column)
-        return finish_run(ds, cfg, out, {}, {}, started, source=f"dedup:{cfg.input}",
-                          text_column=cfg.text_column, score=False)
+        return finish_run(
+            ds,
+            cfg,
+            out,
+            {},
+            {},
+            started,
+            source=f"dedup:{cfg.input}",
+            text_column=cfg.text_column,
+            score=False,
+        )

@@ -47,7 +47,11 @@ def generate(todo: list[dict], teacher: dict, checkpoint_dir: Path, cluster: dic
     ds = ray.data.from_arrow(pa.Table.from_pylist(todo))
     ds = ds.map_batches(
         GenerateStage,
-        fn_constructor_kwargs={"teacher": teacher, "checkpoint_dir": str(checkpoint_dir), "generator": generator},
+        fn_constructor_kwargs={
+            "teacher": teacher,
+            "checkpoint_dir": str(checkpoint_dir),
+            "generator": generator,
+        },
         batch_size=cluster["teacher_batch_size"],
         compute=ActorPoolStrategy(size=cluster["teacher_actors"]),
         num_gpus=cluster["teacher_gpus"] or None,
@@ -79,12 +83,14 @@ LIGHT_CPUS = 0.25
 
 def light(ds, stage: type, **kwargs):
     """Run a stage with no heavy state as Ray tasks (built per batch) instead of an actor pool."""
-    return ds.map_batches(_call_stage, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_format="numpy",
-                          num_cpus=LIGHT_CPUS)
+    return ds.map_batches(
+        _call_stage, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_format="numpy", num_cpus=LIGHT_CPUS
+    )
 
 
-def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text", clean: bool = True,
-                     extra: list | tuple = ()):
+def score_and_filter(
+    ds, filters: dict, cluster: dict, text_column: str = "text", clean: bool = True, extra: list | tuple = ()
+):
     """Clean (generated text only), score and mark drops: every row stays, with ``drop_reason``.
 
     ``extra``: the generator's own ``(stage, kwargs)`` scorers and filters, run last as tasks (a stage
@@ -122,7 +128,11 @@ def score_and_filter(ds, filters: dict, cluster: dict, text_column: str = "text"
         # the cheap filters: rows already dropped cost it nothing.
         ds = ds.map_batches(
             LMScorer,
-            fn_constructor_kwargs={**filters["lm"], "text_column": text_column, "cache_dir": filters.get("cache_dir")},
+            fn_constructor_kwargs={
+                **filters["lm"],
+                "text_column": text_column,
+                "cache_dir": filters.get("cache_dir"),
+            },
             batch_size=cluster["scorer_batch_size"],
             compute=ActorPoolStrategy(size=cluster["scorer_actors"]),
             num_cpus=cluster.get("scorer_cpus", 0.5),

@@ -21,12 +21,16 @@ def input_files(spec: str) -> tuple[list[str], str]:
     """
     path = Path(spec).expanduser()
     if path.is_dir():
-        candidates = sorted(str(p) for p in path.rglob("*") if p.suffix in SUFFIXES and not p.name.startswith("."))
+        candidates = sorted(
+            str(p) for p in path.rglob("*") if p.suffix in SUFFIXES and not p.name.startswith(".")
+        )
     else:
         candidates = sorted(glob.glob(str(path)))
     files = [f for f in candidates if Path(f).suffix in SUFFIXES and Path(f).is_file()]
     if not files:
-        raise ConfigError(f"input={spec}: no .parquet or .jsonl files there; give a file, a directory or a glob")
+        raise ConfigError(
+            f"input={spec}: no .parquet or .jsonl files there; give a file, a directory or a glob"
+        )
     kinds = {SUFFIXES[Path(f).suffix] for f in files}
     if len(kinds) > 1:
         raise ConfigError(f"input={spec}: mixes Parquet and JSONL files; point it at one kind")
@@ -45,9 +49,14 @@ def _read_file(batch: dict, kind: str, text_column: str, id_column: str | None):
             batches = pajson.read_json(path).to_batches(max_chunksize=4096)
         row = 0
         for record_batch in batches:
-            out = {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in record_batch.schema.names}
+            out = {
+                name: record_batch.column(name).to_numpy(zero_copy_only=False)
+                for name in record_batch.schema.names
+            }
             if text_column not in out:
-                raise ConfigError(f"text_column={text_column}: no such column in {path}; it has {sorted(out)}")
+                raise ConfigError(
+                    f"text_column={text_column}: no such column in {path}; it has {sorted(out)}"
+                )
             if id_column and id_column not in out:
                 raise ConfigError(f"id_column={id_column}: no such column in {path}; it has {sorted(out)}")
             n = record_batch.num_rows
@@ -59,7 +68,9 @@ def _read_file(batch: dict, kind: str, text_column: str, id_column: str | None):
                 out["id"] = np.asarray([str(i) for i in out[id_column]], dtype=object)
             elif "id" not in out:
                 # (file, row) ids: unique even for repeated texts, and stable across reruns.
-                out["id"] = np.asarray([xxhash.xxh3_64_hexdigest(f"{path}:{r}".encode()) for r in rows], dtype=object)
+                out["id"] = np.asarray(
+                    [xxhash.xxh3_64_hexdigest(f"{path}:{r}".encode()) for r in rows], dtype=object
+                )
             out["drop_reason"] = np.full(n, "", dtype=object)
             yield out
 
@@ -71,6 +82,8 @@ def read_corpus(spec: str, text_column: str, id_column: str | None):
 
     files, kind = input_files(spec)
     return ray.data.from_items([{"path": f} for f in files]).map_batches(
-        _read_file, fn_kwargs={"kind": kind, "text_column": text_column, "id_column": id_column},
-        batch_size=1, batch_format="numpy",
+        _read_file,
+        fn_kwargs={"kind": kind, "text_column": text_column, "id_column": id_column},
+        batch_size=1,
+        batch_format="numpy",
     )

@@ -13,7 +13,16 @@ import numpy as np
 import pyarrow as pa
 
 # Numeric columns that describe the request or the bookkeeping, not the text's quality.
-NOT_SCORES = {"variant", "prompt_tokens", "text_hash", "_shard", "source_row", "source_chunk", "candidate", "turns"}
+NOT_SCORES = {
+    "variant",
+    "prompt_tokens",
+    "text_hash",
+    "_shard",
+    "source_row",
+    "source_chunk",
+    "candidate",
+    "turns",
+}
 
 
 def litho_version() -> str:

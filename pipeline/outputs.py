@@ -20,8 +20,9 @@ from pipeline.writer import Snapshot, plan_shards, write_json, write_shards
 log = logging.getLogger(__name__)
 
 
-def process(ds, cfg: DictConfig, text_column: str = "text", score: bool = True, dedup: bool = True,
-            clean: bool = True):
+def process(
+    ds, cfg: DictConfig, text_column: str = "text", score: bool = True, dedup: bool = True, clean: bool = True
+):
     """Clean/score/filter and dedup as the config asks; rows are marked, never removed."""
     filters = OmegaConf.to_container(cfg.filters, resolve=True)
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
@@ -47,8 +48,19 @@ def index_run_id(cfg: DictConfig) -> str:
     return xxhash.xxh3_64_hexdigest(str(Path(cfg.output.dir).expanduser().resolve()).encode())
 
 
-def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, started: float, source: str,
-               text_column: str = "text", score: bool = True, dedup: bool = True, clean: bool = True) -> dict:
+def finish_run(
+    ds,
+    cfg: DictConfig,
+    out: Path,
+    counts: dict,
+    timings: dict,
+    started: float,
+    source: str,
+    text_column: str = "text",
+    score: bool = True,
+    dedup: bool = True,
+    clean: bool = True,
+) -> dict:
     """Process ``ds`` and write ``data/``, ``rejected/``, ``manifest.json`` and ``config.yaml`` into ``out``."""
     t0 = time.perf_counter()
     ds = formats.prepare(process(ds, cfg, text_column, score, dedup, clean), cfg)  # materialized
@@ -61,12 +73,19 @@ def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, star
     metadata = {
         "litho_version": litho_version(),
         "source": source,
-        "scores": ([TOKEN_METRICS_VERSION, "repetition_v1"] + (["lm_scores_v1"] if cfg.filters.get("lm") else []))
-        if score else [],
+        "scores": (
+            [TOKEN_METRICS_VERSION, "repetition_v1"] + (["lm_scores_v1"] if cfg.filters.get("lm") else [])
+        )
+        if score
+        else [],
     }
-    n_shards = plan_shards(table.column("id").to_pylist(), table.column("drop_reason").to_pylist(),
-                           formats.rows_per_shard(ds, cfg), float(cfg.output.validation_fraction),
-                           bool(cfg.output.write_rejected))
+    n_shards = plan_shards(
+        table.column("id").to_pylist(),
+        table.column("drop_reason").to_pylist(),
+        formats.rows_per_shard(ds, cfg),
+        float(cfg.output.validation_fraction),
+        bool(cfg.output.write_rejected),
+    )
     snapshot = Snapshot(out)
     written = write_shards(ds, snapshot.staging, n_shards, metadata, float(cfg.output.validation_fraction))
     shards = [s for s in written if s["split"] != "rejected"]
@@ -78,14 +97,23 @@ def finish_run(ds, cfg: DictConfig, out: Path, counts: dict, timings: dict, star
         from pipeline.dedup_graph import write_dedup_index
 
         # After the shards: an interrupted run leaves the index as it was.
-        write_dedup_index(ds, OmegaConf.to_container(cfg.dedup.minhash, resolve=True), index_run_id(cfg),
-                          text_column=text_column)
+        write_dedup_index(
+            ds,
+            OmegaConf.to_container(cfg.dedup.minhash, resolve=True),
+            index_run_id(cfg),
+            text_column=text_column,
+        )
     timings["write_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     manifest = {
         "litho_version": litho_version(),
         "output_dir": str(out),
-        "counts": {**counts, "rows_in": table.num_rows, "kept": kept_rows, "dropped": table.num_rows - kept_rows},
+        "counts": {
+            **counts,
+            "rows_in": table.num_rows,
+            "kept": kept_rows,
+            "dropped": table.num_rows - kept_rows,
+        },
         "dropped_by_reason": {k: v for k, v in sorted(reasons.items()) if k},
         "tokens": {
             "kept_target_tokens": int(scores.get("n_tokens", {}).get("sum", 0)),
@@ -114,10 +142,13 @@ def _previous_manifest(out: Path) -> dict | None:
 
 def _same_files(previous: dict, shards: list[dict], rejected: list[dict], out: Path) -> bool:
     """True when the staged shards equal the published ones (names and content digests)."""
+
     def key(rows):
         return [(r["file"], r["digest"]) for r in rows]
 
     published = [(out / "data" / r["file"]) for r in previous.get("shards", [])]
-    return (key(previous.get("shards", [])) == key(shards)
-            and key(previous.get("rejected_shards", [])) == key(rejected)
-            and all(p.is_file() for p in published))
+    return (
+        key(previous.get("shards", [])) == key(shards)
+        and key(previous.get("rejected_shards", [])) == key(rejected)
+        and all(p.is_file() for p in published)
+    )

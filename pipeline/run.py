@@ -43,7 +43,9 @@ def run(cfg: DictConfig) -> dict:
     ckpt_dir = out / ".litho" / "generations" / checkpoint.teacher_fingerprint(teacher)
     done = checkpoint.finished(ckpt_dir)
     todo = [row for row in plan if row["id"] not in done]
-    log.info("plan: %d requests, %d already generated, %d to generate", len(plan), len(plan) - len(todo), len(todo))
+    log.info(
+        "plan: %d requests, %d already generated, %d to generate", len(plan), len(plan) - len(todo), len(todo)
+    )
     timings = {"plan_s": time.perf_counter() - started}
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
     with connect(cluster, allow_network=bool(cfg.teacher.get("allow_network", False))):

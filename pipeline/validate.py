@@ -20,7 +20,9 @@ def writable_dir(path: str, key: str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"{key}={path}: not writable ({exc.strerror}); choose a directory you can write to") from None
+        raise ConfigError(
+            f"{key}={path}: not writable ({exc.strerror}); choose a directory you can write to"
+        ) from None
     return out
 
 
@@ -35,12 +37,17 @@ def validate_common(cfg: DictConfig, tokenizer: bool = True) -> Path:
     path = Path(str(spec)).expanduser()
     # A tokenizer-only spec (SentencePiece .model, tokenizer.json or a tokenizer folder) is checked
     # where it is loaded (filters/tokenizers.py); model specs are resolved here, before Ray starts.
-    tokenizer_only = path.suffix == ".model" or path.name == "tokenizer.json" or (
-        path.is_dir() and not (path / "config.json").is_file())
+    tokenizer_only = (
+        path.suffix == ".model"
+        or path.name == "tokenizer.json"
+        or (path.is_dir() and not (path / "config.json").is_file())
+    )
     if spec and not tokenizer_only:
         resolve(spec, "filters.tokenizer", allow_network=bool(cfg.filters.get("allow_network", False)))
     if spec and path.suffix == ".model" and not path.is_file():
-        raise ConfigError(f"filters.tokenizer={spec}: no such SentencePiece model file; give an existing *.model")
+        raise ConfigError(
+            f"filters.tokenizer={spec}: no such SentencePiece model file; give an existing *.model"
+        )
     return writable_dir(cfg.output.dir, "output.dir")
 
 

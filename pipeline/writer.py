@@ -42,8 +42,9 @@ def shard_of(row_id: str, n_shards: int) -> int:
     return xxhash.xxh64_intdigest(row_id.encode(), seed=2) % n_shards
 
 
-def plan_shards(ids: list[str], reasons: list[str], rows_per_shard: int, validation_fraction: float,
-                write_rejected: bool) -> dict[str, int]:
+def plan_shards(
+    ids: list[str], reasons: list[str], rows_per_shard: int, validation_fraction: float, write_rejected: bool
+) -> dict[str, int]:
     """Shards per split, from the exact row count of each split (ids and reasons are in the driver)."""
     counts: dict[str, int] = {}
     for row_id, reason in zip(ids, reasons):
@@ -60,8 +61,9 @@ def _assign(batch: dict, n_shards: dict, validation_fraction: float) -> dict:
     keep = np.array([s in n_shards for s in splits], dtype=bool)
     batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
     batch["_split"] = np.array([s for s, k in zip(splits, keep) if k], dtype=object)
-    batch["_shard"] = np.array([shard_of(i, n_shards[s]) for i, s in zip(batch["id"], batch["_split"])],
-                               dtype=np.int64)
+    batch["_shard"] = np.array(
+        [shard_of(i, n_shards[s]) for i, s in zip(batch["id"], batch["_split"])], dtype=np.int64
+    )
     return batch
 
 
@@ -82,21 +84,35 @@ def _write_group(table: pa.Table, directory: str, n_shards: dict, metadata: dict
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
     digest = xxhash.xxh3_64_hexdigest(path.read_bytes())
-    tokens = int(pa.compute.sum(table.column("n_tokens")).as_py() or 0) if "n_tokens" in table.column_names else 0
-    return pa.table({"file": [name], "split": [split], "rows": [table.num_rows], "tokens": [tokens],
-                     "bytes": [path.stat().st_size], "digest": [digest]})
+    tokens = (
+        int(pa.compute.sum(table.column("n_tokens")).as_py() or 0) if "n_tokens" in table.column_names else 0
+    )
+    return pa.table(
+        {
+            "file": [name],
+            "split": [split],
+            "rows": [table.num_rows],
+            "tokens": [tokens],
+            "bytes": [path.stat().st_size],
+            "digest": [digest],
+        }
+    )
 
 
-def write_shards(ds, directory: Path, n_shards: dict[str, int], metadata: dict,
-                 validation_fraction: float = 0.0) -> list[dict]:
+def write_shards(
+    ds, directory: Path, n_shards: dict[str, int], metadata: dict, validation_fraction: float = 0.0
+) -> list[dict]:
     """Write kept rows to ``directory/data`` and dropped rows to ``directory/rejected`` in one shuffle.
 
     Returns one summary dict per shard, sorted by file name.
     """
     if not n_shards:
         return []
-    ds = ds.map_batches(_assign, fn_kwargs={"n_shards": n_shards, "validation_fraction": validation_fraction},
-                        batch_format="numpy")
+    ds = ds.map_batches(
+        _assign,
+        fn_kwargs={"n_shards": n_shards, "validation_fraction": validation_fraction},
+        batch_format="numpy",
+    )
     written = ds.groupby(["_split", "_shard"]).map_groups(
         _write_group,
         fn_kwargs={"directory": str(directory), "n_shards": n_shards, "metadata": metadata},

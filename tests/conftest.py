@@ -22,7 +22,11 @@ def _man_page_text(limit: int = 20) -> list[str]:
     texts = []
     for path in sorted(Path("/usr/share/man/man1").glob("*.gz"))[:200]:
         raw = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
-        lines = [re.sub(r"\\f[BIRP]|\\-|\\\(..|\\&", "", ln) for ln in raw.splitlines() if not ln.startswith((".", "'"))]
+        lines = [
+            re.sub(r"\\f[BIRP]|\\-|\\\(..|\\&", "", ln)
+            for ln in raw.splitlines()
+            if not ln.startswith((".", "'"))
+        ]
         text = " ".join(ln.strip() for ln in lines if ln.strip())
         if len(text.split()) > 150:
             texts.append(text)

@@ -14,8 +14,10 @@ def test_trim_to_sentence():
 
 
 def test_cleaner_trims_only_truncated_rows():
-    batch = {"text": np.array([" Full. Cut here", "Done. Not cut"], dtype=object),
-             "finish_reason": np.array(["length", "stop"], dtype=object)}
+    batch = {
+        "text": np.array([" Full. Cut here", "Done. Not cut"], dtype=object),
+        "finish_reason": np.array(["length", "stop"], dtype=object),
+    }
     out = Cleaner(truncated="trim")(batch)
     assert list(out["text"]) == ["Full.", "Done. Not cut"]
     assert list(out["trimmed"]) == [True, False]
@@ -33,8 +35,10 @@ def test_repetition_scores_on_real_text(real_texts):
 
 
 def _scored(texts, finish=None):
-    batch = {"text": np.array(texts, dtype=object),
-             "finish_reason": np.array(finish or ["stop"] * len(texts), dtype=object)}
+    batch = {
+        "text": np.array(texts, dtype=object),
+        "finish_reason": np.array(finish or ["stop"] * len(texts), dtype=object),
+    }
     return RepetitionMetrics()(batch)
 
 

@@ -46,14 +46,22 @@ def test_repeated_prompts_get_distinct_ids():
 
 def test_build_messages_literal():
     gen = TextbookGenerator(words=100, system="SYS")
-    row = {"format": "dense_notes", "topic": "the Krebs cycle", "domain": "science",
-           "subdomain": "biology", "audience": "expert"}
+    row = {
+        "format": "dense_notes",
+        "topic": "the Krebs cycle",
+        "domain": "science",
+        "subdomain": "biology",
+        "audience": "expert",
+    }
     assert gen.build_messages(row) == [
         {"role": "system", "content": "SYS"},
-        {"role": "user", "content": "Write dense study notes: short declarative sentences, key terms and their "
-         "definitions, no filler words. Topic: the Krebs cycle (science, biology). Audience: domain experts who "
-         "want precision. About 100 words. Start directly with the content: no title, no preamble, no closing "
-         "remarks."},
+        {
+            "role": "user",
+            "content": "Write dense study notes: short declarative sentences, key terms and their "
+            "definitions, no filler words. Topic: the Krebs cycle (science, biology). Audience: domain experts who "
+            "want precision. About 100 words. Start directly with the content: no title, no preamble, no closing "
+            "remarks.",
+        },
     ]
 
 
@@ -66,8 +74,11 @@ def test_prompt_column_round_trips_and_id_hashes_content():
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"formats": ["poem"]}, "generator.formats"), ({"domains": ["astrology"]}, "generator.domains"),
-     ({"topics_file": "/nonexistent.tsv"}, "generator.topics_file")],
+    [
+        ({"formats": ["poem"]}, "generator.formats"),
+        ({"domains": ["astrology"]}, "generator.domains"),
+        ({"topics_file": "/nonexistent.tsv"}, "generator.topics_file"),
+    ],
 )
 def test_bad_generator_config_names_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):

@@ -16,14 +16,22 @@ CASES = [
 
 
 def _litho(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("overrides, message", CASES)
 def test_bad_input_is_one_line(overrides, message, tmp_path):
-    args = ["generate", *overrides] if any(o.startswith("output.dir") for o in overrides) else \
-        ["generate", *overrides, f"output.dir={tmp_path}"]
+    args = (
+        ["generate", *overrides]
+        if any(o.startswith("output.dir") for o in overrides)
+        else ["generate", *overrides, f"output.dir={tmp_path}"]
+    )
     result = _litho(*args)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

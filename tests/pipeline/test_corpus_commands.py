@@ -21,18 +21,39 @@ def _rows(folder: Path) -> list[dict]:
 def test_score_keeps_input_columns_and_adds_scores(ray_session, tmp_path, real_texts):
     texts = [" ".join(t.split()[:120]) for t in real_texts[:6]] + ["tiny", "word " * 200]
     corpus = tmp_path / "in.jsonl"
-    corpus.write_text("".join(json.dumps({"doc": f"d{i}", "body": t, "lang": "en"}) + "\n" for i, t in enumerate(texts)))
+    corpus.write_text(
+        "".join(json.dumps({"doc": f"d{i}", "body": t, "lang": "en"}) + "\n" for i, t in enumerate(texts))
+    )
     from pipeline.score import run
 
     out = tmp_path / "scored"
-    manifest = run(compose(f"input={corpus}", f"output.dir={out}", "text_column=body", "id_column=doc",
-                           "filters.lm.max_len=128", "filters.lm.layer_groups=0", config_name="score"))
+    manifest = run(
+        compose(
+            f"input={corpus}",
+            f"output.dir={out}",
+            "text_column=body",
+            "id_column=doc",
+            "filters.lm.max_len=128",
+            "filters.lm.layer_groups=0",
+            config_name="score",
+        )
+    )
     kept, rejected = _rows(out / "data"), _rows(out / "rejected")
     assert len(kept) + len(rejected) == 8 == manifest["counts"]["rows_in"]
     assert {r["drop_reason"] for r in rejected} >= {"too_short", "repetition"}
     row = kept[0]
-    assert {"doc", "body", "lang", "source_file", "source_row", "n_tokens", "fertility", "gzip_ratio",
-            "bits_per_byte_v1", "attn_density_v1"} <= set(row)
+    assert {
+        "doc",
+        "body",
+        "lang",
+        "source_file",
+        "source_row",
+        "n_tokens",
+        "fertility",
+        "gzip_ratio",
+        "bits_per_byte_v1",
+        "attn_density_v1",
+    } <= set(row)
     by_doc = {r["doc"]: r for r in kept}
     assert all(by_doc[f"d{i}"]["body"] == texts[i] for i in range(6) if f"d{i}" in by_doc)  # text untouched
     assert 0 < row["bits_per_byte_v1"] < 8

@@ -27,8 +27,15 @@ def _rows(folder: Path) -> list[dict]:
 
 
 def test_every_row_is_accounted_for(ray_session, tmp_path):
-    manifest = _run(tmp_path, "n=80", "teacher.error_rate=0.1", "teacher.truncate_rate=0.1",
-                    "teacher.duplicate_rate=0.15", "filters.truncated=drop", "output.validation_fraction=0.2")
+    manifest = _run(
+        tmp_path,
+        "n=80",
+        "teacher.error_rate=0.1",
+        "teacher.truncate_rate=0.1",
+        "teacher.duplicate_rate=0.15",
+        "filters.truncated=drop",
+        "output.validation_fraction=0.2",
+    )
     counts, reasons = manifest["counts"], manifest["dropped_by_reason"]
     assert counts["planned"] == 80 == counts["rows_in"] == counts["kept"] + counts["dropped"]
     assert {"teacher_error", "truncated", "exact_duplicate"} <= set(reasons)
@@ -41,10 +48,25 @@ def test_every_row_is_accounted_for(ray_session, tmp_path):
     assert {s["split"] for s in manifest["shards"]} == {"train", "validation"}
     assert len({r["id"] for r in kept + rejected}) == 80
     assert len({normalize(r["text"]) for r in kept}) == len(kept)
-    assert all(r["duplicate_of"] in {k["id"] for k in kept} for r in rejected if r["drop_reason"] == "exact_duplicate")
+    assert all(
+        r["duplicate_of"] in {k["id"] for k in kept}
+        for r in rejected
+        if r["drop_reason"] == "exact_duplicate"
+    )
     assert manifest["tokens"]["kept_target_tokens"] == sum(r["n_tokens"] for r in kept)
-    assert set(kept[0]) >= {"id", "text", "topic", "format", "audience", "teacher", "sampling", "n_tokens",
-                            "chars_per_token", "bytes_per_token", "fertility"}
+    assert set(kept[0]) >= {
+        "id",
+        "text",
+        "topic",
+        "format",
+        "audience",
+        "teacher",
+        "sampling",
+        "n_tokens",
+        "chars_per_token",
+        "bytes_per_token",
+        "fertility",
+    }
     assert "drop_reason" not in kept[0]
     saved = OmegaConf.load(tmp_path / "config.yaml")
     assert saved.n == 80 and saved.teacher._target_ == "generators.dummy.DummyTeacher"

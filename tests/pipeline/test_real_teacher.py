@@ -29,8 +29,18 @@ def test_embedded_teacher_end_to_end_without_network(tmp_path):
     if not prefix:
         pytest.skip("network namespaces are not permitted here: cannot prove the run is offline")
     out = tmp_path / "run"
-    litho = [sys.executable, "-m", "pipeline.cli", "generate", "n=4", "teacher.sampling.max_new_tokens=64",
-             "teacher.batch_size=4", "cluster.teacher_batch_size=4", "filters.min_words=5", f"output.dir={out}"]
+    litho = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "generate",
+        "n=4",
+        "teacher.sampling.max_new_tokens=64",
+        "teacher.batch_size=4",
+        "cluster.teacher_batch_size=4",
+        "filters.min_words=5",
+        f"output.dir={out}",
+    ]
     result = subprocess.run(prefix + litho, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, shlex.join(litho) + "\n" + result.stdout[-3000:] + result.stderr[-3000:]
 

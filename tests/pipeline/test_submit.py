@@ -31,15 +31,38 @@ def ray_head():
     # must have litho's dependencies: here, the project's venv first on PATH, as on a node where it is
     # installed. (CI runs make without activating the venv, so `python` alone would be the system one.)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {
+        **os.environ,
+        "PATH": path,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     gcs, dashboard = _free_port(), _free_port()
     ray_bin = str(Path(sys.executable).with_name("ray"))
     head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2",
-         "--include-dashboard=true", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(gcs),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--num-cpus",
+            "2",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         yield f"http://127.0.0.1:{dashboard}", env
@@ -54,8 +77,7 @@ def ray_head():
 def test_make_submit_runs_the_job_on_the_cluster(ray_head, tmp_path):
     address, env = ray_head
     out = tmp_path / "run"
-    command = ["make", "-s", "submit", f"RAY_ADDRESS={address}",
-               f"ARGS=teacher=dummy n=6 output.dir={out}"]
+    command = ["make", "-s", "submit", f"RAY_ADDRESS={address}", f"ARGS=teacher=dummy n=6 output.dir={out}"]
     deadline = time.monotonic() + 240
     while True:  # the job agent registers a few seconds after the dashboard answers
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -71,6 +93,19 @@ def test_make_submit_runs_the_job_on_the_cluster(ray_head, tmp_path):
 
 
 def test_remote_mode_needs_an_absolute_output_dir(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "generate", "cluster=remote", "teacher=dummy",
-                             "output.dir=relative/run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "generate",
+            "cluster=remote",
+            "teacher=dummy",
+            "output.dir=relative/run",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "give an absolute path" in result.stderr
