@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance per test module; litho's run() reuses an initialised Ray."""
+    """One local Ray instance for the whole session (it takes ~8 s to start); litho's run() reuses it."""
     ray = pytest.importorskip("ray")
     ray.init(
         address="local",

@@ -15,13 +15,9 @@ from filters.minhash import MinHashConfig
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_dedup():
-    ray = pytest.importorskip("ray")
-    # address="local": a fresh instance even while another session on this machine runs Ray.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+@pytest.fixture
+def ray_dedup(ray_session):
+    return ray_session
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,12 @@ def ray_head():
             "--num-cpus",
             "2",
             "--include-dashboard=true",
+            # Fixed defaults (the agent's 52365, the client server's 10001) clash with any other Ray on
+            # this machine, such as the test session's own: then no job agent ever registers.
+            "--dashboard-agent-listen-port",
+            str(_free_port()),
+            "--ray-client-server-port",
+            str(_free_port()),
             "--disable-usage-stats",
         ],
         env=env,
@@ -69,9 +75,13 @@ def ray_head():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a graceful stop takes ~30 s; the test's cluster needs none
+            pass
+        try:
             os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_make_submit_runs_the_job_on_the_cluster(ray_head, tmp_path):
