@@ -24,6 +24,16 @@ def offline_env(allow_network: bool) -> dict[str, str]:
     return {} if allow_network else dict(OFFLINE_ENV)
 
 
+# Ray Data warnings that every litho run triggers and that mean nothing for it: the teacher and
+# scorer actor pools hold the CPUs by design (ray.data "does not have any available CPUs ... will
+# hang"), and progress bars are off unless cluster.progress_bars=true.
+BENIGN_RAY_DATA = ("does not have any available CPUs", "Progress bars disabled")
+
+
+def _quiet_ray_data(record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in BENIGN_RAY_DATA)
+
+
 @contextlib.contextmanager
 def connect(cluster: dict, allow_network: bool = False) -> Iterator[None]:
     """Start a local Ray instance (``mode: local``) or join one (``mode: remote``) for the run."""
@@ -60,6 +70,11 @@ def connect(cluster: dict, allow_network: bool = False) -> Iterator[None]:
     ctx.default_hash_shuffle_parallelism = int(cluster.get("shuffle_partitions") or max(2, 2 * cpus))
     if not cluster.get("verbose", False):
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # Records of ray.data's child loggers reach only handlers' filters, not the parent logger's.
+        for name in ("ray.data", "ray", ""):
+            for handler in logging.getLogger(name).handlers:
+                if _quiet_ray_data not in handler.filters:
+                    handler.addFilter(_quiet_ray_data)
     try:
         yield
     finally:
