@@ -36,6 +36,8 @@ from itertools import chain
 import numpy as np
 import xxhash
 
+from generators.errors import ConfigError
+
 _M64 = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier (2^64 / golden ratio) for the n-gram polynomial
 _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
@@ -70,13 +72,17 @@ class MinHashConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for key in ("ngram", "bands", "rows"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"dedup.minhash.{key}={value}: give a positive integer")
         if self.bands * self.rows != self.num_perm:
-            raise ValueError(
-                f"dedup: num_perm={self.num_perm} must equal bands*rows={self.bands}*{self.rows}; "
-                "set dedup.num_perm to their product"
+            raise ConfigError(
+                f"dedup.minhash.num_perm={self.num_perm}: must equal bands*rows={self.bands}*{self.rows}; "
+                f"set dedup.minhash.num_perm={self.bands * self.rows}"
             )
-        if self.ngram < 1 or not 0.0 < self.threshold <= 1.0:
-            raise ValueError("dedup: ngram must be >= 1 and threshold in (0, 1]")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"dedup.minhash.threshold={self.threshold}: give a Jaccard in (0, 1]")
 
     @classmethod
     def from_dict(cls, cfg=None, **overrides) -> MinHashConfig:
@@ -85,7 +91,7 @@ class MinHashConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(merged) - known)
         if unknown:
-            raise ValueError(f"dedup: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+            raise ConfigError(f"dedup.minhash: unknown key(s) {unknown}; valid keys are {sorted(known)}")
         return cls(**merged)
 
 

@@ -41,12 +41,34 @@ class SamplingParams:
     seed: int = 0
     stop: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        checks = (
+            (
+                "max_new_tokens",
+                self.max_new_tokens,
+                isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+                "a positive integer",
+            ),
+            ("temperature", self.temperature, self.temperature >= 0, ">= 0 (0 = greedy)"),
+            ("top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1] (1 = off)"),
+            (
+                "top_k",
+                self.top_k,
+                isinstance(self.top_k, int) and self.top_k >= 0,
+                "an integer >= 0 (0 = off)",
+            ),
+            ("repetition_penalty", self.repetition_penalty, self.repetition_penalty > 0, "> 0 (1 = off)"),
+        )
+        for key, value, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"teacher.sampling.{key}={value}: give {want}")
+
     @classmethod
     def from_config(cls, sampling: dict | None) -> SamplingParams:
         """Build from a config mapping (lists from YAML become the ``stop`` tuple).
 
         Raises:
-            ConfigError: an unknown key, named with the fix.
+            ConfigError: an unknown key or an out-of-range value, named with the fix.
         """
         sampling = dict(sampling or {})
         unknown = set(sampling) - set(cls.__dataclass_fields__)

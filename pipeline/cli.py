@@ -36,9 +36,14 @@ def report_and_exit(work: Callable[[], dict], cfg) -> None:
 
 def _config_error(exc: BaseException | None) -> ConfigError | None:
     """The user-caused error behind ``exc``, also when hydra's instantiate wrapped it."""
+    from omegaconf.errors import MissingMandatoryValue
+
     while exc is not None:
         if isinstance(exc, ConfigError):
             return exc
+        if isinstance(exc, MissingMandatoryValue):  # a `???` key of the chosen config left unset
+            key = exc.full_key or "a key"
+            return ConfigError(f"{key}=???: this key has no default; set it, e.g. {key}=VALUE")
         exc = exc.__cause__ or exc.__context__
     return None
 
@@ -62,6 +67,41 @@ def summary_table(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def check_overrides(command: str, config_name: str, overrides: list[str]) -> str | None:
+    """Compose the config once before Hydra runs the app, so that a bad override gets one line naming
+    it and the fix instead of Hydra's multi-line report; ``None`` when the overrides compose."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    # MissingConfigException is a ConfigCompositionException: it is caught first.
+    try:
+        with initialize_config_module(config_module="conf", version_base=None):
+            compose(config_name=config_name, overrides=overrides)
+    except MissingConfigException as exc:
+        lines = [ln.strip() for ln in str(exc).split("Config search path")[0].splitlines() if ln.strip()]
+        group = next((o for o in overrides if f"'{o.split('=')[0]}/" in lines[0]), lines[0])
+        options = [ln for ln in lines[1:] if not ln.startswith("Available options")]
+        return f"{group}: no such config option; use one of {', '.join(options)}" if options else lines[0]
+    except ConfigCompositionException as exc:
+        text = str(exc)
+        if text.startswith("Could not override '"):
+            key = text.split("'")[1]
+            given = next((o for o in overrides if o.split("=")[0] == key), key)
+            return (
+                f"{given}: no such key in the config; check the spelling (litho {command} --cfg job prints "
+                f"every key) or write +{given} to add a new one"
+            )
+        return _one_line(text)
+    except OverrideParseException as exc:
+        return f"bad override syntax: {_one_line(str(exc))} (Hydra's override grammar)"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(ln.strip() for ln in text.splitlines() if ln.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
@@ -75,6 +115,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import hydra
 
+    if not any(a.startswith("-") for a in argv):  # flags (--cfg, --help, -m) are Hydra's to handle
+        problem = check_overrides(command, config_name, argv)
+        if problem:
+            print(f"litho: error: {problem}", file=sys.stderr)
+            sys.exit(2)
     work = getattr(importlib.import_module(module_name), func_name)
 
     @hydra.main(version_base=None, config_path="../conf", config_name=config_name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from generators.errors import ConfigError
 from generators.models import resolve
@@ -48,13 +48,35 @@ def validate_common(cfg: DictConfig, tokenizer: bool = True) -> Path:
         raise ConfigError(
             f"filters.tokenizer={spec}: no such SentencePiece model file; give an existing *.model"
         )
+    check_output_and_dedup(cfg)
     return writable_dir(cfg.output.dir, "output.dir")
+
+
+def check_output_and_dedup(cfg: DictConfig) -> None:
+    """Shard and dedup keys every command uses, checked before any work."""
+    fraction = cfg.output.get("validation_fraction", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+        raise ConfigError(
+            f"output.validation_fraction={fraction}: give a fraction in [0, 1), e.g. 0.05 (0 = no validation split)"
+        )
+    rows = cfg.output.get("rows_per_shard")
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+        raise ConfigError(f"output.rows_per_shard={rows}: give a positive integer")
+    minhash = cfg.get("dedup", {}).get("minhash")
+    if minhash:
+        from filters.minhash import MinHashConfig
+
+        MinHashConfig.from_dict(OmegaConf.to_container(minhash, resolve=True))
 
 
 def validate_generate(cfg: DictConfig) -> None:
     n = cfg.get("n")
     if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
         raise ConfigError(f"n={n}: the number of requests must be a positive integer, e.g. n=32")
+    if cfg.teacher.get("sampling") is not None:
+        from generators.teacher import SamplingParams
+
+        SamplingParams.from_config(OmegaConf.to_container(cfg.teacher.sampling, resolve=True))
     model = cfg.teacher.get("model")
     if model is not None:
         resolve(model, "teacher.model", allow_network=bool(cfg.teacher.get("allow_network", False)))
