@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from generators.errors import ConfigError
+
 log = logging.getLogger(__name__)
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("doc_offsets", pa.list_(pa.int32()))])
 
@@ -53,9 +55,11 @@ def pack_tokens(
 
 
 def _eos_id(tokenizer) -> int:
-    if hasattr(tokenizer, "sp"):
-        return int(tokenizer.sp.eos_id())
-    return int(tokenizer.tok.eos_token_id)
+    if tokenizer.eos_id is None or tokenizer.eos_id < 0:
+        raise ConfigError(
+            "filters.tokenizer: it has no end-of-sequence token to put between packed documents"
+        )
+    return int(tokenizer.eos_id)
 
 
 def pack_split(

@@ -180,3 +180,34 @@ def test_bad_specs_name_the_key(tmp_path):
         load_target_tokenizer(str(tmp_path / "missing.model"))
     with pytest.raises(ConfigError, match="tokenizer.json"):
         load_target_tokenizer(str(tmp_path))
+
+
+def _same_tokens(a, b, texts):
+    ids_a, spans_a = a.encode_offsets(texts)
+    ids_b, spans_b = b.encode_offsets(texts)
+    assert ids_a == ids_b == a.encode(texts) == b.encode(texts)
+    assert all(np.array_equal(x, y) for x, y in zip(spans_a, spans_b))
+    assert (a.unk_id, a.eos_id) == (b.unk_id, b.eos_id)
+    assert np.array_equal(a.is_byte_fallback, b.is_byte_fallback) and a.is_byte_fallback.any()
+
+
+@pytest.mark.parametrize("which", ["bpe", pytest.param("embedded", marks=pytest.mark.slow)])
+def test_tokenizers_library_reads_tokenizer_json_as_transformers_does(real_texts, bpe_dir, which):
+    """The scorer reads tokenizer.json with `tokenizers` alone (no transformers/torch import);
+    it must give the tokens, spans, special ids and byte-fallback table transformers gives."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from filters.tokenizers import HFTarget, TokenizersTarget
+    from generators.models import materialize, resolve
+
+    folder = (
+        Path(bpe_dir) if which == "bpe" else materialize(resolve("embedded:smollm2", "filters.tokenizer"))
+    )
+    texts = [t[:3000] for t in real_texts[:6]] + EXTRA
+    fast = TokenizersTarget(folder / "tokenizer.json")
+    _same_tokens(fast, HFTarget(AutoTokenizer.from_pretrained(folder)), texts)
+    if which == "embedded":
+        assert isinstance(load_target_tokenizer("embedded:smollm2"), TokenizersTarget)
+        assert fast.eos_id is not None
