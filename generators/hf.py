@@ -45,7 +45,7 @@ class HFTeacher:
         name: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 16,
+        batch_size: int = 32,
         threads: int = 0,
         allow_network: bool = False,
         cache_dir: str | None = None,
