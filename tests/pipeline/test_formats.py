@@ -190,8 +190,8 @@ def test_a_tiny_llama_trains_on_packed_and_sft_shards(ray_session, tmp_path):
     """The consumer: datasets.load_dataset reads both formats; loss is finite and falls."""
     torch = pytest.importorskip("torch")
     from datasets import load_dataset
-    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from generators.fast_random import random_model
     from generators.models import load_tokenizer
 
     _run(tmp_path / "pretrain", "n=12", "output.pack_seq_len=32")
@@ -205,20 +205,10 @@ def test_a_tiny_llama_trains_on_packed_and_sft_shards(ray_session, tmp_path):
         "filters.max_dup_ngram_frac={5:1.0,10:1.0}",
     )
     tok = load_tokenizer("embedded:smollm2")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
 
     packed = load_dataset("parquet", data_dir=str(tmp_path / "pretrain" / "packed"), split="train")
     ids = torch.tensor(packed["input_ids"][:8], dtype=torch.long)
-    losses = _train(LlamaForCausalLM(config), ids, ids, torch)
+    losses = _train(random_model("tiny-llama", vocab_size=len(tok)).train(), ids, ids, torch)
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 1.0
 
     sft = load_dataset("parquet", data_dir=str(tmp_path / "sft" / "data"), split="train")
@@ -228,7 +218,7 @@ def test_a_tiny_llama_trains_on_packed_and_sft_shards(ray_session, tmp_path):
     width = max(len(e) for e in encoded)
     ids = torch.tensor([e + [tok.pad_token_id] * (width - len(e)) for e in encoded], dtype=torch.long)
     labels = torch.tensor([e + [-100] * (width - len(e)) for e in encoded], dtype=torch.long)
-    losses = _train(LlamaForCausalLM(config), ids, labels, torch)
+    losses = _train(random_model("tiny-llama", vocab_size=len(tok)).train(), ids, labels, torch)
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 1.0
 
 
