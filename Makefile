@@ -35,7 +35,7 @@ dedup: install
 submit: install
 	$(VENV)/bin/ray job submit --address "$(RAY_ADDRESS)" \
 	  --runtime-env-json '{"working_dir": ".", "excludes": [".venv", ".git", "outputs", "runs", "*.parquet"], "env_vars": {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}}' \
-	  -- python -m pipeline.run cluster=remote $(ARGS)
+	  -- python -m pipeline.cli generate cluster=remote $(ARGS)
 
 test: install
 	$(PY) -m pytest -q --durations=15 tests

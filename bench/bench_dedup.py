@@ -45,13 +45,13 @@ def _reset_peak() -> None:
 def _datasketch(ids, texts, hashfunc=None) -> np.ndarray:
     from datasketch import MinHash, MinHashLSH
 
-    from filters.minhash import normalize
+    from generators.text import normalized_words
 
     lsh = MinHashLSH(threshold=0.8, num_perm=128)
     keep = np.ones(len(texts), bool)
     extra = {"hashfunc": hashfunc} if hashfunc else {}
     for k, text in enumerate(texts):
-        words = normalize(text)
+        words = normalized_words(text)
         shingles = (
             [" ".join(words[i : i + 5]).encode() for i in range(max(len(words) - 4, 1))] if words else []
         )
@@ -65,12 +65,12 @@ def _datasketch(ids, texts, hashfunc=None) -> np.ndarray:
 
 
 def _litho_ray(ids: list[str], texts: list[str]) -> np.ndarray:
-    """pipeline/dedup_graph.py on a local 2-CPU Ray instance (started by the warm-up call)."""
+    """pipeline/near_dedup.py on a local 2-CPU Ray instance (started by the warm-up call)."""
     import pyarrow as pa
     import ray
 
-    from filters.minhash import MinHashConfig
-    from pipeline.dedup_graph import near_dedup_dataset
+    from filters.dedup.minhash import MinHashConfig
+    from pipeline.near_dedup import near_dedup_dataset
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -87,8 +87,8 @@ def run_method(method: str, ids: list[str], texts: list[str]) -> tuple[np.ndarra
     """Keep mask (and litho's counters) of one method."""
     import xxhash
 
-    from filters.lsh import near_dedup
-    from filters.minhash import MinHashConfig
+    from filters.dedup.lsh import near_dedup
+    from filters.dedup.minhash import MinHashConfig
 
     if method == "litho":
         result = near_dedup(ids, texts, cfg=MinHashConfig())
@@ -210,9 +210,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exact-up-to", type=int, default=30000, help="largest size with all-pairs truth")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method; the fastest counts")
-    parser.add_argument(
-        "--ray", action="store_true", help="also time pipeline/dedup_graph.py on Ray (2 CPUs)"
-    )
+    parser.add_argument("--ray", action="store_true", help="also time pipeline/near_dedup.py on Ray (2 CPUs)")
     parser.add_argument("--boilerplate", action="store_true", help="keep the sources' repeated boilerplate")
     parser.add_argument("--write", action="store_true", help="also write bench/results/dedup.md")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from filters.tokenizers import load_target_tokenizer  # noqa: E402
-from pipeline.packing import pack_split  # noqa: E402
+from pipeline.output.packing import pack_split  # noqa: E402
 from tests.conftest import _man_page_text  # noqa: E402
 
 

@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from filters.attention import compiled_reduce, reduce_layer  # noqa: E402
-from filters.lm_scores import LMScorer  # noqa: E402
+from filters.scores.attention import compiled_reduce, reduce_layer  # noqa: E402
+from filters.scores.lm_scores import LMScorer  # noqa: E402
 
 SMOLLM2_SHAPE = dict(
     vocab_size=49152,
@@ -64,7 +64,7 @@ def random_model_dir(where: Path) -> str:
 def pick_model(args, tmp: Path) -> tuple[str, str]:
     if not args.random:
         try:
-            from generators.models import resolve
+            from generators.teachers.models import resolve
 
             resolve(args.model, "--model")
             return args.model, f"{args.model} (real weights)"

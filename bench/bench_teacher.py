@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generators.fast_engine import FastEngine  # noqa: E402
-from generators.fast_random import random_model  # noqa: E402
+from generators.teachers.fast.engine import FastEngine  # noqa: E402
+from tests.helpers.random_models import random_model  # noqa: E402
 
 
 def load(args) -> torch.nn.Module:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from filters.minhash import shingle_hashes
+from filters.dedup.minhash import shingle_hashes
 
 # roff font/char escapes (\fB, \(em, \[rs], \m[blue], \-, \&, \s-1, \*(Aq) that are not words.
 _ROFF = re.compile(r"\\f[A-Z1-4]|\\f\(..|\\[fmk*]?\[[^\]]*\]|\\\(..|\\\*\(?..?|\\s[-+]?\d+|\\[-&e|^ 0c%:]")

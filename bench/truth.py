@@ -5,7 +5,7 @@ shingles of every pair of documents that share any, so nothing is sampled or est
 grows with the pairs that share a shingle, which is fine to ~30k documents. ``planted_pairs`` is
 for larger corpora: every pair inside a planted family plus every candidate of a deliberately loose
 LSH (40 bands x 3 rows: P(candidate) >= 0.995 at J = 0.5, >= 0.99994 at J = 0.6), all measured by
-exact Jaccard. Both use the shingles of :mod:`filters.minhash`, the sets every method sees.
+exact Jaccard. Both use the shingles of :mod:`filters.dedup.minhash`, the sets every method sees.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from filters.lsh import candidate_pairs, id_hashes, jaccard
-from filters.minhash import MinHashConfig, minhash_bands, shingle_hashes, shingle_sets
+from filters.dedup.lsh import candidate_pairs, id_hashes, jaccard
+from filters.dedup.minhash import MinHashConfig, minhash_bands, shingle_hashes, shingle_sets
 
 LOOSE = MinHashConfig(num_perm=120, bands=40, rows=3)
 

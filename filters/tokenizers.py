@@ -5,7 +5,7 @@ The target tokenizer is the student's and is chosen independently of the teacher
 * a SentencePiece model file (``*.model``);
 * a ``tokenizer.json`` file, or a directory holding tokenizer files (``tokenizer.json`` /
   ``tokenizer_config.json``) with or without model weights;
-* any model spec of :func:`generators.models.resolve` (``embedded:smollm2``, a ``.gguf`` file
+* any model spec of :func:`generators.teachers.models.resolve` (``embedded:smollm2``, a ``.gguf`` file
   whose embedded tokenizer is used, a model directory).
 
 Every adapter encodes a list of texts in one call (no special tokens) and knows, per vocabulary
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generators.models import ModelSpecError, load_tokenizer, materialize, resolve
+from generators.teachers.models import ModelSpecError, load_tokenizer, materialize, resolve
 
 BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 

@@ -43,6 +43,8 @@ OPERATIONAL_KEYS = {
 def teacher_fingerprint(teacher_cfg: dict) -> str:
     """Hash of the teacher config minus operational keys: another model or sampling = other texts."""
     keep = {k: v for k, v in teacher_cfg.items() if k not in OPERATIONAL_KEYS}
+    if "_target_" in keep:  # the backend's class, not its module path: moving a module keeps the cache
+        keep["_target_"] = str(keep["_target_"]).rsplit(".", 1)[-1]
     return xxhash.xxh3_64_hexdigest(json.dumps(keep, sort_keys=True, default=str).encode())
 
 

@@ -1,7 +1,9 @@
 """The ``litho`` command: ``litho generate|score|dedup [hydra overrides]``.
 
 Each subcommand is a Hydra app over its own primary config in conf/, so every Hydra feature
-(``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name.
+(``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name; each runs
+:func:`pipeline.run.run`. ``python -m pipeline.cli generate ...`` is the same command without the
+installed script (what ``make submit`` runs inside ``ray job submit``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,8 @@ from collections.abc import Callable
 
 from generators.errors import ConfigError
 
-COMMANDS = {
-    "generate": ("config", "pipeline.run:run"),
-    "score": ("score", "pipeline.score:run"),
-    "dedup": ("dedup_corpus", "pipeline.dedup:run"),
-}
+# command -> its primary config in conf/; every command runs pipeline.run:run.
+COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus"}
 USAGE = "usage: litho {generate,score,dedup} [key=value ...]   (litho COMMAND --help for its config)"
 
 
@@ -42,8 +41,9 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
         if isinstance(exc, ConfigError):
             return exc
         if isinstance(exc, MissingMandatoryValue):  # a `???` key of the chosen config left unset
-            key = exc.full_key or "a key"
-            return ConfigError(f"{key}=???: this key has no default; set it, e.g. {key}=VALUE")
+            from pipeline.validate import missing_key
+
+            return missing_key(exc.full_key or "a key")
         exc = exc.__cause__ or exc.__context__
     return None
 
@@ -108,10 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE, file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command = argv.pop(0)
-    config_name, target = COMMANDS[command]
-    module_name, func_name = target.split(":")
-
-    import importlib
+    config_name = COMMANDS[command]
 
     import hydra
 
@@ -120,11 +117,11 @@ def main(argv: list[str] | None = None) -> None:
         if problem:
             print(f"litho: error: {problem}", file=sys.stderr)
             sys.exit(2)
-    work = getattr(importlib.import_module(module_name), func_name)
+    from pipeline.run import run
 
     @hydra.main(version_base=None, config_path="../conf", config_name=config_name)
     def app(cfg) -> None:
-        report_and_exit(lambda: work(cfg), cfg)
+        report_and_exit(lambda: run(cfg, command), cfg)
 
     sys.argv = [f"litho {command}", *argv]
     app()

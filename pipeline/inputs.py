@@ -37,6 +37,56 @@ def input_files(spec: str) -> tuple[list[str], str]:
     return files, kinds.pop()
 
 
+def input_columns(spec: str, text_column: str, id_column: str | None) -> tuple[list[str], list[str]]:
+    """Column names of the input (from the first file) and its numeric ones, checked in every file.
+
+    Parquet schemas come from the files' footers; a JSONL file's columns from its first record.
+
+    Raises:
+        ConfigError: no input files, or a file without ``text_column`` / ``id_column``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files, kind = input_files(spec)
+    first: tuple[list[str], list[str]] | None = None
+    for path in files:
+        if kind == "parquet":
+            try:
+                schema = pq.read_schema(path)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise ConfigError(f"input={spec}: {path} is not a readable Parquet file ({exc})") from None
+            names = schema.names
+            numeric = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
+        else:
+            record = _first_record(path)
+            names = list(record)
+            numeric = [k for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+        if text_column not in names:
+            raise ConfigError(f"text_column={text_column}: no such column in {path}; it has {sorted(names)}")
+        if id_column and id_column not in names:
+            raise ConfigError(f"id_column={id_column}: no such column in {path}; it has {sorted(names)}")
+        first = first or (names, numeric)
+    return first
+
+
+def _first_record(path: str) -> dict:
+    """The first JSON object of a JSONL file ({} for an empty file)."""
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise ConfigError(f"input: {path} line {number} is not JSON ({exc})") from None
+                if not isinstance(record, dict):
+                    raise ConfigError(f"input: {path} line {number} is not a JSON object")
+                return record
+    return {}
+
+
 def _read_file(batch: dict, kind: str, text_column: str, id_column: str | None):
     """Yield one file's rows a record batch at a time, with ``source_file``, ``source_row`` and ``id``."""
     import pyarrow.json as pajson

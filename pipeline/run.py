@@ -1,7 +1,8 @@
-"""``litho generate``: plan → teacher → clean/score/filter → dedup → Parquet shards + manifest.
+"""The whole job, top to bottom: plan → generate → process → select → write → pack → card.
 
-``run(cfg)`` does the work and is what tests call (with ``hydra.compose``); ``main`` is the thin
-Hydra entry point (``python -m pipeline.run [overrides]``, also used by ``ray job submit``).
+``run(cfg, command)`` does the work for ``litho generate`` (and, reading a corpus instead of
+generating, for ``litho score`` and ``litho dedup``); the ``litho`` command (pipeline/cli.py) and
+the tests call it with a composed config.
 """
 
 from __future__ import annotations
@@ -9,71 +10,106 @@ from __future__ import annotations
 import logging
 import time
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
-
-from generators.errors import ConfigError
-from pipeline import checkpoint
-from pipeline.validate import validate_common, validate_generate
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FOLDERS = ("data", "rejected")
 
-
-def run(cfg: DictConfig) -> dict:
-    """Run the whole pipeline for one composed config; return the manifest."""
-    from hydra.utils import instantiate
-
-    from pipeline import best_of_n, formats, graph
+def run(cfg: DictConfig, command: str = "generate") -> dict:
+    """Run one command for a composed config; return the manifest."""
+    from pipeline import checkpoint, stages
     from pipeline.cluster import connect
-    from pipeline.outputs import finish_run
+    from pipeline.generate import generate, generated
+    from pipeline.inputs import read_corpus
+    from pipeline.job import Job
+    from pipeline.near_dedup import index_run_id, write_dedup_index
+    from pipeline.output import manifest as manifests
+    from pipeline.output.card import write_card
+    from pipeline.output.packing import pack_run
+    from pipeline.output.snapshot import write_json
+    from pipeline.output.writer import publish
+    from pipeline.process import pull
 
     started = time.perf_counter()
-    validate_generate(cfg)  # first: the tokenizer defaults to the teacher's model
-    out = validate_common(cfg)
-    generator = instantiate(cfg.generator, _convert_="all")
-    formats.validate(cfg, generator)
-    plan = generator.plan(int(cfg.n), int(cfg.seed))
-    if cfg.get("best_of_n") is not None:
-        plan = best_of_n.expand(plan, cfg.best_of_n.n_candidates, int(cfg.seed))
-    if len({row["id"] for row in plan}) != len(plan):  # ids key checkpoints, dedup and shards
-        raise RuntimeError(f"generator {generator.name} planned repeated request ids")
-    teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
-    ckpt_dir = out / ".litho" / "generations" / checkpoint.teacher_fingerprint(teacher)
-    done = checkpoint.finished(ckpt_dir)
-    todo = [row for row in plan if row["id"] not in done]
-    log.info(
-        "plan: %d requests, %d already generated, %d to generate", len(plan), len(plan) - len(todo), len(todo)
-    )
-    timings = {"plan_s": time.perf_counter() - started}
-    cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
-    with connect(cluster, allow_network=bool(cfg.teacher.get("allow_network", False))):
+    timings: dict[str, float] = {}
+    # Every check, and the stage list, before Ray starts or a model loads.
+    job = Job.from_config(cfg, command)
+    out = job.out
+
+    # Plan: the requests of this config and seed; those answered by an earlier run are reused.
+    counts: dict[str, int] = {}
+    todo: list[dict] = []
+    if job.plan is not None:
+        done = checkpoint.finished(job.checkpoint_dir)
+        todo = [row for row in job.plan if row["id"] not in done]
+        log.info(
+            "plan: %d requests, %d already generated, %d to generate", len(job.plan), len(done), len(todo)
+        )
+    timings["plan_s"] = time.perf_counter() - started
+
+    with connect(job.cluster, allow_network=job.allow_network):
+        # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
         t0 = time.perf_counter()
-        errors = graph.generate(todo, teacher, ckpt_dir, cluster, generator) if todo else None
-        timings["generate_s"] = time.perf_counter() - t0
-        plan_ids = frozenset(row["id"] for row in plan)
-        done = checkpoint.finished(ckpt_dir)
-        files = sorted({path for rid, path in done.items() if rid in plan_ids})
-        ds = graph.generated(files, plan_ids, errors)
-        if ds is None:
-            raise ConfigError("every request failed; see the log above for the teacher's errors")
-        counts = {
-            "planned": len(plan),
-            "reused": len(plan) - len(todo),
-            "generated": len(todo) - (errors.count() if errors is not None else 0),
-            "teacher_errors": errors.count() if errors is not None else 0,
+        if job.plan is not None:
+            errors = generate(todo, job.generate) if todo else None
+            failed = errors.count() if errors is not None else 0
+            ids = frozenset(row["id"] for row in job.plan)
+            files = sorted({p for rid, p in checkpoint.finished(job.checkpoint_dir).items() if rid in ids})
+            ds = generated(files, ids, errors)
+            counts = {
+                "planned": len(job.plan),
+                "reused": len(job.plan) - len(todo),
+                "generated": len(todo) - failed,
+                "teacher_errors": failed,
+            }
+            timings["generate_s"] = time.perf_counter() - t0
+        else:
+            ds = read_corpus(cfg.input, job.text_column, cfg.get("id_column"))
+
+        # Process and select: score, filter, dedup, best-of-n. Rows are marked, never removed.
+        t0 = time.perf_counter()
+        stage_seconds: dict[str, float] = {}
+        ds = stages.apply(ds, job.process, stage_seconds)
+        ds = stages.apply(ds, job.select, stage_seconds).materialize()
+        timings["score_filter_dedup_s"] = time.perf_counter() - t0
+
+        # Write: kept rows to data/, dropped rows to rejected/, swapped in whole.
+        t0 = time.perf_counter()
+        scores = manifests.numeric(ds.schema().base_schema, job.score_columns())
+        internal = [c for c in ds.schema().names if c.startswith(stages.INTERNAL_PREFIX)]
+        table = pull(ds, ["id", "drop_reason", *internal, *[c for c in scores if c not in internal]])
+        metadata = {
+            "litho_version": manifests.litho_version(),
+            "source": job.source,
+            "scores": job.score_versions(),
         }
-        manifest = finish_run(ds, cfg, out, counts, timings, started, generator.name)
+        published = publish(ds, table, out, OmegaConf.to_container(cfg.output, resolve=True), metadata)
+        minhash = OmegaConf.to_container(cfg.dedup, resolve=True).get("minhash") if "dedup" in cfg else None
+        kept = int((table.column("drop_reason").to_numpy(zero_copy_only=False) == "").sum())
+        if kept and minhash and minhash.get("index_dir"):
+            # After the shards: an interrupted run leaves the index as it was.
+            write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
+        timings["write_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+    manifest = manifests.build(job, table, counts, published, stage_seconds, timings)
+
+    # Pack: fixed-length rows of target-tokenizer ids, from the published shards.
+    if cfg.output.get("pack_seq_len"):
+        filters = OmegaConf.to_container(cfg.filters, resolve=True)
+        seq_len = int(cfg.output.pack_seq_len)
+        max_bytes = cfg.output.get("max_shard_bytes")
+        rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
+        manifest["packed"] = pack_run(
+            out,
+            seq_len,
+            filters["tokenizer"],
+            rows,
+            filters.get("cache_dir"),
+            bool(filters.get("allow_network")),
+        )
+
+    # Card: README.md beside the shards; then the manifest and the resolved config.
+    manifest["card"] = write_card(out, cfg, manifest)
+    write_json(out / "manifest.json", manifest)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return manifest
-
-
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    from pipeline.cli import report_and_exit
-
-    report_and_exit(lambda: run(cfg), cfg)
-
-
-if __name__ == "__main__":
-    main()

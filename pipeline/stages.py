@@ -1,122 +1,227 @@
-"""The teacher stage: one teacher per Ray actor, answering batches of plan rows."""
+"""One description per stage and one way to run it, in the spirit of Ray Data LLM's ``StatefulStage``
+and ``Processor`` and datatrove's ``PipelineStep``.
+
+A :class:`StageSpec` says what a stage is (a class from ``filters/`` or ``generators/``, or a
+dataset-level function of ``pipeline/``), how it runs (an actor pool that holds heavy state, light
+tasks, or one step over the whole dataset), with which resources (from ``cluster/``), which columns
+it needs and adds, and which score version it writes. :func:`validate` checks a list of specs
+against the input's columns before Ray starts; :func:`apply` runs them with one loop.
+
+Every map stage is timed inside its worker; the seconds travel with the rows as an internal
+``_litho_s_<stage>`` column (8 bytes a row) that the manifest sums and the writer drops, so the
+timings are exact whatever Ray fuses or splits.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
+import functools
+import inspect
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
-from generators.protocol import MultiStep
-from generators.teacher import FINISH_ERROR, Completion, Request
-from pipeline.checkpoint import write_batch
+from generators.errors import ConfigError
 
-log = logging.getLogger(__name__)
+INTERNAL_PREFIX = "_litho_"  # internal columns: never written to a shard
+POOLS = ("actors", "tasks", "dataset")
+KINDS = ("generate", "prepare", "score", "filter", "dedup", "select")
 
 
-class GenerateStage:
-    """Turns plan rows into generated rows and checkpoints every finished batch.
+def seconds_column(stage: str) -> str:
+    return f"{INTERNAL_PREFIX}s_{stage}"
 
-    The teacher (model load included) is built once, in ``__init__``, inside the actor.
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What one stage is and how it runs.
 
     Args:
-        teacher: Teacher config with ``_target_`` (see conf/teacher/).
-        checkpoint_dir: Where finished batches are written (see :mod:`pipeline.checkpoint`).
-        generator: The plan's generator; when it is multi-step (:mod:`generators.protocol`) every
-            row runs all its teacher calls here and is checkpointed only once complete.
+        name: Unique stage name (manifest, per-stage counts, ``cluster.stages.<name>`` overrides).
+        fn: A stage class (``__init__(**kwargs)`` builds it, ``__call__(batch) -> batch``) for ``actors``
+            and ``tasks``; for ``dataset``, a function ``fn(ds, **kwargs) -> ds`` over the whole dataset.
+        kwargs: Constructor (or function) keyword arguments.
+        kind: ``generate``, ``prepare``, ``score``, ``filter``, ``dedup`` or ``select``.
+        pool: ``actors`` (one instance per actor, held for the pass: models, tokenizers), ``tasks``
+            (built per batch: cheap stages) or ``dataset`` (a global step: dedup, quantiles, best-of-n).
+        concurrency: Actors in the pool, or most tasks at once (None: Ray decides).
+        num_cpus: Logical CPUs per actor or task.
+        num_gpus: GPUs per actor (0: none).
+        resources: Custom Ray resources per actor or task (e.g. ``{"teacher_node": 1}``).
+        batch_size: Rows per batch (None: Ray's blocks).
+        needs: Columns the stage reads; :func:`validate` checks an earlier stage or the input has them.
+        adds: Columns the stage writes.
+        scores: The added numeric columns that are quality scores (summarized in the manifest).
+        version: Score version written to the shard metadata (e.g. ``token_metrics_v2``).
+        keys: Config key to name in the error when a needed column is missing, per column.
+        timed: Add the per-row seconds column (off for stages whose rows do not flow on).
     """
 
-    def __init__(self, teacher: dict, checkpoint_dir: str | None = None, generator=None):
-        from hydra.utils import instantiate
+    name: str
+    fn: Callable
+    kwargs: dict = field(default_factory=dict)
+    kind: str = "score"
+    pool: str = "tasks"
+    concurrency: int | None = None
+    num_cpus: float = 0.25
+    num_gpus: float = 0
+    resources: dict | None = None
+    batch_size: int | None = None
+    needs: tuple[str, ...] = ()
+    adds: tuple[str, ...] = ()
+    scores: tuple[str, ...] = ()
+    version: str | None = None
+    keys: dict = field(default_factory=dict)
+    timed: bool = True
 
-        self.teacher = instantiate(teacher, _convert_="all")
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.generator = generator
-        self.done_rows = self.done_tokens = 0
+    def __post_init__(self):
+        if self.pool not in POOLS:
+            raise ValueError(f"stage {self.name}: pool={self.pool}; use one of {POOLS}")
+        if self.kind not in KINDS:
+            raise ValueError(f"stage {self.name}: kind={self.kind}; use one of {KINDS}")
+
+
+def resources(cluster: dict, name: str, pool: str) -> dict:
+    """``concurrency``, ``num_cpus``, ``num_gpus``, ``resources`` and ``batch_size`` of a stage from
+    ``cluster/``: the pool's keys (``teacher_*``, ``scorer_*``, ``task_*``), then ``cluster.stages.<name>``."""
+    if pool == "teacher":
+        base = {
+            "concurrency": cluster["teacher_actors"],
+            "num_cpus": cluster["teacher_cpus"],
+            "num_gpus": cluster.get("teacher_gpus") or 0,
+            "batch_size": cluster["teacher_batch_size"],
+            "resources": cluster.get("teacher_resources") or None,
+        }
+    elif pool == "scorer":
+        base = {
+            "concurrency": cluster["scorer_actors"],
+            "num_cpus": cluster.get("scorer_cpus", 0.5),
+            "num_gpus": cluster.get("scorer_gpus") or 0,
+            "batch_size": cluster["scorer_batch_size"],
+            "resources": cluster.get("scorer_resources") or None,
+        }
+    elif pool == "task":
+        base = {
+            "concurrency": cluster.get("task_concurrency"),
+            "num_cpus": cluster.get("task_cpus", 0.25),
+            "num_gpus": 0,
+            "batch_size": None,
+            "resources": None,
+        }
+    else:
+        raise ValueError(f"unknown resource pool {pool}")
+    override = dict((cluster.get("stages") or {}).get(name) or {})
+    unknown = sorted(set(override) - set(base))
+    if unknown:
+        raise ConfigError(f"cluster.stages.{name}: unknown keys {unknown}; use {sorted(base)}")
+    return {**base, **override}
+
+
+def columns_of(fn: Callable, kwargs: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(needs, adds)`` of a stage class: its ``columns(**kwargs)`` classmethod, else a cheap instance's
+    ``needs()`` (rules: building one checks its arguments too)."""
+    if hasattr(fn, "columns"):
+        accepted = inspect.signature(fn.columns).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+            return fn.columns(**kwargs)
+        return fn.columns(**{k: v for k, v in kwargs.items() if k in accepted})
+    instance = fn(**kwargs)
+    return tuple(instance.needs()), ()
+
+
+def validate(specs: list[StageSpec], available: Iterable[str]) -> set[str]:
+    """Check that every needed column is made by the input or an earlier stage; return all columns.
+
+    Raises:
+        ConfigError: one line naming the config key (or the stage), the missing column and the known ones.
+    """
+    names = [s.name for s in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"stages {repeated} appear twice; give each generator filter its own name")
+    known = set(available)
+    for spec in specs:
+        missing = [c for c in spec.needs if c not in known]
+        if missing:
+            column = missing[0]
+            key = spec.keys.get(column, f"stage {spec.name}")
+            visible = sorted(c for c in known if not c.startswith(INTERNAL_PREFIX))
+            raise ConfigError(
+                f"{key}: no such column {column!r} at this point of the run; known columns: {', '.join(visible)}"
+            )
+        known.update(spec.adds)
+    return known
+
+
+class StageRunner:
+    """Builds a stage once (per actor, or per task batch) and runs it on numpy batches, timed."""
+
+    def __init__(self, fn: Callable, kwargs: dict, name: str, timed: bool = True):
+        self.stage = fn(**kwargs) if inspect.isclass(fn) else functools.partial(fn, **kwargs)
+        self.column = seconds_column(name) if timed else None
 
     def __call__(self, batch: dict) -> dict:
-        ids = [str(i) for i in batch["id"]]
-        if not ids:
-            return batch
         started = time.perf_counter()
-        steps = self._run_steps(batch, ids)
-        self._report(steps, time.perf_counter() - started)
-        completions = [row_steps[-1] for row_steps in steps]
-        out = {k: list(v) for k, v in batch.items()}
-        out.update(
-            text=[c.text for c in completions],
-            finish_reason=[_finish_reason(s) for s in steps],
-            error=[next((c.error for c in s if c.error), "") for s in steps],
-            prompt_tokens=[sum(c.prompt_tokens for c in s) for s in steps],
-            completion_tokens=[sum(c.completion_tokens for c in s) for s in steps],
-            teacher=[self.teacher.name] * len(ids),
-            sampling=[self.teacher.sampling.to_json()] * len(ids),
+        out = self.stage(batch)
+        if self.column is not None and out:
+            n = len(next(iter(out.values())))
+            out[self.column] = np.full(n, (time.perf_counter() - started) / max(n, 1))
+        return out
+
+
+def _run_task(batch: dict, fn: Callable, kwargs: dict, name: str, timed: bool) -> dict:
+    return StageRunner(fn, kwargs, name, timed)(batch)
+
+
+def _named(fn: Callable) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def apply_one(ds, spec: StageSpec):
+    """Add one stage to the lazy dataset ``ds`` (or run a dataset-level stage)."""
+    if spec.pool == "dataset":
+        return spec.fn(ds, **spec.kwargs)
+    remote = {"num_cpus": spec.num_cpus}
+    if spec.num_gpus:
+        remote["num_gpus"] = spec.num_gpus
+    if spec.resources:
+        remote["resources"] = dict(spec.resources)
+    if spec.pool == "actors":
+        from ray.data import ActorPoolStrategy
+
+        # A subclass named after the stage, so Ray's operator names read MapBatches(TokenMetrics).
+        runner = type(_named(spec.fn), (StageRunner,), {})
+        return ds.map_batches(
+            runner,
+            fn_constructor_kwargs={
+                "fn": spec.fn,
+                "kwargs": spec.kwargs,
+                "name": spec.name,
+                "timed": spec.timed,
+            },
+            batch_size=spec.batch_size,
+            compute=ActorPoolStrategy(size=spec.concurrency or 1),
+            batch_format="numpy",
+            **remote,
         )
-        if isinstance(self.generator, MultiStep):
-            rows = [{k: v[i] for k, v in out.items()} for i in range(len(ids))]
-            finished = [self.generator.finish(row, s) for row, s in zip(rows, steps)]
-            for key in finished[0]:
-                out[key] = [f[key] for f in finished]
-            out["steps"] = [json.dumps([c.text for c in s], ensure_ascii=False) for s in steps]
-        if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
-            ok = [i for i, reason in enumerate(out["finish_reason"]) if reason != "error"]
-            table = pa.table({k: [v[i] for i in ok] for k, v in out.items()})
-            write_batch(self.checkpoint_dir, table)
-        errors = sum(reason == "error" for reason in out["finish_reason"])
-        if errors:
-            log.warning("%d of %d requests failed in this batch", errors, len(ids))
-        return {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}
-
-    def _report(self, steps: list[list[Completion]], seconds: float) -> None:
-        """One progress line per batch: long generations are otherwise silent. Printed, not logged:
-        Ray forwards a worker's stdout to the driver, prefixed with the actor's name and pid."""
-        tokens = sum(c.completion_tokens for s in steps for c in s)
-        self.done_rows += len(steps)
-        self.done_tokens += tokens
-        print(
-            f"teacher: {len(steps)} rows, {tokens} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} tok/s);"
-            f" this actor so far: {self.done_rows} rows, {self.done_tokens} tokens",
-            flush=True,
-        )
-
-    def _run_steps(self, batch: dict, ids: list[str]) -> list[list[Completion]]:
-        """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for
-        multi-step ones (all rows of the batch advance together, one ``generate`` call per step)."""
-        multi = isinstance(self.generator, MultiStep)
-        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(ids))] if multi else []
-        steps: list[list[Completion]] = [[] for _ in ids]
-        pending = [(i, json.loads(p)) for i, p in enumerate(batch["prompt"])]
-        for step in range(self.generator.max_steps if multi else 1):
-            # Later steps get their own request ids, so backends seed their sampling differently.
-            requests = [Request(ids[i] if step == 0 else f"{ids[i]}/{step}", tuple(m)) for i, m in pending]
-            completions = self.teacher.generate(requests)
-            if [c.id for c in completions] != [r.id for r in requests]:
-                raise RuntimeError(f"teacher {self.teacher.name} returned completions out of order")
-            following = []
-            for (i, _), completion in zip(pending, completions):
-                steps[i].append(completion)
-                if multi and completion.finish_reason != FINISH_ERROR:
-                    messages = self.generator.followup(rows[i], steps[i])
-                    if messages:
-                        following.append((i, messages))
-            pending = following
-            if not pending:
-                break
-        return steps
+    task = functools.partial(_run_task, fn=spec.fn, kwargs=spec.kwargs, name=spec.name, timed=spec.timed)
+    functools.update_wrapper(task, _run_task)
+    task.__name__ = _named(spec.fn)
+    extra = {"concurrency": spec.concurrency} if spec.concurrency else {}
+    return ds.map_batches(task, batch_size=spec.batch_size, batch_format="numpy", **extra, **remote)
 
 
-def _finish_reason(steps: list[Completion]) -> str:
-    """A row failed if any step failed; otherwise it ended as its last step did."""
-    return FINISH_ERROR if any(c.finish_reason == FINISH_ERROR for c in steps) else steps[-1].finish_reason
-
-
-def extra_filters(cfg) -> list[tuple[type, dict]]:
-    """The configured generator's own ``(stage, kwargs)`` scorers and filters (none for other commands)."""
-    if "generator" not in cfg:
-        return []
-    from hydra.utils import instantiate
-
-    return list(getattr(instantiate(cfg.generator, _convert_="all"), "extra_filters", ()))
+def apply(ds, specs: list[StageSpec], timings: dict | None = None):
+    """Apply ``specs`` in order. Before a dataset-level stage the rows so far are materialized, so its
+    driver-side seconds (``timings[name]``) are its own and not the upstream stages'."""
+    for spec in specs:
+        if spec.pool == "dataset":
+            ds = ds.materialize()
+            started = time.perf_counter()
+            ds = apply_one(ds, spec).materialize()
+            if timings is not None:
+                timings[spec.name] = time.perf_counter() - started
+        else:
+            ds = apply_one(ds, spec)
+    return ds

@@ -24,7 +24,7 @@ def test_score_keeps_input_columns_and_adds_scores(ray_session, tmp_path, real_t
     corpus.write_text(
         "".join(json.dumps({"doc": f"d{i}", "body": t, "lang": "en"}) + "\n" for i, t in enumerate(texts))
     )
-    from pipeline.score import run
+    from pipeline.run import run
 
     out = tmp_path / "scored"
     manifest = run(
@@ -36,7 +36,8 @@ def test_score_keeps_input_columns_and_adds_scores(ray_session, tmp_path, real_t
             "filters.lm.max_len=128",
             "filters.lm.layer_groups=0",
             config_name="score",
-        )
+        ),
+        "score",
     )
     kept, rejected = _rows(out / "data"), _rows(out / "rejected")
     assert len(kept) + len(rejected) == 8 == manifest["counts"]["rows_in"]
@@ -73,10 +74,10 @@ def test_dedup_removes_planted_near_duplicates(ray_session, tmp_path, real_texts
     corpus.mkdir()
     pq.write_table(pa.Table.from_pylist(rows[:7]), corpus / "a.parquet")
     pq.write_table(pa.Table.from_pylist(rows[7:]), corpus / "b.parquet")
-    from pipeline.dedup import run
+    from pipeline.run import run
 
     out = tmp_path / "deduped"
-    manifest = run(compose(f"input={corpus}", f"output.dir={out}", config_name="dedup_corpus"))
+    manifest = run(compose(f"input={corpus}", f"output.dir={out}", config_name="dedup_corpus"), "dedup")
     kept, rejected = _rows(out / "data"), _rows(out / "rejected")
     assert len(kept) == 10 and len(rejected) == 5
     assert manifest["dropped_by_reason"] == {"exact_duplicate": 1, "near_duplicate": 4}

@@ -9,8 +9,8 @@ import pytest
 
 from bench.planted import build_planted_corpus
 from bench.truth import exact_pairs, score
-from filters.lsh import near_dedup
-from filters.minhash import MinHashConfig
+from filters.dedup.lsh import near_dedup
+from filters.dedup.minhash import MinHashConfig
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def rows():
 
 
 def _run(ray, rows, cfg, concurrency, blocks):
-    from pipeline.dedup_graph import near_dedup_dataset
+    from pipeline.near_dedup import near_dedup_dataset
 
     ds = ray.data.from_arrow(pa.table(rows)).repartition(blocks)
     return near_dedup_dataset(ds, cfg, concurrency=concurrency).to_pandas().set_index("id")
@@ -62,7 +62,7 @@ def test_same_decisions_as_in_memory_on_one_and_two_workers(ray_dedup, rows):
 
 
 def test_cross_run_index_through_ray(ray_dedup, rows, tmp_path):
-    from pipeline.dedup_graph import near_dedup_dataset, write_dedup_index
+    from pipeline.near_dedup import near_dedup_dataset, write_dedup_index
 
     cfg = MinHashConfig(index_dir=str(tmp_path / "index"))
     half = len(rows["id"]) // 2

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from generators.errors import ConfigError
-from pipeline import best_of_n
-from pipeline.formats import typed_columns
-from pipeline.packing import pack_tokens
+from pipeline import expression, select
+from pipeline.output.packing import pack_tokens
+from pipeline.output.schema import typed_columns
 from tests.pipeline.conftest import compose
 
 # The LM scorer is not under test here and is slow on two cores.
@@ -27,12 +27,12 @@ def _rows(folder: Path) -> list[dict]:
 
 def test_best_of_n_expands_requests_into_candidate_groups():
     plan = [{"id": "a", "prompt": "p"}, {"id": "b", "prompt": "q"}]
-    rows = best_of_n.expand(plan, 3, seed=0)
+    rows = select.expand(plan, 3, seed=0)
     assert [r["request_group"] for r in rows] == ["a"] * 3 + ["b"] * 3
     assert [r["candidate"] for r in rows] == [0, 1, 2] * 2 and len({r["id"] for r in rows}) == 6
-    assert best_of_n.expand(plan, 3, seed=0) == rows and best_of_n.expand(plan, 1, seed=0) is plan
+    assert select.expand(plan, 3, seed=0) == rows and select.expand(plan, 1, seed=0) is plan
     with pytest.raises(ConfigError, match="best_of_n.n_candidates=0"):
-        best_of_n.expand(plan, 0, seed=0)
+        select.expand(plan, 0, seed=0)
 
 
 def test_score_expression_is_whitelisted_arithmetic():
@@ -40,21 +40,21 @@ def test_score_expression_is_whitelisted_arithmetic():
         "chars_per_token": np.array([4.0, 3.0, np.nan]),
         "rep_dup_ngram_frac_5": np.array([0.0, 0.5, 0.0]),
     }
-    score = best_of_n.evaluate("chars_per_token - 0.1 * rep_dup_ngram_frac_5 + log(abs(-1))", data)
+    score = expression.evaluate("chars_per_token - 0.1 * rep_dup_ngram_frac_5 + log(abs(-1))", data)
     np.testing.assert_allclose(score, [4.0, 2.95, np.nan])
-    assert best_of_n.columns("maximum(a, 2) / b ** 2") == ["a", "b"]
+    assert expression.columns("maximum(a, 2) / b ** 2") == ["a", "b"]
     for bad in ("__import__('os')", "a.real", "a if b else c", "'text'", "open(a)", "a[0]", "a +"):
         with pytest.raises(ConfigError, match="best_of_n.score"):
-            best_of_n.parse(bad)
+            expression.parse(bad)
     with pytest.raises(ConfigError, match="unknown column 'nope'"):
-        best_of_n.evaluate("nope + 1", data)
+        expression.evaluate("nope + 1", data)
 
 
 def test_best_candidate_wins_and_dropped_candidates_do_not_compete():
     ids, groups = ["a1", "a2", "a3", "b1", "b2"], ["a", "a", "a", "b", "b"]
     reasons = ["", "", "too_short", "", ""]
     scores = np.array([1.0, 2.0, 9.0, np.nan, np.nan])
-    assert best_of_n.losers(ids, groups, reasons, scores) == {"a1": "a2", "b2": "b1"}
+    assert select.losers(ids, groups, reasons, scores) == {"a1": "a2", "b2": "b1"}
 
 
 def test_pack_tokens_cuts_exact_rows_with_document_offsets():
@@ -88,14 +88,14 @@ def test_json_columns_become_typed_lists():
 
 
 def test_multi_step_rows_are_checkpointed_only_when_complete(tmp_path):
-    from generators.instruct import InstructGenerator
-    from pipeline.stages import GenerateStage
+    from generators.prompts.instruct import InstructGenerator
+    from pipeline.generate import GenerateStage
 
     generator = InstructGenerator(turns=2)
     plan = generator.plan(40, seed=0)
     batch = {k: np.asarray([r[k] for r in plan], dtype=object) for k in plan[0]}
     stage = GenerateStage(
-        {"_target_": "generators.dummy.DummyTeacher", "error_rate": 0.1}, str(tmp_path), generator
+        {"_target_": "generators.teachers.dummy.DummyTeacher", "error_rate": 0.1}, str(tmp_path), generator
     )
     out = stage(batch)
     failed = out["finish_reason"] == "error"
@@ -109,19 +109,18 @@ def test_multi_step_rows_are_checkpointed_only_when_complete(tmp_path):
 
 
 def test_bad_format_settings_fail_before_generation():
-    from hydra.utils import instantiate
-
-    from pipeline.formats import validate
+    from pipeline.generate import build_generator
+    from pipeline.validate import check_format
 
     cfg = compose("output=sft", "teacher=dummy")
     with pytest.raises(ConfigError, match="output=sft needs conversations"):
-        validate(cfg, instantiate(cfg.generator))
+        check_format(cfg, build_generator(cfg))
     cfg = compose("output.pack_seq_len=0", "teacher=dummy")
     with pytest.raises(ConfigError, match="output.pack_seq_len=0"):
-        validate(cfg, instantiate(cfg.generator))
+        check_format(cfg, build_generator(cfg))
     cfg = compose("best_of_n.n_candidates=2", "best_of_n.score=os.system", "teacher=dummy")
     with pytest.raises(ConfigError, match="Attribute is not allowed"):
-        validate(cfg, instantiate(cfg.generator))
+        check_format(cfg, build_generator(cfg))
 
 
 def _run(out: Path, *overrides: str) -> dict:
@@ -191,8 +190,8 @@ def test_a_tiny_llama_trains_on_packed_and_sft_shards(ray_session, tmp_path):
     torch = pytest.importorskip("torch")
     from datasets import load_dataset
 
-    from generators.fast_random import random_model
-    from generators.models import load_tokenizer
+    from generators.teachers.models import load_tokenizer
+    from tests.helpers.random_models import random_model
 
     _run(tmp_path / "pretrain", "n=12", "output.pack_seq_len=32")
     _run(
@@ -235,13 +234,15 @@ def _train(model, ids, labels, torch, steps: int = 10) -> np.ndarray:
 
 
 def test_layered_topic_rows_run_one_writing_call_and_one_call_per_layer(tmp_path):
-    from generators.layered import LayeredGenerator
-    from pipeline.stages import GenerateStage
+    from generators.prompts.layered import LayeredGenerator
+    from pipeline.generate import GenerateStage
 
     generator = LayeredGenerator(layers=["terms", "claims"], inline="before")
     plan = generator.plan(6, seed=1)
     batch = {k: np.asarray([r[k] for r in plan], dtype=object) for k in plan[0]}
-    out = GenerateStage({"_target_": "generators.dummy.DummyTeacher"}, str(tmp_path), generator)(batch)
+    out = GenerateStage({"_target_": "generators.teachers.dummy.DummyTeacher"}, str(tmp_path), generator)(
+        batch
+    )
     assert all(len(json.loads(s)) == 3 for s in out["steps"])
     assert all(json.loads(s)[0] == body for s, body in zip(out["steps"], out["body"]))
     for terms, text, body in zip(out["layer_terms"], out["text"], out["body"]):

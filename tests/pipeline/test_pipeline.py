@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from filters.exact_dedup import normalize
+from generators.text import normalize
 from tests.pipeline.conftest import compose
 
 pytestmark = pytest.mark.slow
@@ -40,6 +40,19 @@ def test_every_row_is_accounted_for(ray_session, tmp_path):
     assert counts["planned"] == 80 == counts["rows_in"] == counts["kept"] + counts["dropped"]
     assert {"teacher_error", "truncated", "exact_duplicate"} <= set(reasons)
     assert counts["teacher_errors"] == reasons["teacher_error"]
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert list(stages)[:4] == ["clean", "token_metrics", "repetition", "sanity"]
+    assert stages["sanity"]["dropped"]["teacher_error"] == reasons["teacher_error"]
+    assert stages["exact_dedup"]["dropped"] == {"exact_duplicate": reasons["exact_duplicate"]}
+    by_stage = {}
+    for stage in manifest["stages"]:  # every drop counted once, under the stage that made it
+        for reason, n in stage["dropped"].items():
+            by_stage[reason] = by_stage.get(reason, 0) + n
+    assert by_stage == reasons
+    rows_in = [s["rows_in"] for s in manifest["stages"]]
+    drops = [sum(s["dropped"].values()) for s in manifest["stages"]]
+    assert rows_in[0] == 80 and all(b == a - d for a, b, d in zip(rows_in, rows_in[1:], drops))
+    assert stages["token_metrics"]["seconds"] > 0 and stages["token_metrics"]["version"] == "token_metrics_v2"
 
     kept = _rows(tmp_path / "data")
     rejected = _rows(tmp_path / "rejected")
@@ -69,7 +82,7 @@ def test_every_row_is_accounted_for(ray_session, tmp_path):
     }
     assert "drop_reason" not in kept[0]
     saved = OmegaConf.load(tmp_path / "config.yaml")
-    assert saved.n == 80 and saved.teacher._target_ == "generators.dummy.DummyTeacher"
+    assert saved.n == 80 and saved.teacher._target_ == "generators.teachers.dummy.DummyTeacher"
     assert json.loads((tmp_path / "manifest.json").read_text())["counts"] == counts
 
     from datasets import load_dataset

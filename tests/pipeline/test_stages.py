@@ -1,27 +1,70 @@
-"""The teacher stage outside Ray: a progress line per batch with the tokens it really produced."""
+"""The stage contract outside Ray: resources from cluster/, column checks, the timed runner."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
+import pytest
 
-from generators.textbook import TextbookGenerator
-from pipeline.stages import GenerateStage
+from filters.scores.repetition import RepetitionMetrics
+from generators.errors import ConfigError
+from pipeline.stages import StageRunner, StageSpec, columns_of, resources, seconds_column, validate
+
+CLUSTER = {
+    "teacher_actors": 3,
+    "teacher_cpus": 1,
+    "teacher_gpus": 1,
+    "teacher_batch_size": 64,
+    "scorer_actors": 2,
+    "scorer_batch_size": 128,
+    "task_cpus": 0.25,
+    "task_concurrency": None,
+    "stages": {"near_dedup": {"concurrency": 8}},
+}
 
 
-def _batches(n: int, split: int) -> list[dict]:
-    plan = TextbookGenerator().plan(n, seed=0)
-    parts = (plan[:split], plan[split:])
-    return [{k: np.asarray([r[k] for r in part], dtype=object) for k in part[0]} for part in parts]
+def test_resources_come_from_the_cluster_config_and_per_stage_overrides():
+    assert resources(CLUSTER, "generate", "teacher") == {
+        "concurrency": 3,
+        "num_cpus": 1,
+        "num_gpus": 1,
+        "batch_size": 64,
+        "resources": None,
+    }
+    assert resources(CLUSTER, "lm_scores", "scorer")["concurrency"] == 2
+    assert resources(CLUSTER, "near_dedup", "task")["concurrency"] == 8
+    assert resources(CLUSTER, "exact_dedup", "task")["concurrency"] is None
+    with pytest.raises(ConfigError, match=r"cluster.stages.x: unknown keys \['gpus'\]"):
+        resources({**CLUSTER, "stages": {"x": {"gpus": 1}}}, "x", "task")
 
 
-def test_each_batch_reports_rows_and_tokens(capsys):
-    stage = GenerateStage({"_target_": "generators.dummy.DummyTeacher"})
-    outs = [stage(batch) for batch in _batches(8, 5)]
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("teacher:")]
-    assert len(lines) == 2
-    reported = [re.match(r"teacher: (\d+) rows, (\d+) tokens in ", ln).groups() for ln in lines]
-    assert reported == [(str(len(o["id"])), str(int(np.sum(o["completion_tokens"])))) for o in outs]
-    total = int(sum(np.sum(o["completion_tokens"]) for o in outs))
-    assert lines[-1].endswith(f"this actor so far: 8 rows, {total} tokens")
+def test_validate_names_the_key_and_the_known_columns():
+    specs = [
+        StageSpec("score", RepetitionMetrics, needs=("text",), adds=("rep_dup_line_frac",)),
+        StageSpec("rule", RepetitionMetrics, needs=("nope",), keys={"nope": "filters.thresholds.nope"}),
+    ]
+    with pytest.raises(ConfigError) as caught:
+        validate(specs, ["id", "text"])
+    assert str(caught.value) == (
+        "filters.thresholds.nope: no such column 'nope' at this point of the run; known columns: id, "
+        "rep_dup_line_frac, text"
+    )
+    assert validate(specs[:1], ["id", "text"]) == {"id", "text", "rep_dup_line_frac"}
+    with pytest.raises(ConfigError, match="appear twice"):
+        validate([specs[0], specs[0]], ["text"])
+
+
+def test_columns_come_from_the_stage_class():
+    assert columns_of(RepetitionMetrics, {"ngrams": (3,), "text_column": "body"}) == (
+        ("body",),
+        ("rep_dup_line_frac", "rep_dup_ngram_frac_3"),
+    )
+
+
+def test_runner_times_each_batch_per_row():
+    runner = StageRunner(RepetitionMetrics, {"ngrams": (5,)}, "repetition")
+    out = runner({"text": np.array(["a b c d e a b c d e", "x"], dtype=object)})
+    assert out[seconds_column("repetition")].shape == (2,) and (out[seconds_column("repetition")] >= 0).all()
+    quiet = StageRunner(RepetitionMetrics, {}, "repetition", timed=False)(
+        {"text": np.array(["a"], dtype=object)}
+    )
+    assert seconds_column("repetition") not in quiet

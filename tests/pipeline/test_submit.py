@@ -27,7 +27,7 @@ def _free_port() -> int:
 @pytest.fixture
 def ray_head():
     """A token-authenticated single-node cluster on loopback, torn down with its process group."""
-    # A cluster's nodes run the job entrypoint (`python -m pipeline.run`) with their own Python, which
+    # A cluster's nodes run the job entrypoint (`python -m pipeline.cli generate`) with their own Python, which
     # must have litho's dependencies: here, the project's venv first on PATH, as on a node where it is
     # installed. (CI runs make without activating the venv, so `python` alone would be the system one.)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -1,0 +1,74 @@
+"""A deterministic stand-in teacher for orchestration tests only (never the default)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+
+import xxhash
+
+from generators.teachers.contract import (
+    FINISH_ERROR,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completion,
+    Request,
+    SamplingParams,
+)
+
+WORDS = (
+    "model data token signal structure layer field pattern meaning density focus attention "
+    "corpus sample gradient weight circuit theorem example proof measure rate bound"
+).split()
+
+
+class DummyTeacher:
+    """Writes a text derived from the prompt and the request id, with no model.
+
+    Hash-selected requests can be made to fail, to hit the token limit or to return the same
+    text as another request, so tests can exercise every drop reason and the dedup path.
+
+    Args:
+        name: Name recorded in the output.
+        words: Words per text.
+        error_rate: Share of requests answered with an error.
+        truncate_rate: Share of requests answered with ``finish_reason="length"``.
+        duplicate_rate: Share of requests answered with one shared text (exact duplicates).
+        sampling: Keyword arguments of :class:`SamplingParams` (only recorded).
+    """
+
+    def __init__(
+        self,
+        name: str = "dummy",
+        words: int = 80,
+        error_rate: float = 0.0,
+        truncate_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        sampling: dict | None = None,
+        **_ignored,
+    ):
+        self.name = name
+        self.words = words
+        self.rates = (error_rate, truncate_rate, duplicate_rate)
+        self.sampling = SamplingParams.from_config(sampling)
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        return [self._one(r) for r in requests]
+
+    def _one(self, request: Request) -> Completion:
+        u = xxhash.xxh64_intdigest(request.id.encode()) / 2**64
+        error_rate, truncate_rate, duplicate_rate = self.rates
+        if u < error_rate:
+            return Completion(request.id, "", finish_reason=FINISH_ERROR, error="dummy: planned failure")
+        prompt = " ".join(m["content"] for m in request.messages if m["role"] == "user")
+        key = "shared" if u > 1 - duplicate_rate else request.id
+        rng = random.Random(xxhash.xxh64_intdigest(key.encode()))
+        body = [rng.choice(WORDS) for _ in range(self.words)]
+        sentences = [" ".join(body[i : i + 10]).capitalize() + "." for i in range(0, len(body), 10)]
+        text = (prompt[:120] + " " if key != "shared" else "") + " ".join(sentences)
+        finish = FINISH_LENGTH if error_rate <= u < error_rate + truncate_rate else FINISH_STOP
+        if finish == FINISH_LENGTH:
+            text += " and then the text stops in the middle of"
+        tokens = len(text.split())
+        return Completion(request.id, text, len(json.dumps(list(request.messages)).split()), tokens, finish)

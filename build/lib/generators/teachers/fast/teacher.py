@@ -1,0 +1,180 @@
+"""Fast teacher backend: static KV cache, CUDA-graph decode steps, continuous batching.
+
+Same contract and constructor style as :class:`generators.teachers.hf.HFTeacher`; the decode loop is
+:class:`generators.teachers.fast.engine.FastEngine` over the HF model's own weights. Greedy decoding gives
+the tokens ``generate()`` gives (tested in float32 on CPU). Architectures the fast decoder does
+not implement are served by ``HFTeacher`` instead, with the reason logged and kept in
+``fallback_reason``. Needs neither Ray nor Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import xxhash
+
+from generators.teachers.contract import (
+    FINISH_ERROR,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completion,
+    Request,
+    SamplingParams,
+    cut_at_stop,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FastTeacher:
+    """Batched chat generation with a hand-rolled decode loop over a transformers causal LM.
+
+    Args:
+        model: Model spec (``embedded:smollm2``, a ``.gguf`` file or a model directory); see
+            :func:`generators.teachers.models.resolve`.
+        name: Name recorded in the output; defaults to the spec.
+        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:i]``.
+        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        batch_size: Rows the pipeline should hand to one ``generate()`` call (any number works).
+        threads: torch CPU threads (0: all cores, also inside a Ray worker).
+        allow_network: Let transformers reach the hub (off: runs are offline by default).
+        cache_dir: Where dequantized GGUF models are cached (default ``$LITHO_CACHE``).
+        sampling: Keyword arguments of :class:`SamplingParams`.
+        max_batch: Rows decoded together (KV-cache slots).
+        max_seq_len: Longest prompt + output one slot holds; longer requests fail alone.
+        prompt_bucket: Prompt lengths are padded to a multiple of this for batched prefill.
+        prefill_tokens: Padded prompt tokens per prefill forward.
+        sync_every: Decode steps between host checks (stop strings, finished rows, refill).
+        use_cuda_graphs: Capture one decode step per batch bucket on CUDA and replay it.
+        refill: Give finished rows' slots to waiting requests (continuous batching).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        name: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 256,
+        threads: int = 0,
+        allow_network: bool = False,
+        cache_dir: str | None = None,
+        sampling: dict | None = None,
+        max_batch: int = 256,
+        max_seq_len: int = 4096,
+        prompt_bucket: int = 64,
+        prefill_tokens: int = 16384,
+        sync_every: int = 16,
+        use_cuda_graphs: bool = True,
+        refill: bool = True,
+    ):
+        from transformers import AutoConfig
+
+        from generators.teachers.fast.model import unsupported_reason
+        from generators.teachers.models import load_causal_lm, materialize, pick_device, resolve, set_threads
+
+        self.name = name or str(model)
+        self.sampling = SamplingParams.from_config(sampling)
+        self.batch_size = batch_size
+        self.device = pick_device(device)
+        where = materialize(resolve(model, "teacher.model", allow_network), cache_dir)
+        config = AutoConfig.from_pretrained(where, local_files_only=not allow_network)
+        self.fallback_reason = unsupported_reason(config)
+        if self.fallback_reason:
+            from generators.teachers.hf import HFTeacher
+
+            log.warning(
+                "teacher %s: fast backend unavailable (%s); using the hf backend",
+                self.name,
+                self.fallback_reason,
+            )
+            self._fallback = HFTeacher(
+                model, self.name, device, dtype, batch_size, threads, allow_network, cache_dir, sampling
+            )
+            return
+        from generators.teachers.fast.engine import FastEngine
+
+        set_threads(threads)
+        self.model, self.tokenizer = load_causal_lm(
+            model, "teacher.model", self.device, dtype, allow_network, cache_dir
+        )
+        self.engine = FastEngine(
+            self.model,
+            max_batch,
+            max_seq_len,
+            prompt_bucket,
+            prefill_tokens,
+            sync_every,
+            use_cuda_graphs,
+            refill,
+        )
+
+    @property
+    def backend(self) -> str:
+        return "hf" if self.fallback_reason else "fast"
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        if self.fallback_reason:
+            self._fallback.sampling = self.sampling
+            return self._fallback.generate(requests)
+        sp = self.sampling
+        prompts, errors = [], {}
+        for i, request in enumerate(requests):
+            try:
+                prompts.append(self._render(request))
+            except Exception as exc:  # a malformed conversation fails alone
+                prompts.append([])
+                errors[i] = f"chat template failed: {exc!r}"[:500]
+        # Sampling is reproducible for the same requests in the same call, as in HFTeacher.
+        seed = xxhash.xxh64_intdigest("|".join(r.id for r in requests).encode(), seed=sp.seed) % (2**63)
+        stop_fn = self._stop_fn(sp.stop) if sp.stop else None
+        try:
+            results = self.engine.generate(
+                prompts,
+                sp.max_new_tokens,
+                temperature=sp.temperature,
+                top_p=sp.top_p,
+                top_k=sp.top_k,
+                repetition_penalty=sp.repetition_penalty,
+                seed=seed,
+                eos_ids=self._eos_ids(),
+                stop_fn=stop_fn,
+                stop_window=max((len(s) for s in sp.stop), default=0),
+            )
+        except Exception as exc:  # e.g. out of memory: this call's rows fail, the run goes on
+            log.exception("fast generation failed for %d requests", len(requests))
+            return [Completion(r.id, "", finish_reason=FINISH_ERROR, error=repr(exc)[:500]) for r in requests]
+        out = []
+        for i, (request, prompt, result) in enumerate(zip(requests, prompts, results, strict=True)):
+            if i in errors or result.finish == "error":
+                error = errors.get(i) or result.error
+                out.append(Completion(request.id, "", len(prompt), finish_reason=FINISH_ERROR, error=error))
+                continue
+            text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
+            text, stopped = cut_at_stop(text, sp.stop)
+            finish = FINISH_LENGTH if result.finish == "length" and not stopped else FINISH_STOP
+            out.append(Completion(request.id, text.strip(), len(prompt), len(result.tokens), finish))
+        return out
+
+    def _stop_fn(self, stop: Sequence[str]):
+        decode = self.tokenizer.decode
+
+        def hit(tail: list[int]) -> bool:
+            text = decode(tail, skip_special_tokens=True)
+            return any(s and s in text for s in stop)
+
+        return hit
+
+    def _render(self, request: Request) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            list(request.messages), add_generation_prompt=True, tokenize=True
+        )
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return [i for i in ids if 0 <= i < self.engine.dec.vocab_size]

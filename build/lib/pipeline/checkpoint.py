@@ -1,0 +1,74 @@
+"""Per-batch generation checkpoints: what makes a rerun resume instead of regenerate.
+
+Every finished teacher batch is written as one Parquet file under
+``<output.dir>/.litho/generations/<teacher fingerprint>/``, named by a hash of its request ids,
+to a temporary name and then renamed — so a crash leaves only whole files, and a rerun of the
+same config reads the ids already answered and asks the teacher only for the rest. The teacher
+fingerprint (model, sampling) keeps a rerun with another teacher from reusing these texts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+# Teacher keys that change how fast texts are made, not which texts: they keep the cache valid.
+OPERATIONAL_KEYS = {
+    "device",
+    "dtype",
+    "batch_size",
+    "threads",
+    "cache_dir",
+    "allow_network",
+    "max_concurrency",
+    "timeout_s",
+    "max_retries",
+    "use_cuda_graphs",
+    "max_batch",
+    "prompt_bucket",
+    "prefill_tokens",
+    "sync_every",
+    "api_key_env",
+    "backoff_s",
+    "backoff_max_s",
+    "max_seq_len",
+}
+
+
+def teacher_fingerprint(teacher_cfg: dict) -> str:
+    """Hash of the teacher config minus operational keys: another model or sampling = other texts."""
+    keep = {k: v for k, v in teacher_cfg.items() if k not in OPERATIONAL_KEYS}
+    if "_target_" in keep:  # the backend's class, not its module path: moving a module keeps the cache
+        keep["_target_"] = str(keep["_target_"]).rsplit(".", 1)[-1]
+    return xxhash.xxh3_64_hexdigest(json.dumps(keep, sort_keys=True, default=str).encode())
+
+
+def write_batch(directory: Path, table: pa.Table) -> Path | None:
+    """Write one finished batch atomically; never rewrite an existing file."""
+    if table.num_rows == 0:
+        return None
+    ids = sorted(table.column("id").to_pylist())
+    path = directory / f"gen-{xxhash.xxh3_64_hexdigest('|'.join(ids).encode())}.parquet"
+    if path.exists():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def finished(directory: Path) -> dict[str, Path]:
+    """Map every request id already answered to the file holding it (first file wins)."""
+    done: dict[str, Path] = {}
+    if not directory.is_dir():
+        return done
+    for path in sorted(directory.glob("gen-*.parquet")):
+        for rid in pq.read_table(path, columns=["id"]).column("id").to_pylist():
+            done.setdefault(rid, path)
+    return done

@@ -1,0 +1,217 @@
+"""The generation phase: the plan, the teacher stage (one teacher per Ray actor) and its checkpoints.
+
+Generation is a phase of its own because its results are checkpointed (:mod:`pipeline.checkpoint`):
+what comes after always reads the checkpoints, so a first run and a resumed run go through exactly
+the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from omegaconf import DictConfig, OmegaConf
+
+from generators.errors import ConfigError
+from generators.prompts.protocol import MultiStep
+from generators.teachers.contract import FINISH_ERROR, Completion, Request
+from pipeline.checkpoint import write_batch
+from pipeline.select import expand
+from pipeline.stages import StageSpec, apply_one, resources
+
+# What the teacher stage adds to a plan row.
+TEACHER_COLUMNS = (
+    "text",
+    "finish_reason",
+    "error",
+    "prompt_tokens",
+    "completion_tokens",
+    "teacher",
+    "sampling",
+)
+
+log = logging.getLogger(__name__)
+
+
+class GenerateStage:
+    """Turns plan rows into generated rows and checkpoints every finished batch.
+
+    The teacher (model load included) is built once, in ``__init__``, inside the actor.
+
+    Args:
+        teacher: Teacher config with ``_target_`` (see conf/teacher/).
+        checkpoint_dir: Where finished batches are written (see :mod:`pipeline.checkpoint`).
+        generator: The plan's generator; when it is multi-step (:mod:`generators.prompts.protocol`) every
+            row runs all its teacher calls here and is checkpointed only once complete.
+    """
+
+    def __init__(self, teacher: dict, checkpoint_dir: str | None = None, generator=None):
+        from hydra.utils import instantiate
+
+        self.teacher = instantiate(teacher, _convert_="all")
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.generator = generator
+        self.done_rows = self.done_tokens = 0
+
+    def __call__(self, batch: dict) -> dict:
+        ids = [str(i) for i in batch["id"]]
+        if not ids:
+            return batch
+        started = time.perf_counter()
+        steps = self._run_steps(batch, ids)
+        self._report(steps, time.perf_counter() - started)
+        completions = [row_steps[-1] for row_steps in steps]
+        out = {k: list(v) for k, v in batch.items()}
+        out.update(
+            text=[c.text for c in completions],
+            finish_reason=[_finish_reason(s) for s in steps],
+            error=[next((c.error for c in s if c.error), "") for s in steps],
+            prompt_tokens=[sum(c.prompt_tokens for c in s) for s in steps],
+            completion_tokens=[sum(c.completion_tokens for c in s) for s in steps],
+            teacher=[self.teacher.name] * len(ids),
+            sampling=[self.teacher.sampling.to_json()] * len(ids),
+        )
+        if isinstance(self.generator, MultiStep):
+            rows = [{k: v[i] for k, v in out.items()} for i in range(len(ids))]
+            finished = [self.generator.finish(row, s) for row, s in zip(rows, steps)]
+            for key in finished[0]:
+                out[key] = [f[key] for f in finished]
+            out["steps"] = [json.dumps([c.text for c in s], ensure_ascii=False) for s in steps]
+        if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
+            ok = [i for i, reason in enumerate(out["finish_reason"]) if reason != "error"]
+            table = pa.table({k: [v[i] for i in ok] for k, v in out.items()})
+            write_batch(self.checkpoint_dir, table)
+        errors = sum(reason == "error" for reason in out["finish_reason"])
+        if errors:
+            log.warning("%d of %d requests failed in this batch", errors, len(ids))
+        return {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}
+
+    def _report(self, steps: list[list[Completion]], seconds: float) -> None:
+        """One progress line per batch: long generations are otherwise silent. Printed, not logged:
+        Ray forwards a worker's stdout to the driver, prefixed with the actor's name and pid."""
+        tokens = sum(c.completion_tokens for s in steps for c in s)
+        self.done_rows += len(steps)
+        self.done_tokens += tokens
+        print(
+            f"teacher: {len(steps)} rows, {tokens} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} tok/s);"
+            f" this actor so far: {self.done_rows} rows, {self.done_tokens} tokens",
+            flush=True,
+        )
+
+    def _run_steps(self, batch: dict, ids: list[str]) -> list[list[Completion]]:
+        """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for
+        multi-step ones (all rows of the batch advance together, one ``generate`` call per step)."""
+        multi = isinstance(self.generator, MultiStep)
+        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(ids))] if multi else []
+        steps: list[list[Completion]] = [[] for _ in ids]
+        pending = [(i, json.loads(p)) for i, p in enumerate(batch["prompt"])]
+        for step in range(self.generator.max_steps if multi else 1):
+            # Later steps get their own request ids, so backends seed their sampling differently.
+            requests = [Request(ids[i] if step == 0 else f"{ids[i]}/{step}", tuple(m)) for i, m in pending]
+            completions = self.teacher.generate(requests)
+            if [c.id for c in completions] != [r.id for r in requests]:
+                raise RuntimeError(f"teacher {self.teacher.name} returned completions out of order")
+            following = []
+            for (i, _), completion in zip(pending, completions):
+                steps[i].append(completion)
+                if multi and completion.finish_reason != FINISH_ERROR:
+                    messages = self.generator.followup(rows[i], steps[i])
+                    if messages:
+                        following.append((i, messages))
+            pending = following
+            if not pending:
+                break
+        return steps
+
+
+def _finish_reason(steps: list[Completion]) -> str:
+    """A row failed if any step failed; otherwise it ended as its last step did."""
+    return FINISH_ERROR if any(c.finish_reason == FINISH_ERROR for c in steps) else steps[-1].finish_reason
+
+
+def build_generator(cfg: DictConfig):
+    """The configured generator; its ``filters`` block is the pipeline's (see :func:`generator_filters`)."""
+    from hydra.utils import instantiate
+
+    from pipeline.validate import check_missing
+
+    check_missing(cfg, "generator")
+    settings = OmegaConf.to_container(cfg.generator, resolve=True)
+    settings.pop("filters", None)
+    return instantiate(settings, _convert_="all")
+
+
+def generator_filters(cfg: DictConfig) -> dict[str, dict]:
+    """The generator's own scorers and rules, ``{name: {_target_: ..., **kwargs}}`` (conf/generator/*.yaml)."""
+    if "generator" not in cfg or not cfg.generator.get("filters"):
+        return {}
+    return OmegaConf.to_container(cfg.generator.filters, resolve=True)
+
+
+def make_plan(cfg: DictConfig, generator) -> list[dict]:
+    """The requests of this config and seed, best-of-n candidates expanded; ids are unique."""
+    plan = generator.plan(int(cfg.n), int(cfg.seed))
+    if cfg.get("best_of_n") is not None:
+        plan = expand(plan, cfg.best_of_n.n_candidates, int(cfg.seed))
+    if len({row["id"] for row in plan}) != len(plan):  # ids key checkpoints, dedup and shards
+        raise RuntimeError(f"generator {generator.name} planned repeated request ids")
+    return plan
+
+
+def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec:
+    """The teacher stage: an actor pool with the ``cluster.teacher_*`` resources."""
+    teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+    cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
+    multi = isinstance(generator, MultiStep)
+    adds = TEACHER_COLUMNS + (tuple(getattr(generator, "output_columns", ())) + ("steps",) if multi else ())
+    return StageSpec(
+        name="generate",
+        fn=GenerateStage,
+        kwargs={"teacher": teacher, "checkpoint_dir": str(checkpoint_dir), "generator": generator},
+        kind="generate",
+        pool="actors",
+        needs=("id", "prompt"),
+        adds=adds,
+        scores=("completion_tokens", *getattr(generator, "score_columns", ())),
+        timed=False,  # its rows come back from the checkpoints; the phase is timed in the driver
+        **resources(cluster, "generate", "teacher"),
+    )
+
+
+def generate(todo: list[dict], spec: StageSpec):
+    """Answer ``todo`` with the teacher stage; return the (materialized) failed rows.
+
+    Successful rows go to checkpoint files, not into the returned dataset.
+    """
+    import ray
+
+    ds = apply_one(ray.data.from_arrow(pa.Table.from_pylist(todo)), spec)
+    return ds.map_batches(_only_errors, batch_format="numpy").materialize()
+
+
+def generated(files: list[Path], plan_ids: frozenset, errors=None):
+    """The generated rows of this plan: checkpoints (and this run's failures) as one dataset."""
+    import ray
+
+    ds = ray.data.read_parquet([str(f) for f in files]) if files else None
+    if ds is not None:
+        ds = ds.map_batches(_only_ids, fn_kwargs={"ids": plan_ids}, batch_format="numpy")
+    if errors is not None and errors.count():
+        ds = errors if ds is None else ds.union(errors)
+    if ds is None:
+        raise ConfigError("every request failed; see the log above for the teacher's errors")
+    return ds
+
+
+def _only_errors(batch: dict) -> dict:
+    keep = np.asarray(batch["finish_reason"], dtype=object) == "error"
+    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+
+
+def _only_ids(batch: dict, ids: frozenset) -> dict:
+    keep = np.array([i in ids for i in batch["id"]], dtype=bool)
+    return {k: np.asarray(v)[keep] for k, v in batch.items()}

@@ -1,0 +1,115 @@
+"""The whole job, top to bottom: plan → generate → process → select → write → pack → card.
+
+``run(cfg, command)`` does the work for ``litho generate`` (and, reading a corpus instead of
+generating, for ``litho score`` and ``litho dedup``); the ``litho`` command (pipeline/cli.py) and
+the tests call it with a composed config.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, command: str = "generate") -> dict:
+    """Run one command for a composed config; return the manifest."""
+    from pipeline import checkpoint, stages
+    from pipeline.cluster import connect
+    from pipeline.generate import generate, generated
+    from pipeline.inputs import read_corpus
+    from pipeline.job import Job
+    from pipeline.near_dedup import index_run_id, write_dedup_index
+    from pipeline.output import manifest as manifests
+    from pipeline.output.card import write_card
+    from pipeline.output.packing import pack_run
+    from pipeline.output.snapshot import write_json
+    from pipeline.output.writer import publish
+    from pipeline.process import pull
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    # Every check, and the stage list, before Ray starts or a model loads.
+    job = Job.from_config(cfg, command)
+    out = job.out
+
+    # Plan: the requests of this config and seed; those answered by an earlier run are reused.
+    counts: dict[str, int] = {}
+    todo: list[dict] = []
+    if job.plan is not None:
+        done = checkpoint.finished(job.checkpoint_dir)
+        todo = [row for row in job.plan if row["id"] not in done]
+        log.info(
+            "plan: %d requests, %d already generated, %d to generate", len(job.plan), len(done), len(todo)
+        )
+    timings["plan_s"] = time.perf_counter() - started
+
+    with connect(job.cluster, allow_network=job.allow_network):
+        # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
+        t0 = time.perf_counter()
+        if job.plan is not None:
+            errors = generate(todo, job.generate) if todo else None
+            failed = errors.count() if errors is not None else 0
+            ids = frozenset(row["id"] for row in job.plan)
+            files = sorted({p for rid, p in checkpoint.finished(job.checkpoint_dir).items() if rid in ids})
+            ds = generated(files, ids, errors)
+            counts = {
+                "planned": len(job.plan),
+                "reused": len(job.plan) - len(todo),
+                "generated": len(todo) - failed,
+                "teacher_errors": failed,
+            }
+            timings["generate_s"] = time.perf_counter() - t0
+        else:
+            ds = read_corpus(cfg.input, job.text_column, cfg.get("id_column"))
+
+        # Process and select: score, filter, dedup, best-of-n. Rows are marked, never removed.
+        t0 = time.perf_counter()
+        stage_seconds: dict[str, float] = {}
+        ds = stages.apply(ds, job.process, stage_seconds)
+        ds = stages.apply(ds, job.select, stage_seconds).materialize()
+        timings["score_filter_dedup_s"] = time.perf_counter() - t0
+
+        # Write: kept rows to data/, dropped rows to rejected/, swapped in whole.
+        t0 = time.perf_counter()
+        scores = manifests.numeric(ds.schema().base_schema, job.score_columns())
+        internal = [c for c in ds.schema().names if c.startswith(stages.INTERNAL_PREFIX)]
+        table = pull(ds, ["id", "drop_reason", *internal, *[c for c in scores if c not in internal]])
+        metadata = {
+            "litho_version": manifests.litho_version(),
+            "source": job.source,
+            "scores": job.score_versions(),
+        }
+        published = publish(ds, table, out, OmegaConf.to_container(cfg.output, resolve=True), metadata)
+        minhash = OmegaConf.to_container(cfg.dedup, resolve=True).get("minhash") if "dedup" in cfg else None
+        kept = int((table.column("drop_reason").to_numpy(zero_copy_only=False) == "").sum())
+        if kept and minhash and minhash.get("index_dir"):
+            # After the shards: an interrupted run leaves the index as it was.
+            write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
+        timings["write_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+    manifest = manifests.build(job, table, counts, published, stage_seconds, timings)
+
+    # Pack: fixed-length rows of target-tokenizer ids, from the published shards.
+    if cfg.output.get("pack_seq_len"):
+        filters = OmegaConf.to_container(cfg.filters, resolve=True)
+        seq_len = int(cfg.output.pack_seq_len)
+        max_bytes = cfg.output.get("max_shard_bytes")
+        rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
+        manifest["packed"] = pack_run(
+            out,
+            seq_len,
+            filters["tokenizer"],
+            rows,
+            filters.get("cache_dir"),
+            bool(filters.get("allow_network")),
+        )
+
+    # Card: README.md beside the shards; then the manifest and the resolved config.
+    manifest["card"] = write_card(out, cfg, manifest)
+    write_json(out / "manifest.json", manifest)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return manifest

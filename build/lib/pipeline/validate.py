@@ -1,0 +1,128 @@
+"""Checks that run in the driver before Ray starts, so bad input fails fast with a one-line message."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from generators.errors import ConfigError
+from generators.teachers.models import resolve
+
+
+def writable_dir(path: str, key: str) -> Path:
+    """Create ``path`` if needed and prove it is writable; nothing in it is touched."""
+    out = Path(path).expanduser().resolve()
+    probe = out / f".litho-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}={path}: not writable ({exc.strerror}); choose a directory you can write to"
+        ) from None
+    return out
+
+
+def missing_key(key: str) -> ConfigError:
+    """The error for a ``???`` key of the chosen config left unset."""
+    return ConfigError(f"{key}=???: this key has no default; set it, e.g. {key}=VALUE")
+
+
+def check_missing(cfg: DictConfig, group: str) -> None:
+    """Raise :func:`missing_key` for the first ``???`` key of ``cfg[group]``, named from the root."""
+    missing = sorted(OmegaConf.missing_keys(cfg[group])) if group in cfg else []
+    if missing:
+        raise missing_key(f"{group}.{missing[0]}")
+
+
+def check_common(cfg: DictConfig, tokenizer: bool = True) -> Path:
+    """Cluster, tokenizer, output and dedup keys every command uses; returns the output directory."""
+    if cfg.cluster.mode == "remote" and not Path(cfg.output.dir).expanduser().is_absolute():
+        # A submitted job runs in a temporary copy of the working dir: relative outputs vanish with it.
+        raise ConfigError(
+            f"output.dir={cfg.output.dir}: with cluster=remote give an absolute path on storage the cluster "
+            "shares, e.g. output.dir=/mnt/shared/run1"
+        )
+    spec = cfg.filters.get("tokenizer") if tokenizer else None
+    path = Path(str(spec)).expanduser()
+    # A tokenizer-only spec (SentencePiece .model, tokenizer.json or a tokenizer folder) is checked
+    # where it is loaded (filters/tokenizers.py); model specs are resolved here, before Ray starts.
+    tokenizer_only = (
+        path.suffix == ".model"
+        or path.name == "tokenizer.json"
+        or (path.is_dir() and not (path / "config.json").is_file())
+    )
+    if spec and not tokenizer_only:
+        resolve(spec, "filters.tokenizer", allow_network=bool(cfg.filters.get("allow_network", False)))
+    if spec and path.suffix == ".model" and not path.is_file():
+        raise ConfigError(
+            f"filters.tokenizer={spec}: no such SentencePiece model file; give an existing *.model"
+        )
+    check_output_and_dedup(cfg)
+    return writable_dir(cfg.output.dir, "output.dir")
+
+
+def check_output_and_dedup(cfg: DictConfig) -> None:
+    """Shard and dedup keys every command uses, checked before any work."""
+    fraction = cfg.output.get("validation_fraction", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+        raise ConfigError(
+            f"output.validation_fraction={fraction}: give a fraction in [0, 1), e.g. 0.05 (0 = no validation split)"
+        )
+    rows = cfg.output.get("rows_per_shard")
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+        raise ConfigError(f"output.rows_per_shard={rows}: give a positive integer")
+    minhash = cfg.get("dedup", {}).get("minhash")
+    if minhash:
+        from filters.dedup.minhash import MinHashConfig
+
+        MinHashConfig.from_dict(OmegaConf.to_container(minhash, resolve=True))
+
+
+def check_generate(cfg: DictConfig) -> None:
+    """``n``, the teacher's sampling and model (first: the target tokenizer defaults to the teacher's model)."""
+    n = cfg.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise ConfigError(f"n={n}: the number of requests must be a positive integer, e.g. n=32")
+    if cfg.teacher.get("sampling") is not None:
+        from generators.teachers.contract import SamplingParams
+
+        SamplingParams.from_config(OmegaConf.to_container(cfg.teacher.sampling, resolve=True))
+    model = cfg.teacher.get("model")
+    if model is not None:
+        resolve(model, "teacher.model", allow_network=bool(cfg.teacher.get("allow_network", False)))
+
+
+FORMATS = ("pretrain", "sft")
+
+
+def check_format(cfg: DictConfig, generator=None) -> None:
+    """Output format, shard sizes, packing and the best-of-n expression, before any generation.
+
+    Raises:
+        ConfigError: an unknown format, SFT without conversations, a bad size or score expression.
+    """
+    from pipeline import expression
+
+    output = cfg.output
+    fmt = output.get("format", "pretrain")
+    if fmt not in FORMATS:
+        raise ConfigError(f"output.format={fmt}: use one of {list(FORMATS)}")
+    if fmt == "sft" and generator is not None and "messages" not in getattr(generator, "output_columns", ()):
+        raise ConfigError(
+            f"output=sft needs conversations: use generator=instruct (got generator={generator.name})"
+        )
+    for key in ("pack_seq_len", "max_shard_bytes"):
+        value = output.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"output.{key}={value}: give a positive integer or null")
+    if output.get("pack_seq_len") and fmt != "pretrain":
+        raise ConfigError(
+            "output.pack_seq_len: packing is for output=pretrain; set it to null for output=sft"
+        )
+    bon = cfg.get("best_of_n")
+    if bon is not None and int(bon.n_candidates) > 1:
+        expression.parse(bon.score)

@@ -1,0 +1,1 @@
+"""Scorer stages: each adds columns to a batch and declares them (``columns(**kwargs)``)."""

@@ -1,0 +1,90 @@
+"""Per-slot decode state kept on the device, so that a decode step never waits for the host.
+
+Besides the KV cache (in :class:`~generators.teachers.fast.model.SlotDecoder`), a step reads and writes
+only these buffers: the last token and position of every slot, how many tokens it has made, its
+token limit, whether it is finished, its output so far and, when needed, which tokens it has
+seen (repetition penalty) and this step's sampling noise. They are allocated once per capacity
+and keep their addresses, which is what lets captured CUDA graphs replay against them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class RowState:
+    """Device buffers for ``rows`` slots of up to ``width`` generated tokens.
+
+    Args:
+        rows: Slots (KV-cache rows).
+        width: Most tokens one slot may generate.
+        vocab: Vocabulary size (for the EOS table, penalty and noise buffers).
+        device: Where the buffers live.
+        penalty: Allocate the seen-token table of the repetition penalty.
+        sampling: Allocate the noise buffer of non-greedy sampling.
+    """
+
+    def __init__(self, rows: int, width: int, vocab: int, device, penalty: bool, sampling: bool):
+        self.rows, self.width, self.vocab = rows, width, vocab
+        self.cur_tok, self.pos, self.n_gen, self.limit = (
+            torch.zeros(rows, dtype=torch.long, device=device) for _ in range(4)
+        )
+        self.done = torch.ones(rows, dtype=torch.bool, device=device)
+        self.out = torch.zeros(rows, width, dtype=torch.long, device=device)
+        self.ar = torch.arange(rows, device=device)
+        self.is_eos = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self.scalars = torch.ones(3, device=device)  # temperature, top_p, repetition_penalty
+        self.seen = torch.zeros(rows, vocab, dtype=torch.bool, device=device) if penalty else None
+        self.noise = torch.ones(rows, vocab, device=device) if sampling else None
+
+    def fits(self, rows: int, width: int, penalty: bool, sampling: bool) -> bool:
+        return (
+            rows <= self.rows
+            and width <= self.width
+            and (not penalty or self.seen is not None)
+            and (not sampling or self.noise is not None)
+        )
+
+    def reset(
+        self, eos_ids: Sequence[int], temperature: float, top_p: float, repetition_penalty: float
+    ) -> None:
+        self.done.fill_(True)  # idle slots must not advance
+        self.is_eos.zero_()
+        ids = [i for i in eos_ids if 0 <= i < self.vocab]
+        if ids:
+            self.is_eos[torch.tensor(ids, device=self.is_eos.device)] = True
+        self.scalars.copy_(torch.tensor([max(temperature, 1e-6), top_p, repetition_penalty]))
+
+    def per_row(self) -> list[torch.Tensor]:
+        """The buffers indexed by slot, which a step changes and compaction moves."""
+        return [self.cur_tok, self.pos, self.n_gen, self.limit, self.done, self.out] + (
+            [self.seen] if self.seen is not None else []
+        )
+
+    def start(self, slots, first: torch.Tensor, lens: torch.Tensor, limits: torch.Tensor, seen: bool) -> None:
+        """Slots just prefilled: ``first`` is their first generated token, written at position ``lens``."""
+        self.out[slots, 0], self.cur_tok[slots], self.pos[slots], self.limit[slots] = (
+            first,
+            first,
+            lens,
+            limits,
+        )
+        self.n_gen[slots] = 1
+        self.done[slots] = self.is_eos[first] | (limits <= 1)
+        if seen:
+            self.seen[slots, first] = True
+
+    def advance(self, batch: int, tok: torch.Tensor, seen: bool) -> None:
+        """Record one decoded token for slots ``[0, batch)``; finished slots keep their state."""
+        live, rows = ~self.done[:batch], self.ar[:batch]
+        col = self.n_gen[:batch].clamp(max=self.width - 1)
+        self.out[rows, col] = torch.where(live, tok, self.out[rows, col])
+        if seen:
+            self.seen[rows, tok] = self.seen[rows, tok] | live
+        step = live.long()
+        self.n_gen[:batch] += step
+        self.pos[:batch] += step
+        self.done[:batch] |= live & (self.is_eos[tok] | (self.n_gen[:batch] >= self.limit[:batch]))
+        self.cur_tok[:batch] = torch.where(live, tok, self.cur_tok[:batch])

@@ -1,0 +1,203 @@
+"""Teacher backend for any OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, litho's own serve).
+
+Standard library only: ``urllib`` for HTTP and a thread pool for bounded concurrency. Every request
+is independent: 429 and 5xx answers, timeouts and dropped connections are retried with
+exponential backoff (the server's ``Retry-After`` wins when it sends one); whatever still fails
+becomes that row's ``Completion(finish_reason="error")`` and the run goes on.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import xxhash
+
+from generators.errors import ConfigError
+from generators.teachers.contract import (
+    FINISH_ERROR,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completion,
+    Request,
+    SamplingParams,
+    cut_at_stop,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions"}
+MAX_STOP = 4  # the OpenAI API takes at most four stop strings; the rest are cut here
+
+
+class RequestFailed(RuntimeError):
+    """A request that cannot succeed (a 4xx other than 408/409/429, or a malformed answer)."""
+
+
+class OpenAITeacher:
+    """Chat generation through an OpenAI-compatible HTTP API.
+
+    Args:
+        base_url: Server root including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
+        model: Model name the server knows (its ``GET /v1/models`` lists them).
+        name: Name recorded in the output; defaults to ``model``.
+        api_key_env: Environment variable holding the API key; unset or empty sends no key.
+        endpoint: ``chat`` (server applies the chat template) or ``completions`` (raw prompt,
+            built from the messages by :func:`render_plain`).
+        max_concurrency: Requests in flight at once from this teacher (per actor).
+        timeout_s: Socket timeout per attempt (connect, and each read).
+        max_retries: Retries after the first attempt on 429 / 5xx / timeouts / connection errors.
+        backoff_s: First retry delay; doubles per retry (with up to 25% deterministic jitter).
+        backoff_max_s: Cap on one retry delay, ``Retry-After`` included.
+        extra_body: Extra JSON fields sent with every request (server-specific options).
+        sampling: Keyword arguments of :class:`SamplingParams`. ``top_k`` and
+            ``repetition_penalty`` are sent only when set (not all servers accept them).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        name: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        endpoint: str = "chat",
+        max_concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        extra_body: dict | None = None,
+        sampling: dict | None = None,
+    ):
+        if endpoint not in ENDPOINTS:
+            raise ConfigError(f"teacher.endpoint={endpoint}: use one of {sorted(ENDPOINTS)}")
+        if not str(base_url).startswith(("http://", "https://")):
+            raise ConfigError(f"teacher.base_url={base_url}: give an http(s) URL ending in /v1")
+        self.url = str(base_url).rstrip("/") + ENDPOINTS[endpoint]
+        self.model, self.name, self.endpoint = model, name or model, endpoint
+        self.sampling = SamplingParams.from_config(sampling)
+        self.max_concurrency, self.timeout_s, self.max_retries = (
+            max(1, max_concurrency),
+            timeout_s,
+            max_retries,
+        )
+        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        self.extra_body = dict(extra_body or {})
+        self._headers = {"Content-Type": "application/json"}
+        key = os.environ.get(api_key_env, "") if api_key_env else ""
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        elif api_key_env:
+            log.info(
+                "teacher %s: $%s is not set; sending requests without an API key", self.name, api_key_env
+            )
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        if not requests:
+            return []
+        with ThreadPoolExecutor(min(self.max_concurrency, len(requests))) as pool:
+            return list(pool.map(self._complete, requests))
+
+    def _complete(self, request: Request) -> Completion:
+        try:
+            answer = self._post(self._payload(request), request.id)
+            return self._parse(request, answer)
+        except Exception as exc:  # one failed request must not kill the run
+            log.warning("teacher %s: request %s failed: %s", self.name, request.id, exc)
+            return Completion(request.id, "", finish_reason=FINISH_ERROR, error=str(exc)[:500])
+
+    def _payload(self, request: Request) -> dict:
+        sp = self.sampling
+        body = {
+            "model": self.model,
+            "max_tokens": sp.max_new_tokens,
+            "temperature": sp.temperature,
+            "top_p": sp.top_p,
+            # A per-request seed: the same config gives the same draws whatever the batching.
+            "seed": xxhash.xxh64_intdigest(request.id.encode(), seed=sp.seed) % (2**31),
+        }
+        if sp.top_k:
+            body["top_k"] = sp.top_k
+        if sp.repetition_penalty != 1.0:
+            body["repetition_penalty"] = sp.repetition_penalty
+        if sp.stop:
+            body["stop"] = list(sp.stop[:MAX_STOP])
+        if self.endpoint == "chat":
+            body["messages"] = [dict(m) for m in request.messages]
+        else:
+            body["prompt"] = render_plain(request.messages)
+        return {**body, **self.extra_body}
+
+    def _post(self, payload: dict, request_id: str) -> dict:
+        data = json.dumps(payload).encode()
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                req = urllib.request.Request(self.url, data=data, headers=self._headers, method="POST")
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                detail = _error_text(exc)
+                if exc.code not in RETRY_STATUS:
+                    raise RequestFailed(f"HTTP {exc.code}: {detail}") from None
+                problem, retry_after = f"HTTP {exc.code}: {detail}", exc.headers.get("Retry-After")
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
+                problem = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            if attempt == self.max_retries:
+                raise RequestFailed(f"{problem} (after {attempt + 1} attempts)")
+            time.sleep(self._delay(attempt, retry_after, request_id))
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, retry_after: str | None, request_id: str) -> float:
+        if retry_after is not None:
+            try:
+                return min(self.backoff_max_s, max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: fall back to our own schedule
+        jitter = 1 + 0.25 * xxhash.xxh64_intdigest(f"{request_id}:{attempt}".encode()) / 2**64
+        return min(self.backoff_max_s, self.backoff_s * 2**attempt * jitter)
+
+    def _parse(self, request: Request, answer: dict) -> Completion:
+        try:
+            choice = answer["choices"][0]
+            text = choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
+        except (KeyError, IndexError, TypeError):
+            raise RequestFailed(f"unexpected answer: {json.dumps(answer)[:300]}") from None
+        text, stopped = cut_at_stop(text or "", self.sampling.stop)
+        reason = choice.get("finish_reason")
+        finish = FINISH_LENGTH if reason == "length" and not stopped else FINISH_STOP
+        usage = answer.get("usage") or {}
+        extra = {"finish_reason": reason} if reason not in ("stop", "length", None) else {}
+        return Completion(
+            request.id,
+            text.strip(),
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+            finish,
+            extra=extra,
+        )
+
+
+def render_plain(messages: Sequence[dict]) -> str:
+    """Messages as a plain-text prompt for ``/v1/completions``: a lone user message is sent as is."""
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        return str(messages[0].get("content", ""))
+    turns = [f"{m.get('role', 'user').capitalize()}: {m.get('content', '')}" for m in messages]
+    return "\n\n".join(turns + ["Assistant:"])
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = exc.read().decode("utf-8", "replace")
+        message = json.loads(body).get("error", {})
+        return str(message.get("message", body) if isinstance(message, dict) else message)[:300]
+    except Exception:
+        return str(exc.reason)[:300]

@@ -1,0 +1,169 @@
+"""Parquet shards: deterministic names, written to a staging directory, then swapped in.
+
+A run writes every shard of its kept rows (and, optionally, of its rejected rows) under
+``<output.dir>/.litho/staging-*``. Only when all shards are written does it replace
+``data/`` and ``rejected/`` by renames, so readers never see half a dataset. If the new shards
+hold exactly what the current ones hold (same names and content digests), the finished shards
+are kept untouched: rerunning a config rewrites nothing.
+
+Rows go to split ``validation`` or ``train`` by a hash of their id, and to shard
+``hash(id) mod n_shards``; inside a shard rows are sorted by id. The same kept rows therefore
+always give byte-identical shards, whatever Ray's block layout was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from pipeline.output.schema import typed_columns
+from pipeline.output.snapshot import Snapshot, read_json
+from pipeline.stages import INTERNAL_PREFIX
+
+# Columns that only steer the pipeline; they never reach a kept shard.
+INTERNAL = ("_split", "_shard", "drop_reason", "duplicate_of", "error")
+
+
+def split_of(row_id: str, drop_reason: str, validation_fraction: float) -> str:
+    if drop_reason:
+        return "rejected"
+    u = xxhash.xxh64_intdigest(row_id.encode(), seed=1) / 2**64
+    return "validation" if u < validation_fraction else "train"
+
+
+def shard_of(row_id: str, n_shards: int) -> int:
+    return xxhash.xxh64_intdigest(row_id.encode(), seed=2) % n_shards
+
+
+def plan_shards(
+    ids: list[str], reasons: list[str], rows_per_shard: int, validation_fraction: float, write_rejected: bool
+) -> dict[str, int]:
+    """Shards per split, from the exact row count of each split (ids and reasons are in the driver)."""
+    counts: dict[str, int] = {}
+    for row_id, reason in zip(ids, reasons):
+        split = split_of(row_id, reason, validation_fraction)
+        counts[split] = counts.get(split, 0) + 1
+    if not write_rejected:
+        counts.pop("rejected", None)
+    return {split: max(1, math.ceil(n / rows_per_shard)) for split, n in counts.items()}
+
+
+def _assign(batch: dict, n_shards: dict, validation_fraction: float) -> dict:
+    ids = [str(i) for i in batch["id"]]
+    splits = [split_of(i, str(r), validation_fraction) for i, r in zip(ids, batch["drop_reason"])]
+    keep = np.array([s in n_shards for s in splits], dtype=bool)
+    batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
+    batch["_split"] = np.array([s for s, k in zip(splits, keep) if k], dtype=object)
+    batch["_shard"] = np.array(
+        [shard_of(i, n_shards[s]) for i, s in zip(batch["id"], batch["_split"])], dtype=np.int64
+    )
+    return batch
+
+
+def _write_group(table: pa.Table, directory: str, n_shards: dict, metadata: dict) -> pa.Table:
+    split = table.column("_split")[0].as_py()
+    shard = table.column("_shard")[0].as_py()
+    # Kept rows lose the bookkeeping columns; rejected rows keep why they were dropped.
+    drop = ("_split", "_shard") if split == "rejected" else INTERNAL
+    table = table.sort_by("id").drop_columns(
+        [c for c in table.column_names if c in drop or c.startswith(INTERNAL_PREFIX)]
+    )
+    table = typed_columns(table)  # JSON messages / layers -> Arrow lists (pipeline/output/schema.py)
+    first = [c for c in ("id", "text") if c in table.column_names]
+    table = table.select(first + [c for c in table.column_names if c not in first])
+    table = table.replace_schema_metadata({b"litho": json.dumps(metadata).encode()})
+    name = f"{split}-{shard:05d}-of-{n_shards[split]:05d}.parquet"
+    path = Path(directory) / ("rejected" if split == "rejected" else "data") / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    digest = xxhash.xxh3_64_hexdigest(path.read_bytes())
+    tokens = (
+        int(pa.compute.sum(table.column("n_tokens")).as_py() or 0) if "n_tokens" in table.column_names else 0
+    )
+    return pa.table(
+        {
+            "file": [name],
+            "split": [split],
+            "rows": [table.num_rows],
+            "tokens": [tokens],
+            "bytes": [path.stat().st_size],
+            "digest": [digest],
+        }
+    )
+
+
+def write_shards(
+    ds, directory: Path, n_shards: dict[str, int], metadata: dict, validation_fraction: float = 0.0
+) -> list[dict]:
+    """Write kept rows to ``directory/data`` and dropped rows to ``directory/rejected`` in one shuffle.
+
+    Returns one summary dict per shard, sorted by file name.
+    """
+    if not n_shards:
+        return []
+    ds = ds.map_batches(
+        _assign,
+        fn_kwargs={"n_shards": n_shards, "validation_fraction": validation_fraction},
+        batch_format="numpy",
+    )
+    written = ds.groupby(["_split", "_shard"]).map_groups(
+        _write_group,
+        fn_kwargs={"directory": str(directory), "n_shards": n_shards, "metadata": metadata},
+        batch_format="pyarrow",
+    )
+    return sorted(written.take_all(), key=lambda r: r["file"])
+
+
+def rows_per_shard(ds, output: dict) -> int:
+    """``output.rows_per_shard``, or as many average rows as fit in ``output.max_shard_bytes``."""
+    max_bytes = output.get("max_shard_bytes")
+    if not max_bytes:
+        return int(output["rows_per_shard"])
+    rows = max(ds.count(), 1)
+    per_row = max(ds.size_bytes() / rows, 1.0)
+    return max(1, int(max_bytes // per_row))
+
+
+def same_files(previous: dict | None, shards: list[dict], rejected: list[dict], out: Path) -> bool:
+    """True when the staged shards equal the published ones (names and content digests)."""
+    if previous is None:
+        return False
+
+    def key(rows):
+        return [(r["file"], r["digest"]) for r in rows]
+
+    published = [(out / "data" / r["file"]) for r in previous.get("shards", [])]
+    return (
+        key(previous.get("shards", [])) == key(shards)
+        and key(previous.get("rejected_shards", [])) == key(rejected)
+        and all(p.is_file() for p in published)
+    )
+
+
+def publish(ds, table: pa.Table, out: Path, output: dict, metadata: dict) -> dict:
+    """Write ``data/`` and ``rejected/`` into a staging folder and swap them in; when they equal the
+    published shards, keep those untouched. ``table`` holds the rows' ids and drop reasons."""
+    validation = float(output.get("validation_fraction", 0.0))
+    n_shards = plan_shards(
+        table.column("id").to_pylist(),
+        table.column("drop_reason").to_pylist(),
+        rows_per_shard(ds, output),
+        validation,
+        bool(output.get("write_rejected", True)),
+    )
+    snapshot = Snapshot(out)
+    written = write_shards(ds, snapshot.staging, n_shards, metadata, validation)
+    shards = [s for s in written if s["split"] != "rejected"]
+    rejected = [s for s in written if s["split"] == "rejected"]
+    unchanged = same_files(read_json(out / "manifest.json"), shards, rejected, out)
+    snapshot.commit(("data", "rejected"), unchanged)
+    return {"shards": shards, "rejected_shards": rejected, "shards_unchanged": unchanged}

@@ -1,0 +1,244 @@
+"""Processing: clean, score, filter and dedup, as one list of stages built from the config.
+
+:func:`stage_list` turns ``filters/``, ``dedup/`` and the generator's own ``filters:`` block into
+:class:`pipeline.stages.StageSpec` values, in run order. Rows are marked (``drop_reason``), never
+removed: the writer splits kept from dropped rows at the end, so every drop is counted by stage and
+reason. The dataset-level stages (quantile bands, exact dedup) live here; near dedup has its own
+module (pipeline/near_dedup.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from filters.dedup.exact import ExactHash, duplicates_to_drop
+from filters.rules.base import Filter, current_reasons, record_drops
+from filters.rules.sanity import SanityFilter
+from filters.rules.thresholds import ThresholdFilter, band_bounds, check_bands, check_bounds
+from filters.scores.clean import Cleaner
+from filters.scores.lm_scores import LMScorer
+from filters.scores.repetition import RepetitionMetrics
+from filters.scores.token_metrics import TokenMetrics
+from generators.errors import ConfigError
+from pipeline.near_dedup import near_dedup_stage
+from pipeline.stages import StageSpec, columns_of, resources
+
+log = logging.getLogger(__name__)
+
+
+def class_stage(name: str, fn: type, kwargs: dict, pool: dict, kind: str | None = None, **extra) -> StageSpec:
+    """A spec for a stage class from ``filters/``: its columns, kind and version from the class itself."""
+    needs, adds = columns_of(fn, kwargs)
+    if kind is None:
+        kind = "filter" if issubclass(fn, Filter) else "score"
+    version = getattr(fn, "version", None)
+    scores = adds if kind == "score" else ()
+    return StageSpec(
+        name=name,
+        fn=fn,
+        kwargs=kwargs,
+        kind=kind,
+        needs=needs,
+        adds=adds,
+        scores=scores,
+        version=version,
+        **{**pool, **extra},
+    )
+
+
+def stage_list(
+    cfg: DictConfig, command: str, text_column: str = "text", generator_filters: dict | None = None
+):
+    """The processing stages of ``command`` (generate, score or dedup), in run order.
+
+    Raises:
+        ConfigError: a bad value in ``filters/``, ``dedup/`` or a generator filter (named, one line).
+    """
+    cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
+    filters = OmegaConf.to_container(cfg.filters, resolve=True)
+    text = {"text_column": text_column}
+    specs: list[StageSpec] = []
+
+    def tasks(name: str) -> dict:
+        return {"pool": "tasks", **resources(cluster, name, "task")}
+
+    def actors(name: str) -> dict:
+        return {"pool": "actors", **resources(cluster, name, "scorer")}
+
+    if command in ("generate", "score"):
+        if command == "generate":  # teacher output only: an existing corpus is scored as it is
+            truncated = {"truncated": filters["truncated"], **text}
+            specs.append(class_stage("clean", Cleaner, truncated, tasks("clean"), kind="prepare"))
+        tokenizer = {"tokenizer": filters["tokenizer"], "cache_dir": filters.get("cache_dir"), **text}
+        specs.append(class_stage("token_metrics", TokenMetrics, tokenizer, actors("token_metrics")))
+        ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
+        repetition = {"ngrams": tuple(sorted(ngram_bounds)), **text}
+        specs.append(class_stage("repetition", RepetitionMetrics, repetition, tasks("repetition")))
+        sanity = {
+            "drop_truncated": filters["truncated"] == "drop",
+            "min_words": filters["min_words"],
+            "max_dup_line_frac": filters["max_dup_line_frac"],
+            "max_dup_ngram_frac": ngram_bounds,
+            **text,
+        }
+        specs.append(class_stage("sanity", SanityFilter, sanity, tasks("sanity")))
+        if filters.get("lm"):
+            # The scorer model (bits per byte, attention metrics; docs/metrics.md), one per actor, after
+            # the cheap filters: rows already dropped cost it nothing.
+            lm = {**filters["lm"], "cache_dir": filters.get("cache_dir"), **text}
+            specs.append(class_stage("lm_scores", LMScorer, lm, actors("lm_scores")))
+        bounds = check_bounds(filters.get("thresholds"))
+        if bounds:
+            keys = {c: f"filters.thresholds.{c}" for c in bounds}
+            specs.append(
+                class_stage("thresholds", ThresholdFilter, {"bounds": bounds}, tasks("thresholds"), keys=keys)
+            )
+        for name, settings in (generator_filters or {}).items():
+            specs.append(_generator_stage(name, dict(settings), tasks(name)))
+        bands = check_bands(filters.get("quantile_bands"))
+        if bands:
+            specs.append(
+                StageSpec(
+                    name="quantile_bands",
+                    fn=quantile_bands,
+                    kwargs={"bands": bands},
+                    kind="filter",
+                    pool="dataset",
+                    needs=tuple(bands),
+                    keys={c: f"filters.quantile_bands.{c}" for c in bands},
+                )
+            )
+    dedup = OmegaConf.to_container(cfg.dedup, resolve=True) if "dedup" in cfg else {}
+    if dedup.get("exact"):
+        task = resources(cluster, "exact_dedup", "task")
+        specs.append(
+            StageSpec(
+                name="exact_dedup",
+                fn=exact_dedup,
+                kwargs={"text_column": text_column, "num_cpus": task["num_cpus"]},
+                kind="dedup",
+                pool="dataset",
+                needs=(text_column, "id"),
+                adds=("text_hash", "duplicate_of"),
+            )
+        )
+    if dedup.get("minhash"):
+        from filters.dedup.minhash import MinHashConfig
+
+        minhash = dedup["minhash"]
+        settings = MinHashConfig.from_dict(minhash)  # one-line errors for bad keys, before Ray starts
+        task = resources(cluster, "near_dedup", "task")
+        needs = (text_column, "id") + ((settings.keep_by,) if settings.keep_by else ())
+        keys = {settings.keep_by: f"dedup.minhash.keep_by={settings.keep_by}"} if settings.keep_by else {}
+        specs.append(
+            StageSpec(
+                name="near_dedup",
+                fn=near_dedup_stage,
+                kwargs={
+                    "minhash": minhash,
+                    "output_dir": str(cfg.output.dir),
+                    "text_column": text_column,
+                    "concurrency": task["concurrency"],
+                    "num_cpus": task["num_cpus"],
+                },
+                kind="dedup",
+                pool="dataset",
+                needs=needs,
+                adds=("cluster_id", "duplicate_of"),
+                keys=keys,
+            )
+        )
+    return specs
+
+
+def _generator_stage(name: str, settings: dict, pool: dict) -> StageSpec:
+    """A scorer or rule a generator names in its ``filters:`` block (``{_target_: class, **kwargs}``)."""
+    target = settings.pop("_target_", None)
+    if not target:
+        raise ConfigError(
+            f"generator.filters.{name}: give _target_, the stage class (e.g. filters.rules.dense.DenseFilter)"
+        )
+    try:
+        fn = get_class(target)
+    except Exception:
+        raise ConfigError(f"generator.filters.{name}._target_={target}: no such class") from None
+    spec = class_stage(name, fn, settings, pool)
+    if issubclass(fn, Filter) and fn(**settings).name != name:
+        # Drops are counted under the rule's own name; the config key must say the same.
+        raise ConfigError(
+            f"generator.filters.{name}: this rule counts its drops as {fn(**settings).name!r}; use that key"
+        )
+    return spec
+
+
+def pull(ds, columns: list[str]) -> pa.Table:
+    """Bring a few narrow columns of a materialized dataset to the driver (no text)."""
+    import ray
+
+    refs = ds.select_columns(columns).to_arrow_refs()
+    tables = ray.get(refs)
+    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+
+
+def quantile_bands(ds, bands: dict):
+    """Dataset stage: keep each score inside a quantile band of the rows still kept, e.g.
+    ``{bits_per_byte_v1: [0.1, 0.9]}``.
+
+    Quantiles are global, so they are computed in the driver from the score columns (8 bytes a
+    row), turned into absolute bounds, and applied like ``filters.thresholds``; a row outside is
+    dropped as ``{column}_below_min`` / ``{column}_above_max``.
+    """
+    table = pull(ds, ["drop_reason", *bands])
+    kept = np.asarray(table.column("drop_reason").to_pylist(), dtype=object) == ""
+    bounds = {}
+    for column, band in bands.items():
+        values = table.column(column).to_numpy(zero_copy_only=False).astype(float)[kept]
+        found = band_bounds(values, band)
+        if found:
+            bounds[column] = found
+    log.info("quantile bands as bounds: %s", bounds)
+    if not bounds:
+        return ds
+    return ds.map_batches(_threshold, fn_kwargs={"bounds": bounds}, batch_format="numpy")
+
+
+def _threshold(batch: dict, bounds: dict) -> dict:
+    return ThresholdFilter(bounds, name="quantile_bands")(batch)
+
+
+def exact_dedup(ds, text_column: str = "text", num_cpus: float = 0.25):
+    """Dataset stage: mark all but the smallest id of each group of identical (normalised) kept texts.
+
+    Only ids, 8-byte hashes and drop reasons reach the driver (about 40 bytes a row), which
+    groups them in one pass; the marks go back out with a map over the blocks.
+    """
+    ds = ds.map_batches(
+        _hash, fn_kwargs={"text_column": text_column}, batch_format="numpy", num_cpus=num_cpus
+    )
+    ds = ds.materialize()
+    table = pull(ds, ["id", "text_hash", "drop_reason"])
+    kept = np.asarray(table.column("drop_reason").to_pylist(), dtype=object) == ""
+    ids = np.asarray(table.column("id").to_pylist(), dtype=object)[kept]
+    hashes = table.column("text_hash").to_numpy()[kept]
+    drop = duplicates_to_drop(list(ids), [int(h) for h in hashes])
+    log.info("exact dedup: %d duplicates", len(drop))
+    return ds.map_batches(_mark_duplicates, fn_kwargs={"drop": drop}, batch_format="numpy")
+
+
+def _hash(batch: dict, text_column: str) -> dict:
+    return ExactHash(text_column)(batch)
+
+
+def _mark_duplicates(batch: dict, drop: dict) -> dict:
+    before = current_reasons(batch)
+    duplicate_of = np.array([drop.get(i, "") for i in batch["id"]], dtype=object)
+    reasons = before.copy()
+    reasons[(reasons == "") & (duplicate_of != "")] = "exact_duplicate"
+    record_drops(batch, before, reasons, "exact_dedup")
+    batch["duplicate_of"] = duplicate_of
+    return batch
