@@ -28,6 +28,7 @@ from filters.dedup.stages import (
     explode_bands,
 )
 from filters.rules.base import DROPPED_BY
+from pipeline.stages import run_task
 
 log = logging.getLogger(__name__)
 INTERNAL = ("lsh_bands", "lsh_comp", "lsh_part")
@@ -58,10 +59,6 @@ def _finish(batch: dict, columns: list[str], id_column: str | None = None) -> di
     if id_column is not None:
         batch["cluster_id"] = np.asarray(batch[id_column]).astype(str).astype(object)
     return {c: batch[c] for c in columns}
-
-
-def _call_stage(batch: dict, stage: type, kwargs: dict) -> dict:
-    return stage(**kwargs)(batch)
 
 
 def near_dedup_dataset(
@@ -99,7 +96,7 @@ def near_dedup_dataset(
     # The stages build in microseconds, so they run as tasks (one instance per batch): actor pools
     # holding every CPU of a small cluster starve the shuffle tasks that feed them.
     def stage(cls: type, **extra) -> dict:
-        kwargs = {"stage": cls, "kwargs": {"text_column": text_column, **extra, **kw}}
+        kwargs = {"fn": cls, "kwargs": {"text_column": text_column, **extra, **kw}}
         out = {"fn_kwargs": kwargs, "batch_format": "numpy"}
         if concurrency:
             out["compute"] = TaskPoolStrategy(size=concurrency)
@@ -108,7 +105,7 @@ def near_dedup_dataset(
         return out
 
     # Signatures for every row, then one materialize: the upstream graph never runs twice.
-    sig = ds.map_batches(_prepare, batch_format="numpy").map_batches(_call_stage, **stage(MinHashSignatures))
+    sig = ds.map_batches(_prepare, batch_format="numpy").map_batches(run_task, **stage(MinHashSignatures))
     if cfg.index_dir and DedupIndex(cfg).runs():
         # The index loads once per actor; one actor, so the signature tasks keep a CPU.
         sig = sig.map_batches(
@@ -165,7 +162,7 @@ def near_dedup_dataset(
     clustered = (
         tagged.map_batches(_rows, fn_kwargs={"column": "lsh_comp", "component": True}, batch_format="numpy")
         .groupby("lsh_part")
-        .map_groups(_call_stage, **stage(ClusterGroup, id_column=id_column))
+        .map_groups(run_task, **stage(ClusterGroup, id_column=id_column))
     )
     return passive.union(
         singles.map_batches(
@@ -184,9 +181,9 @@ def write_dedup_index(ds, cfg, run_id: str, *, text_column: str = "text", id_col
     staging = index.staging_dir(run_id)
     kept = ds.map_batches(_rows, fn_kwargs={"column": "drop_reason", "kept": True}, batch_format="numpy")
     kept.map_batches(
-        _call_stage,
+        run_task,
         fn_kwargs={
-            "stage": IndexRows,
+            "fn": IndexRows,
             "kwargs": {"text_column": text_column, "id_column": id_column, **asdict(cfg)},
         },
     ).write_parquet(str(staging))

@@ -170,7 +170,8 @@ class StageRunner:
         return out
 
 
-def _run_task(batch: dict, fn: Callable, kwargs: dict, name: str, timed: bool) -> dict:
+def run_task(batch: dict, fn: Callable, kwargs: dict, name: str = "", timed: bool = False) -> dict:
+    """One batch of a stage run as a Ray task: the stage is built for the batch (cheap stages only)."""
     return StageRunner(fn, kwargs, name, timed)(batch)
 
 
@@ -205,8 +206,8 @@ def apply_one(ds, spec: StageSpec):
             batch_format="numpy",
             **remote,
         )
-    task = functools.partial(_run_task, fn=spec.fn, kwargs=spec.kwargs, name=spec.name, timed=spec.timed)
-    functools.update_wrapper(task, _run_task)
+    task = functools.partial(run_task, fn=spec.fn, kwargs=spec.kwargs, name=spec.name, timed=spec.timed)
+    functools.update_wrapper(task, run_task)
     task.__name__ = _named(spec.fn)
     extra = {"concurrency": spec.concurrency} if spec.concurrency else {}
     return ds.map_batches(task, batch_size=spec.batch_size, batch_format="numpy", **extra, **remote)
