@@ -16,6 +16,7 @@ import pyarrow as pa
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from filters.dedup.decontaminate import Decontaminate
 from filters.dedup.exact import ExactHash, duplicates_to_drop
 from filters.rules.base import Filter, current_reasons, record_drops
 from filters.rules.sanity import SanityFilter
@@ -100,6 +101,13 @@ def stage_list(
             )
         for name, settings in (generator_filters or {}).items():
             specs.append(_generator_stage(name, dict(settings), tasks(name)))
+    dedup = OmegaConf.to_container(cfg.dedup, resolve=True) if "dedup" in cfg else {}
+    if dedup.get("decontaminate"):
+        # Before quantile bands and dedup: a contaminated row must neither shift a band nor be kept
+        # as the representative of a cluster.
+        settings = {"cache_dir": filters.get("cache_dir"), **dedup["decontaminate"], **text}
+        specs.append(class_stage("decontaminate", Decontaminate, settings, actors("decontaminate")))
+    if command in ("generate", "score"):
         bands = check_bands(filters.get("quantile_bands"))
         if bands:
             specs.append(
@@ -113,7 +121,6 @@ def stage_list(
                     keys={c: f"filters.quantile_bands.{c}" for c in bands},
                 )
             )
-    dedup = OmegaConf.to_container(cfg.dedup, resolve=True) if "dedup" in cfg else {}
     if dedup.get("exact"):
         task = resources(cluster, "exact_dedup", "task")
         specs.append(
