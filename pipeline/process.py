@@ -22,6 +22,7 @@ from filters.rules.base import Filter, current_reasons, record_drops
 from filters.rules.sanity import SanityFilter
 from filters.rules.thresholds import ThresholdFilter, band_bounds, check_bands, check_bounds
 from filters.scores.clean import Cleaner
+from filters.scores.judge import JudgeScores
 from filters.scores.lm_scores import LMScorer
 from filters.scores.repetition import RepetitionMetrics
 from filters.scores.token_metrics import TokenMetrics
@@ -93,6 +94,9 @@ def stage_list(
             # the cheap filters: rows already dropped cost it nothing.
             lm = {**filters["lm"], "cache_dir": filters.get("cache_dir"), **text}
             specs.append(class_stage("lm_scores", LMScorer, lm, actors("lm_scores")))
+        if filters.get("judge"):
+            # A teacher rates every kept row on the rubrics; ratings are checkpointed per output dir.
+            specs.append(_judge_stage(cfg, filters["judge"], text, cluster))
         bounds = check_bounds(filters.get("thresholds"))
         if bounds:
             keys = {c: f"filters.thresholds.{c}" for c in bounds}
@@ -161,6 +165,34 @@ def stage_list(
             )
         )
     return specs
+
+
+def _judge_stage(cfg: DictConfig, judge: dict, text: dict, cluster: dict) -> StageSpec:
+    """``filters.judge``: its teacher (a conf/teacher/ mapping), rubrics and scale; the judge runs in the
+    teacher pool's place (``cluster.judge_*`` keys via ``cluster.stages.judge``)."""
+    from pathlib import Path
+
+    from filters.scores.judge import fingerprint
+
+    judge = dict(judge)
+    teacher = judge.pop("teacher", None)
+    if not isinstance(teacher, dict) or "_target_" not in teacher:
+        raise ConfigError(
+            "filters.judge.teacher: give a teacher config with _target_, e.g. the embedded teacher's conf/teacher/hf.yaml"
+        )
+    unknown = sorted(set(judge) - {"rubrics", "scale", "sampling", "max_chars"})
+    if unknown:
+        raise ConfigError(
+            f"filters.judge: unknown keys {unknown}; use teacher, rubrics, scale, sampling, max_chars"
+        )
+    out = Path(str(cfg.output.dir)).expanduser().resolve()
+    made_by = fingerprint(
+        teacher, judge.get("rubrics") or {}, judge.get("scale", (1, 10)), judge.get("sampling")
+    )
+    ckpt = out / ".litho" / "judgements" / made_by
+    kwargs = {"teacher": teacher, "checkpoint_dir": str(ckpt), **judge, **text}
+    pool = resources(cluster, "judge", "scorer")
+    return class_stage("judge", JudgeScores, kwargs, {"pool": "actors", **pool})
 
 
 def _generator_stage(name: str, settings: dict, pool: dict) -> StageSpec:
