@@ -180,6 +180,10 @@ def _judge_stage(cfg: DictConfig, judge: dict, text: dict, cluster: dict) -> Sta
         raise ConfigError(
             "filters.judge.teacher: give a teacher config with _target_, e.g. the embedded teacher's conf/teacher/hf.yaml"
         )
+    if teacher.get("model") is not None and "base_url" not in teacher:  # a local model, not a served name
+        from generators.teachers.models import resolve
+
+        resolve(teacher["model"], "filters.judge.teacher.model", bool(teacher.get("allow_network", False)))
     unknown = sorted(set(judge) - {"rubrics", "scale", "sampling", "max_chars"})
     if unknown:
         raise ConfigError(
