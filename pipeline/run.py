@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, command: str = "generate") -> dict:
     """Run one command for a composed config; return the manifest."""
-    from pipeline import checkpoint, stages
+    from pipeline import stages
     from pipeline.cluster import connect
-    from pipeline.generate import generate, generated
+    from pipeline.generate import generate, generated, to_generate
     from pipeline.inputs import read_corpus
     from pipeline.job import Job
     from pipeline.near_dedup import index_run_id, write_dedup_index
@@ -36,30 +36,26 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     job = Job.from_config(cfg, command)
     out = job.out
 
-    # Plan: the requests of this config and seed; those answered by an earlier run are reused.
     counts: dict[str, int] = {}
-    todo: list[dict] = []
-    if job.plan is not None:
-        done = checkpoint.finished(job.checkpoint_dir)
-        todo = [row for row in job.plan if row["id"] not in done]
-        log.info(
-            "plan: %d requests, %d already generated, %d to generate", len(job.plan), len(done), len(todo)
-        )
     timings["plan_s"] = time.perf_counter() - started
-
     with connect(job.cluster, allow_network=job.allow_network):
-        # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
-        t0 = time.perf_counter()
         if job.plan is not None:
-            errors = generate(todo, job.generate) if todo else None
+            # Plan: the requests of this config and seed, planned block by block inside Ray; a block's
+            # requests already in its checkpoints (an earlier run's) are reused.
+            t0 = time.perf_counter()
+            plan = job.plan
+            todo, blocks, n_todo = to_generate(plan, job.checkpoint_dir)
+            log.info("plan: %d requests, %d to generate", plan.rows, n_todo)
+            timings["plan_s"] += time.perf_counter() - t0
+            # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
+            t0 = time.perf_counter()
+            errors = generate(todo, job.generate) if n_todo else None
             failed = errors.count() if errors is not None else 0
-            ids = frozenset(row["id"] for row in job.plan)
-            files = sorted({p for rid, p in checkpoint.finished(job.checkpoint_dir).items() if rid in ids})
-            ds = generated(files, ids, errors)
+            ds = generated(plan, job.checkpoint_dir, blocks, errors)
             counts = {
-                "planned": len(job.plan),
-                "reused": len(job.plan) - len(todo),
-                "generated": len(todo) - failed,
+                "planned": plan.rows,
+                "reused": plan.rows - n_todo,
+                "generated": n_todo - failed,
                 "teacher_errors": failed,
             }
             timings["generate_s"] = time.perf_counter() - t0

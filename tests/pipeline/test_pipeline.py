@@ -103,8 +103,8 @@ def test_rerun_reuses_generations_and_rewrites_nothing(ray_session, tmp_path):
 
 def test_interrupted_run_resumes_only_missing_batches(ray_session, tmp_path):
     _run(tmp_path, "n=40", "cluster.teacher_batch_size=10")
-    checkpoints = sorted((tmp_path / ".litho" / "generations").glob("*/gen-*.parquet"))
-    assert len(checkpoints) == 4
+    checkpoints = sorted((tmp_path / ".litho" / "generations").glob("*/block=000000/gen-*.parquet"))
+    assert len(checkpoints) == 4  # one file per teacher batch, under its plan block
     lost = sum(pq.read_metadata(p).num_rows for p in checkpoints[:2])
     for path in checkpoints[:2]:  # as if the run died before these batches finished
         path.unlink()
