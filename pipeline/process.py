@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pyarrow as pa
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,7 +19,7 @@ from filters.dedup.decontaminate import Decontaminate
 from filters.dedup.exact import ExactHash, duplicates_to_drop
 from filters.rules.base import Filter, current_reasons, record_drops
 from filters.rules.sanity import SanityFilter
-from filters.rules.thresholds import ThresholdFilter, band_bounds, check_bands, check_bounds
+from filters.rules.thresholds import ThresholdFilter, check_bands, check_bounds
 from filters.scores.clean import Cleaner
 from filters.scores.judge import JudgeScores
 from filters.scores.lm_scores import LMScorer
@@ -219,31 +218,19 @@ def _generator_stage(name: str, settings: dict, pool: dict) -> StageSpec:
     return spec
 
 
-def pull(ds, columns: list[str]) -> pa.Table:
-    """Bring a few narrow columns of a materialized dataset to the driver (no text)."""
-    import ray
-
-    refs = ds.select_columns(columns).to_arrow_refs()
-    tables = ray.get(refs)
-    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
-
-
 def quantile_bands(ds, bands: dict):
     """Dataset stage: keep each score inside a quantile band of the rows still kept, e.g.
     ``{bits_per_byte_v1: [0.1, 0.9]}``.
 
-    Quantiles are global, so they are computed in the driver from the score columns (8 bytes a
-    row), turned into absolute bounds, and applied like ``filters.thresholds``; a row outside is
-    dropped as ``{column}_below_min`` / ``{column}_above_max``.
+    Quantiles are global: they are computed exactly inside Ray (:func:`pipeline.aggregate.quantiles`,
+    the same floats as ``np.quantile`` over all the kept values), turned into absolute bounds, and
+    applied like ``filters.thresholds``; a row outside is dropped as ``{column}_below_min`` /
+    ``{column}_above_max``.
     """
-    table = pull(ds, ["drop_reason", *bands])
-    kept = np.asarray(table.column("drop_reason").to_pylist(), dtype=object) == ""
-    bounds = {}
-    for column, band in bands.items():
-        values = table.column(column).to_numpy(zero_copy_only=False).astype(float)[kept]
-        found = band_bounds(values, band)
-        if found:
-            bounds[column] = found
+    from pipeline.aggregate import quantiles
+
+    found = quantiles(ds, {c: list(band) for c, band in bands.items()})
+    bounds = {c: {"min": lo, "max": hi} for c, (lo, hi) in found.items()}
     log.info("quantile bands as bounds: %s", bounds)
     if not bounds:
         return ds
@@ -257,24 +244,26 @@ def _threshold(batch: dict, bounds: dict) -> dict:
 def exact_dedup(ds, text_column: str = "text", num_cpus: float = 0.25):
     """Dataset stage: mark all but the smallest id of each group of identical (normalised) kept texts.
 
-    Only ids, 8-byte hashes and drop reasons reach the driver (about 40 bytes a row), which
-    groups them in one pass; the marks go back out with a map over the blocks.
+    Rows are hash-partitioned by their text hash (:mod:`pipeline.partition`), so every group of
+    identical texts is decided inside one task; nothing per row reaches the driver.
     """
+    from pipeline.partition import partition_map, parts_for
+
     ds = ds.map_batches(
         _hash, fn_kwargs={"text_column": text_column}, batch_format="numpy", num_cpus=num_cpus
-    )
-    ds = ds.materialize()
-    table = pull(ds, ["id", "text_hash", "drop_reason"])
-    kept = np.asarray(table.column("drop_reason").to_pylist(), dtype=object) == ""
-    ids = np.asarray(table.column("id").to_pylist(), dtype=object)[kept]
-    hashes = table.column("text_hash").to_numpy()[kept]
-    drop = duplicates_to_drop(list(ids), [int(h) for h in hashes])
-    log.info("exact dedup: %d duplicates", len(drop))
-    return ds.map_batches(_mark_duplicates, fn_kwargs={"drop": drop}, batch_format="numpy")
+    ).materialize()
+    return partition_map(ds, "text_hash", _dedup_partition, parts_for(ds))
 
 
 def _hash(batch: dict, text_column: str) -> dict:
     return ExactHash(text_column)(batch)
+
+
+def _dedup_partition(batch: dict) -> dict:
+    kept = np.asarray(batch["drop_reason"], dtype=object) == ""
+    ids = np.asarray(batch["id"], dtype=object)[kept]
+    hashes = np.asarray(batch["text_hash"])[kept]
+    return _mark_duplicates(batch, duplicates_to_drop(list(ids), [int(h) for h in hashes]))
 
 
 def _mark_duplicates(batch: dict, drop: dict) -> dict:

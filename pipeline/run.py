@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, command: str = "generate") -> dict:
     """Run one command for a composed config; return the manifest."""
-    from pipeline import stages
+    from pipeline import aggregate, stages
     from pipeline.cluster import connect
     from pipeline.generate import generate, generated, to_generate
     from pipeline.inputs import read_corpus
@@ -27,8 +27,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output.card import write_card
     from pipeline.output.packing import pack_run
     from pipeline.output.snapshot import write_json
-    from pipeline.output.writer import publish
-    from pipeline.process import pull
+    from pipeline.output.writer import publish, split_counter
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -71,23 +70,27 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
 
         # Write: kept rows to data/, dropped rows to rejected/, swapped in whole.
         t0 = time.perf_counter()
+        # Accounting inside Ray: counts per reason, stage and split, score sums and exact quantiles.
+        output = OmegaConf.to_container(cfg.output, resolve=True)
         scores = manifests.numeric(ds.schema().base_schema, job.score_columns())
-        internal = [c for c in ds.schema().names if c.startswith(stages.INTERNAL_PREFIX)]
-        table = pull(ds, ["id", "drop_reason", *internal, *[c for c in scores if c not in internal]])
+        stats = aggregate.summary(
+            ds, scores, split_fn=split_counter(float(output.get("validation_fraction", 0.0)))
+        )
+        quantiles = aggregate.quantiles(ds, {c: list(manifests.QUANTILES) for c in scores}, stats)
         metadata = {
             "litho_version": manifests.litho_version(),
             "source": job.source,
             "scores": job.score_versions(),
         }
-        published = publish(ds, table, out, OmegaConf.to_container(cfg.output, resolve=True), metadata)
+        published = publish(ds, stats.get("splits", {}), out, output, metadata)
         minhash = OmegaConf.to_container(cfg.dedup, resolve=True).get("minhash") if "dedup" in cfg else None
-        kept = int((table.column("drop_reason").to_numpy(zero_copy_only=False) == "").sum())
+        kept = sum(n for (reason, _), n in stats.get("reasons", {}).items() if reason == "")
         if kept and minhash and minhash.get("index_dir"):
             # After the shards: an interrupted run leaves the index as it was.
             write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
         timings["write_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
-    manifest = manifests.build(job, table, counts, published, stage_seconds, timings)
+    manifest = manifests.build(job, stats, quantiles, counts, published, stage_seconds, timings)
 
     # Pack: fixed-length rows of target-tokenizer ids, from the published shards.
     if cfg.output.get("pack_seq_len"):

@@ -42,16 +42,18 @@ def shard_of(row_id: str, n_shards: int) -> int:
     return xxhash.xxh64_intdigest(row_id.encode(), seed=2) % n_shards
 
 
-def plan_shards(
-    ids: list[str], reasons: list[str], rows_per_shard: int, validation_fraction: float, write_rejected: bool
-) -> dict[str, int]:
-    """Shards per split, from the exact row count of each split (ids and reasons are in the driver)."""
-    counts: dict[str, int] = {}
-    for row_id, reason in zip(ids, reasons):
-        split = split_of(row_id, reason, validation_fraction)
-        counts[split] = counts.get(split, 0) + 1
-    if not write_rejected:
-        counts.pop("rejected", None)
+def split_counter(validation_fraction: float):
+    """``fn(ids, reasons) -> splits``: the split of every row, for the run's aggregate (pipeline/aggregate.py)."""
+
+    def splits(ids: list[str], reasons: list[str]) -> list[str]:
+        return [split_of(str(i), str(r), validation_fraction) for i, r in zip(ids, reasons)]
+
+    return splits
+
+
+def plan_shards(counts: dict[str, int], rows_per_shard: int, write_rejected: bool) -> dict[str, int]:
+    """Shards per split, from the exact row count of each split (counted inside Ray)."""
+    counts = {s: n for s, n in counts.items() if n and (write_rejected or s != "rejected")}
     return {split: max(1, math.ceil(n / rows_per_shard)) for split, n in counts.items()}
 
 
@@ -149,17 +151,11 @@ def same_files(previous: dict | None, shards: list[dict], rejected: list[dict], 
     )
 
 
-def publish(ds, table: pa.Table, out: Path, output: dict, metadata: dict) -> dict:
+def publish(ds, splits: dict[str, int], out: Path, output: dict, metadata: dict) -> dict:
     """Write ``data/`` and ``rejected/`` into a staging folder and swap them in; when they equal the
-    published shards, keep those untouched. ``table`` holds the rows' ids and drop reasons."""
+    published shards, keep those untouched. ``splits`` counts the rows of each split."""
     validation = float(output.get("validation_fraction", 0.0))
-    n_shards = plan_shards(
-        table.column("id").to_pylist(),
-        table.column("drop_reason").to_pylist(),
-        rows_per_shard(ds, output),
-        validation,
-        bool(output.get("write_rejected", True)),
-    )
+    n_shards = plan_shards(splits, rows_per_shard(ds, output), bool(output.get("write_rejected", True)))
     snapshot = Snapshot(out)
     written = write_shards(ds, snapshot.staging, n_shards, metadata, validation)
     shards = [s for s in written if s["split"] != "rejected"]
