@@ -76,6 +76,8 @@ def stage_list(
             truncated = {"truncated": filters["truncated"], **text}
             specs.append(class_stage("clean", Cleaner, truncated, tasks("clean"), kind="prepare"))
         tokenizer = {"tokenizer": filters["tokenizer"], "cache_dir": filters.get("cache_dir"), **text}
+        if cfg.output.get("pack_seq_len"):  # packing reuses these ids (pipeline/output/packing.py)
+            tokenizer["keep_ids"] = True
         specs.append(class_stage("token_metrics", TokenMetrics, tokenizer, actors("token_metrics")))
         ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
         repetition = {"ngrams": tuple(sorted(ngram_bounds)), **text}

@@ -89,23 +89,23 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             # After the shards: an interrupted run leaves the index as it was.
             write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
         timings["write_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - started
-    manifest = manifests.build(job, stats, quantiles, counts, published, stage_seconds, timings)
+        manifest = manifests.build(job, stats, quantiles, counts, published, stage_seconds, timings)
 
-    # Pack: fixed-length rows of target-tokenizer ids, from the published shards.
-    if cfg.output.get("pack_seq_len"):
-        filters = OmegaConf.to_container(cfg.filters, resolve=True)
-        seq_len = int(cfg.output.pack_seq_len)
-        max_bytes = cfg.output.get("max_shard_bytes")
-        rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
-        manifest["packed"] = pack_run(
-            out,
-            seq_len,
-            filters["tokenizer"],
-            rows,
-            filters.get("cache_dir"),
-            bool(filters.get("allow_network")),
-        )
+        # Pack: fixed-length rows of target-tokenizer ids, from the published shards, in Ray tasks.
+        if cfg.output.get("pack_seq_len"):
+            filters = OmegaConf.to_container(cfg.filters, resolve=True)
+            seq_len = int(cfg.output.pack_seq_len)
+            max_bytes = cfg.output.get("max_shard_bytes")
+            rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
+            manifest["packed"] = pack_run(
+                out,
+                seq_len,
+                filters["tokenizer"],
+                rows,
+                filters.get("cache_dir"),
+                bool(filters.get("allow_network")),
+            )
+    manifest["timings_s"]["total_s"] = round(time.perf_counter() - started, 2)
 
     # Card: README.md beside the shards; then the manifest and the resolved config.
     manifest["card"] = write_card(out, cfg, manifest)

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from filters.scores.token_metrics import TOKEN_IDS
+from pipeline.output.packing import TOKENS, token_table
 from pipeline.output.schema import typed_columns
 from pipeline.output.snapshot import Snapshot, read_json
 from pipeline.stages import INTERNAL_PREFIX
@@ -74,14 +76,18 @@ def _write_group(table: pa.Table, directory: str, n_shards: dict, metadata: dict
     shard = table.column("_shard")[0].as_py()
     # Kept rows lose the bookkeeping columns; rejected rows keep why they were dropped.
     drop = ("_split", "_shard") if split == "rejected" else INTERNAL
-    table = table.sort_by("id").drop_columns(
-        [c for c in table.column_names if c in drop or c.startswith(INTERNAL_PREFIX)]
-    )
+    table = table.sort_by("id")
+    name = f"{split}-{shard:05d}-of-{n_shards[split]:05d}.parquet"
+    if split != "rejected" and TOKEN_IDS in table.column_names:  # packing's input, beside the shard
+        tokens = Path(directory) / TOKENS / name
+        tokens.parent.mkdir(parents=True, exist_ok=True)
+        ids = table.column("id").to_pylist()
+        pq.write_table(token_table(ids, table.column(TOKEN_IDS).to_pylist()), tokens, compression="zstd")
+    table = table.drop_columns([c for c in table.column_names if c in drop or c.startswith(INTERNAL_PREFIX)])
     table = typed_columns(table)  # JSON messages / layers -> Arrow lists (pipeline/output/schema.py)
     first = [c for c in ("id", "text") if c in table.column_names]
     table = table.select(first + [c for c in table.column_names if c not in first])
     table = table.replace_schema_metadata({b"litho": json.dumps(metadata).encode()})
-    name = f"{split}-{shard:05d}-of-{n_shards[split]:05d}.parquet"
     path = Path(directory) / ("rejected" if split == "rejected" else "data") / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{name}.tmp")
@@ -131,7 +137,9 @@ def rows_per_shard(ds, output: dict) -> int:
     if not max_bytes:
         return int(output["rows_per_shard"])
     rows = max(ds.count(), 1)
-    per_row = max(ds.size_bytes() / rows, 1.0)
+    # Columns kept only for packing and the dedup index are no part of a shard's size.
+    extra = [c for c in ds.schema().names if c in (TOKEN_IDS, f"{INTERNAL_PREFIX}lsh_bands")]
+    per_row = max((ds.drop_columns(extra) if extra else ds).size_bytes() / rows, 1.0)
     return max(1, int(max_bytes // per_row))
 
 
@@ -161,5 +169,5 @@ def publish(ds, splits: dict[str, int], out: Path, output: dict, metadata: dict)
     shards = [s for s in written if s["split"] != "rejected"]
     rejected = [s for s in written if s["split"] == "rejected"]
     unchanged = same_files(read_json(out / "manifest.json"), shards, rejected, out)
-    snapshot.commit(("data", "rejected"), unchanged)
+    snapshot.commit(("data", "rejected", str(TOKENS)), unchanged)
     return {"shards": shards, "rejected_shards": rejected, "shards_unchanged": unchanged}
