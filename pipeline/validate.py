@@ -40,6 +40,11 @@ def check_missing(cfg: DictConfig, group: str) -> None:
 
 def check_common(cfg: DictConfig, tokenizer: bool = True) -> Path:
     """Cluster, tokenizer, output and dedup keys every command uses; returns the output directory."""
+    if "://" in str(cfg.output.dir):
+        raise ConfigError(
+            f"output.dir={cfg.output.dir}: object-store URLs are not supported yet; give a path on storage "
+            "every node mounts (NFS, a shared volume, or a bucket mounted with mountpoint-s3 / gcsfuse)"
+        )
     if cfg.cluster.mode == "remote" and not Path(cfg.output.dir).expanduser().is_absolute():
         # A submitted job runs in a temporary copy of the working dir: relative outputs vanish with it.
         raise ConfigError(
