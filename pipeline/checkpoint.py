@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
@@ -84,20 +85,22 @@ def block_ids(directory, block: int) -> list[str]:
 
 def read_block(directory, block: int, ids=None) -> pa.Table | None:
     """The checkpointed rows of plan block ``block`` (None when it has none); with ``ids`` (uint64 request
-    ids, pipeline/plan.py ``id_numbers``), only those rows. A request held by two files counts once: the
+    ids, :func:`id_numbers`), only those rows. A request held by two files counts once: the
     first file wins."""
     tables = [pq.read_table(path) for path in block_files(directory, block)]
     if not tables:
         return None
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    import numpy as np
 
     rid = table.column("id").to_numpy(zero_copy_only=False)
     _, first = np.unique(rid, return_index=True)
     keep = np.zeros(len(rid), bool)
     keep[first] = True
     if ids is not None:
-        from pipeline.plan import id_numbers
-
         keep &= np.isin(id_numbers(rid), np.asarray(ids, dtype=np.uint64))
     return table if keep.all() else table.filter(pa.array(keep))
+
+
+def id_numbers(ids) -> np.ndarray:
+    """Request ids (16 hex digits, :func:`generators.prompts.plan.request_id`) as uint64: 8 bytes an id."""
+    return np.fromiter((int(i, 16) for i in ids), dtype=np.uint64, count=len(ids))

@@ -25,6 +25,7 @@ import xxhash
 
 from generators.errors import ConfigError
 from generators.prompts.plan import request_id
+from pipeline.checkpoint import block_ids, id_numbers
 from pipeline.stages import INTERNAL_PREFIX
 
 # Plan rows per block. A power of two, so teacher batches of any power-of-two size up to it never span
@@ -128,8 +129,6 @@ def plan_blocks(batch: dict, plan: Plan) -> pa.Table:
 def find_finished(batch: dict, plan: Plan, checkpoint_dir: str) -> pa.Table:
     """Task: per block, what its checkpoints already hold: ``ids`` (the block's plan ids, as uint64 from
     their hex), ``todo`` (plan indices with no checkpointed row) and ``n_todo``."""
-    from pipeline.checkpoint import block_ids
-
     plan = shared(plan)
     blocks, ids, todo = [int(b) for b in batch["block"]], [], []
     for b in blocks:
@@ -145,8 +144,3 @@ def find_finished(batch: dict, plan: Plan, checkpoint_dir: str) -> pa.Table:
             "n_todo": pa.array([len(t) for t in todo], pa.int64()),
         }
     )
-
-
-def id_numbers(ids) -> np.ndarray:
-    """Request ids (16 hex digits, :func:`generators.prompts.plan.request_id`) as uint64: 8 bytes an id."""
-    return np.fromiter((int(i, 16) for i in ids), dtype=np.uint64, count=len(ids))
