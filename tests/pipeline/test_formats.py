@@ -176,6 +176,27 @@ def test_packed_shards_card_and_byte_sized_shards(ray_session, tmp_path):
     again = _run(tmp_path, *overrides)
     assert again["packed"]["unchanged"] and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
+    # The run's own token ids (kept by token_metrics, stored beside each data shard) are what was packed;
+    # without them every shard is tokenized again, to the same packed shards.
+    from pipeline.output.packing import TOKENS, pack_run
+
+    tokens = sorted((tmp_path / TOKENS).glob("*.parquet"))
+    assert [t.name for t in tokens] == sorted(p.name for p in (tmp_path / "data").glob("*.parquet"))
+    stored = {
+        r["id"]: np.frombuffer(r["tokens"], np.int32).tolist()
+        for t in tokens
+        for r in pq.read_table(t).to_pylist()
+    }
+    assert stored == dict(zip([r["id"] for r in kept], tok.encode([r["text"] for r in kept])))
+    digests = {
+        s["file"]: s["digest"] for split in manifest["packed"]["splits"].values() for s in split["shards"]
+    }
+    for t in tokens:
+        t.unlink()
+    repacked = pack_run(tmp_path, 64, "embedded:smollm2", 6000 // (4 * 64))  # the run's rows per packed shard
+    assert repacked["unchanged"] and len(list((tmp_path / TOKENS).glob("*.parquet"))) == len(tokens)
+    assert {s["file"]: s["digest"] for sp in repacked["splits"].values() for s in sp["shards"]} == digests
+
 
 def _split_ids(out: Path, split: str) -> set[str]:
     return {r["id"] for f in (out / "data").glob(f"{split}-*.parquet") for r in pq.read_table(f).to_pylist()}
