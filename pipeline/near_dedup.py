@@ -304,8 +304,9 @@ def write_dedup_index(ds, cfg, run_id: str, *, text_column: str = "text", id_col
 
 
 def index_run_id(output_dir: str) -> str:
-    """The cross-run dedup index entry of an output directory (one per directory)."""
-    return xxhash.xxh3_64_hexdigest(str(Path(output_dir).expanduser().resolve()).encode())
+    """The cross-run dedup index entry of an output directory (one per directory; a URI as it is)."""
+    place = str(output_dir) if "://" in str(output_dir) else str(Path(output_dir).expanduser().resolve())
+    return xxhash.xxh3_64_hexdigest(place.encode())
 
 
 def near_dedup_stage(ds, minhash: dict, output_dir: str, text_column: str = "text", **resources):

@@ -190,7 +190,9 @@ def _judge_stage(cfg: DictConfig, judge: dict, text: dict, cluster: dict) -> Sta
         raise ConfigError(
             f"filters.judge: unknown keys {unknown}; use teacher, rubrics, scale, sampling, max_chars"
         )
-    out = Path(str(cfg.output.dir)).expanduser().resolve()
+    from pipeline.validate import work_dir
+
+    out = Path(work_dir(cfg)[1]).expanduser().resolve()
     made_by = fingerprint(
         teacher, judge.get("rubrics") or {}, judge.get("scale", (1, 10)), judge.get("sampling")
     )

@@ -27,6 +27,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output.card import write_card
     from pipeline.output.packing import pack_run
     from pipeline.output.snapshot import write_json
+    from pipeline.output.store import is_uri, publish_to_store
     from pipeline.output.writer import publish, split_counter
 
     started = time.perf_counter()
@@ -111,4 +112,6 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     manifest["card"] = write_card(out, cfg, manifest)
     write_json(out / "manifest.json", manifest)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_uri(cfg.output.dir):  # an object store: the published files go there, the manifest last
+        log.info("object store: %s", publish_to_store(out, str(cfg.output.dir)))
     return manifest

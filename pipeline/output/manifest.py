@@ -88,7 +88,8 @@ def build(
     kept = reasons.get("", 0)
     return {
         "litho_version": litho_version(),
-        "output_dir": str(job.out),
+        "output_dir": str(job.cfg.output.dir) if "://" in str(job.cfg.output.dir) else str(job.out),
+        **({"work_dir": str(job.out)} if "://" in str(job.cfg.output.dir) else {}),
         "counts": {**counts, "rows_in": rows, "kept": kept, "dropped": rows - kept},
         "dropped_by_reason": {k: v for k, v in sorted(reasons.items()) if k},
         "tokens": {

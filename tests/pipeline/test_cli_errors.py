@@ -11,7 +11,6 @@ CASES = [
     (["n=-5"], "n=-5"),
     (["teacher.model=/no/such/model"], "teacher.model=/no/such/model: no such model file or directory"),
     (["output.dir=/proc/litho-out"], "output.dir=/proc/litho-out: not writable"),
-    (["output.dir=s3://bucket/run"], "output.dir=s3://bucket/run: object-store URLs are not supported yet"),
     (["generator.formats=[poem]"], "generator.formats: unknown ['poem']"),
     (["nn=3"], "nn=3: no such key in the config; check the spelling"),
     (["generator=poem"], "generator=poem: no such config option; use one of dense, instruct, layered"),
