@@ -32,7 +32,7 @@ from filters.dedup.stages import (
     part_of_label,
 )
 from filters.rules.base import DROPPED_BY
-from pipeline.partition import parts_for
+from pipeline.partition import nonempty, parts_for
 from pipeline.stages import INTERNAL_PREFIX, run_task
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ def near_dedup_dataset(
     passive = sig.map_batches(_rows, fn_kwargs={"column": "drop_reason", "kept": False}, batch_format="numpy")
     passive = passive.map_batches(_finish, **finish)
     fresh = sig.map_batches(_rows, fn_kwargs={"column": "drop_reason", "kept": True}, batch_format="numpy")
+    fresh = nonempty(fresh)  # materialized: counted, exploded and tagged without running the filter again
     n = fresh.count()
     if n == 0:
         return passive
@@ -150,8 +151,8 @@ def near_dedup_dataset(
         )
         .groupby("lsh_part")
         .map_groups(bucket_edges, batch_format="numpy", **light)
-        .materialize()
     )
+    edges = nonempty(edges)
     labels = component_labels(edges, local_edges)
     docs = labels.count()
     log.info("near dedup: %d rows, %d bucket edges, %d rows in candidate components", n, edges.count(), docs)

@@ -36,9 +36,26 @@ def key_hash(values) -> np.ndarray:
     return np.fromiter((xxhash.xxh3_64_intdigest(str(v).encode()) for v in values), np.uint64, len(values))
 
 
+def nonempty(ds):
+    """``ds`` materialized without its empty blocks. A Ray task whose every output was filtered away can
+    leave a block without columns, and a hash shuffle cannot concatenate it with the others."""
+    import ray
+
+    ds = ds.materialize()
+    refs, empty = [], 0
+    for bundle in ds.iter_internal_ref_bundles():
+        for ref, meta in zip(bundle.block_refs, bundle.metadata):
+            if meta.num_rows:
+                refs.append(ref)
+            else:
+                empty += 1
+    return ray.data.from_arrow_refs(refs) if empty and refs else ds
+
+
 def partition_map(ds, key: str, fn: Callable[[dict], dict], parts: int, **kwargs):
     """``fn(rows, **kwargs)`` over the rows of each partition of column ``key``; ``fn`` gets and returns
     a dict of numpy arrays."""
+    ds = nonempty(ds)
     tagged = ds.map_batches(_tag, fn_kwargs={"key": key, "parts": parts}, batch_format="numpy")
     return tagged.groupby(PART).map_groups(_run, fn_kwargs={"fn": fn, "kwargs": kwargs}, batch_format="numpy")
 

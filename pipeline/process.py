@@ -245,29 +245,74 @@ def _threshold(batch: dict, bounds: dict) -> dict:
     return ThresholdFilter(bounds, name="quantile_bands")(batch)
 
 
+BROADCAST_DUPLICATES = 2_000_000  # duplicate ids every task reads (~40 MB); more: the rows are shuffled
+
+
 def exact_dedup(ds, text_column: str = "text", num_cpus: float = 0.25):
     """Dataset stage: mark all but the smallest id of each group of identical (normalised) kept texts.
 
-    Rows are hash-partitioned by their text hash (:mod:`pipeline.partition`), so every group of
-    identical texts is decided inside one task; nothing per row reaches the driver.
+    Ids and text hashes (not the texts) are hash-partitioned by text hash (:mod:`pipeline.partition`),
+    so every group of identical texts is decided inside one task. The duplicates found are marked by
+    a map whose tasks read them from the object store by reference; when there are more than
+    :data:`BROADCAST_DUPLICATES`, the whole rows are partitioned by text hash instead and marked where
+    they are decided. Nothing per row reaches the driver.
     """
-    from pipeline.partition import partition_map, parts_for
+    from pipeline.partition import nonempty, partition_map, parts_for
 
-    ds = ds.map_batches(
-        _hash, fn_kwargs={"text_column": text_column}, batch_format="numpy", num_cpus=num_cpus
-    ).materialize()
-    return partition_map(ds, "text_hash", _dedup_partition, parts_for(ds))
+    ds = nonempty(
+        ds.map_batches(_hash, fn_kwargs={"text_column": text_column}, batch_format="numpy", num_cpus=num_cpus)
+    )
+    parts = parts_for(ds)
+    keys = ds.select_columns(["id", "text_hash", "drop_reason"])
+    drops = nonempty(partition_map(keys, "text_hash", _drops_in_partition, parts))
+    found = drops.count()
+    log.info("exact dedup: %d duplicates", found)
+    if found > BROADCAST_DUPLICATES:
+        return partition_map(ds, "text_hash", _dedup_partition, parts)
+    refs = drops.to_arrow_refs() if found else []
+    return ds.map_batches(_mark_from_refs, fn_kwargs={"refs": refs}, batch_format="numpy")
 
 
 def _hash(batch: dict, text_column: str) -> dict:
     return ExactHash(text_column)(batch)
 
 
-def _dedup_partition(batch: dict) -> dict:
+def _drop_map(batch: dict) -> dict:
     kept = np.asarray(batch["drop_reason"], dtype=object) == ""
     ids = np.asarray(batch["id"], dtype=object)[kept]
     hashes = np.asarray(batch["text_hash"])[kept]
-    return _mark_duplicates(batch, duplicates_to_drop(list(ids), [int(h) for h in hashes]))
+    return duplicates_to_drop(list(ids), [int(h) for h in hashes])
+
+
+def _drops_in_partition(batch: dict) -> dict:
+    drop = _drop_map(batch)
+    return {
+        "id": np.asarray(list(drop), dtype=object),
+        "duplicate_of": np.asarray(list(drop.values()), dtype=object),
+    }
+
+
+def _dedup_partition(batch: dict) -> dict:
+    return _mark_duplicates(batch, _drop_map(batch))
+
+
+_DROPS: dict[tuple, dict] = {}
+
+
+def _mark_from_refs(batch: dict, refs: list) -> dict:
+    """``_mark_duplicates`` with the duplicates read once per worker from the object store."""
+    key = tuple(r.hex() for r in refs)
+    if key not in _DROPS:
+        import ray
+
+        _DROPS.clear()
+        tables = ray.get(list(refs)) if refs else []
+        _DROPS[key] = {
+            i: k
+            for t in tables
+            for i, k in zip(t.column("id").to_pylist(), t.column("duplicate_of").to_pylist())
+        }
+    return _mark_duplicates(batch, _DROPS[key])
 
 
 def _mark_duplicates(batch: dict, drop: dict) -> dict:

@@ -118,7 +118,9 @@ def write_shards(
     """
     if not n_shards:
         return []
-    ds = ds.map_batches(
+    from pipeline.partition import nonempty
+
+    ds = nonempty(ds).map_batches(
         _assign,
         fn_kwargs={"n_shards": n_shards, "validation_fraction": validation_fraction},
         batch_format="numpy",

@@ -138,3 +138,24 @@ def test_cross_run_index_blocks_earlier_texts_but_not_a_rerun(ray_session, tmp_p
     assert again["counts"]["kept"] == 12
     other = _run(tmp_path / "b", "n=12", *near)  # same texts into a new dir: all seen in an earlier run
     assert other["counts"]["kept"] == 0 and other["dropped_by_reason"] == {"near_duplicate": 12}
+
+
+def test_exact_dedup_by_reference_and_by_shuffled_rows_write_the_same_shards(
+    ray_session, tmp_path, monkeypatch
+):
+    from pipeline import process
+
+    overrides = ("n=40", "teacher.duplicate_rate=0.3", "output.rows_per_shard=9")
+    _run(tmp_path / "refs", *overrides)
+    monkeypatch.setattr(process, "BROADCAST_DUPLICATES", 0)  # every duplicate above the limit: rows shuffled
+    manifest = _run(tmp_path / "rows", *overrides)
+    assert manifest["dropped_by_reason"]["exact_duplicate"] >= 5
+
+    def digests(out: Path) -> dict:
+        return {
+            f"{f.parent.name}/{f.name}": f.read_bytes()
+            for d in ("data", "rejected")
+            for f in sorted((out / d).glob("*.parquet"))
+        }
+
+    assert digests(tmp_path / "refs") == digests(tmp_path / "rows") != {}
