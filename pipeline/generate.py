@@ -209,15 +209,17 @@ def to_generate(plan: Plan, checkpoint_dir: Path):
     return rows.map_batches(plan_blocks, fn_kwargs={"plan": plan}, **_PLAN_TASK), blocks, todo
 
 
-_PLAN_TASK = {"batch_size": 1, "batch_format": "numpy"}  # one plan block per task call
+_PLAN_TASK = {"batch_size": 1, "batch_format": "numpy", "num_cpus": 0.25}  # one plan block per task call
 
 
 def generate(todo, spec: StageSpec):
     """Answer the plan rows ``todo`` with the teacher stage; return the (materialized) failed rows.
 
-    Successful rows go to checkpoint files, not into the returned dataset.
+    Successful rows go to checkpoint files, not into the returned dataset. The rows to generate are
+    planned first (into the object store, spilled to disk when large): teacher actors may hold every
+    CPU of a small cluster for their whole pass, and plan tasks upstream of them would then never run.
     """
-    return apply_one(todo, spec).materialize()
+    return apply_one(todo.materialize(), spec).materialize()
 
 
 def generated(plan: Plan, checkpoint_dir: Path, blocks=None, errors=None):
