@@ -39,6 +39,10 @@ BACKENDS = {
         "generators.teachers.vllm.VLLMTeacher",
         dict(dtype="bfloat16", max_model_len=1024, enforce_eager=True),
     ),
+    "vllm-2cores": (  # vLLM keeps one core for its scheduler by default; here the worker binds both
+        "generators.teachers.vllm.VLLMTeacher",
+        dict(dtype="bfloat16", max_model_len=1024, threads=2),
+    ),
     "hf": ("generators.teachers.hf.HFTeacher", dict(dtype="bfloat16", device="cpu", batch_size=32)),
     "fast": ("generators.teachers.fast.FastTeacher", dict(dtype="bfloat16", device="cpu", max_batch=128)),
 }

@@ -202,14 +202,14 @@ def engine():
 def test_128_seeded_requests_in_one_call_and_a_text_depends_only_on_its_request(engine):
     # 128 prompts exceed one step's token budget: with chunked prefill vLLM's CPU engine died here
     # ("CPU Generator does not use offset") as soon as requests carried seeds.
-    engine.sampling = SamplingParams(**{**SAMPLED, "max_new_tokens": 8})
+    engine.sampling = SamplingParams(**{**SAMPLED, "max_new_tokens": 6})
     requests = [ask(i, f"{TOPICS[i % len(TOPICS)]}, part {i}") for i in range(128)]
     batch = engine.generate(requests)
     assert [c.id for c in batch] == [r.id for r in requests]
     assert {c.finish_reason for c in batch} <= {"stop", "length"} and all(c.text for c in batch)
     alone = engine.generate(requests[5:8])
     assert [c.text for c in alone] == [c.text for c in batch[5:8]]
-    engine.sampling = SamplingParams(**{**SAMPLED, "max_new_tokens": 8, "seed": 4})
+    engine.sampling = SamplingParams(**{**SAMPLED, "max_new_tokens": 6, "seed": 4})
     reseeded = engine.generate(requests[:16])
     assert sum(a.text != b.text for a, b in zip(reseeded, batch[:16])) >= 8
 
@@ -219,13 +219,13 @@ def test_128_seeded_requests_in_one_call_and_a_text_depends_only_on_its_request(
 def test_greedy_texts_match_the_hf_teacher(engine):
     from generators.teachers.hf import HFTeacher
 
-    greedy = dict(max_new_tokens=16, temperature=0.0, repetition_penalty=1.0)
+    greedy = dict(max_new_tokens=12, temperature=0.0, repetition_penalty=1.0)
     engine.sampling = SamplingParams(**greedy)
-    hf = HFTeacher("embedded:smollm2", device="cpu", dtype="float32", batch_size=1, sampling=greedy)
-    ours, theirs = engine.generate(REQUESTS), hf.generate(REQUESTS)
+    hf = HFTeacher("embedded:smollm2", device="cpu", dtype="float32", batch_size=4, sampling=greedy)
+    ours, theirs = engine.generate(REQUESTS[:4]), hf.generate(REQUESTS[:4])
     assert [c.prompt_tokens for c in ours] == [c.prompt_tokens for c in theirs]  # the same chat template
     same = sum(a.text == b.text for a, b in zip(ours, theirs))
-    assert same >= len(REQUESTS) - 1, [(a.text, b.text) for a, b in zip(ours, theirs)]
+    assert same >= 3, [(a.text, b.text) for a, b in zip(ours, theirs)]
 
 
 @pytest.mark.vllm
