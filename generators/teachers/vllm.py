@@ -137,11 +137,11 @@ class VLLMTeacher:
         self.sampling = SamplingParams.from_config(sampling)
         self.path = str(materialize(resolve(model, "teacher.model", allow_network), cache_dir))
         cuda = float(num_gpus or 0) > 0
-        if not cuda:
-            if threads:
-                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}")
-            if not allow_network:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if threads and not cuda:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}")
+        if not allow_network:  # no hub look-ups, and none of vLLM's usage reports either
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         prefill = cuda if chunked_prefill is None else bool(chunked_prefill)
         kv_bytes = None if kv_cache_gib is None and cuda else int(float(kv_cache_gib or 2) * 2**30)
         self.engine_args = dict(

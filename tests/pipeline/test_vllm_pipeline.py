@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "VLLM_NO_USAGE_STATS": "1"}
 SMALL_RUN = [
     "n=8",
     "teacher.sampling.max_new_tokens=48",
@@ -27,7 +28,7 @@ SMALL_RUN = [
 
 
 def _litho(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **OFFLINE}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "generate", *args],
         cwd=ROOT,
@@ -114,7 +115,7 @@ def vllm_server(tmp_path_factory):
     ]  # fmt: skip
     with open(log, "w") as sink:
         server = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **OFFLINE}
         )
     url = f"http://127.0.0.1:{port}/v1"
     try:
