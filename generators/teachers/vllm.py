@@ -92,7 +92,8 @@ class VLLMTeacher:
         name: Name recorded in the output; defaults to the spec.
         num_gpus: GPUs of this actor (``cluster.teacher_gpus``); the engine runs tensor parallel over
             them, and on the CPU when 0.
-        dtype: ``auto`` (bf16 where vLLM's backend supports it), ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``auto`` (bf16 on the CPU; on CUDA vLLM's choice for the model), ``float32``, ``bfloat16``
+            or ``float16``.
         max_model_len: Longest prompt + completion per request; a longer prompt fails alone.
         max_num_seqs: Requests the engine decodes together.
         kv_cache_gib: KV cache size in GiB; ``None`` = vLLM's share of GPU memory on CUDA, 2 GiB on the
