@@ -37,6 +37,13 @@ OPERATIONAL_KEYS = {
     "backoff_s",
     "backoff_max_s",
     "max_seq_len",
+    # teacher=vllm: engine sizing and scheduling; the texts depend only on each request's seed.
+    "max_num_seqs",
+    "kv_cache_gib",
+    "gpu_memory_utilization",
+    "chunked_prefill",
+    "enforce_eager",
+    "engine_kwargs",
 }
 
 
