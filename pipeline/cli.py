@@ -8,6 +8,7 @@ installed script (what ``make submit`` runs inside ``ray job submit``).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 from collections.abc import Callable
@@ -79,23 +80,89 @@ def check_overrides(command: str, config_name: str, overrides: list[str]) -> str
         with initialize_config_module(config_module="conf", version_base=None):
             compose(config_name=config_name, overrides=overrides)
     except MissingConfigException as exc:
-        lines = [ln.strip() for ln in str(exc).split("Config search path")[0].splitlines() if ln.strip()]
-        group = next((o for o in overrides if f"'{o.split('=')[0]}/" in lines[0]), lines[0])
-        options = [ln for ln in lines[1:] if not ln.startswith("Available options")]
-        return f"{group}: no such config option; use one of {', '.join(options)}" if options else lines[0]
+        return _missing_option(config_name, overrides, str(exc))
     except ConfigCompositionException as exc:
         text = str(exc)
         if text.startswith("Could not override '"):
             key = text.split("'")[1]
             given = next((o for o in overrides if o.split("=")[0] == key), key)
+            known = _known_keys(config_name, [o for o in overrides if o != given])
+            close = closest_key(key, known)
+            value = given.partition("=")[2]
+            hint = f"did you mean {close}={value}? " if close else "check the spelling "
             return (
-                f"{given}: no such key in the config; check the spelling (litho {command} --cfg job prints "
-                f"every key) or write +{given} to add a new one"
+                f"{given}: no such key in the config; {hint}(litho {command} --cfg job prints every key) "
+                f"or write +{given} to add a new one"
             )
         return _one_line(text)
     except OverrideParseException as exc:
         return f"bad override syntax: {_one_line(str(exc))} (Hydra's override grammar)"
     return None
+
+
+def _missing_option(config_name: str, overrides: list[str], text: str) -> str:
+    """A config group given an option it does not have: the options, the closest one, and for a path
+    given to a group with a ``dir`` key (``output=/data/x``) the key that takes the path."""
+    lines = [ln.strip() for ln in text.split("Config search path")[0].splitlines() if ln.strip()]
+    given = next((o for o in overrides if f"'{o.split('=')[0].lstrip('+~')}/" in lines[0]), None)
+    options = [ln for ln in lines[1:] if not ln.startswith("Available options")]
+    if given is None or not options:
+        return lines[0]
+    group, _, value = given.lstrip("+~").partition("=")
+    message = f"{given}: no such config option; use one of {', '.join(options)}"
+    if "/" in value or value.startswith((".", "~")):
+        if f"{group}.dir" in _known_keys(config_name, [o for o in overrides if o != given]):
+            return (
+                f"{given}: {group} is a config group ({', '.join(options)}), not a directory; "
+                f"write {group}.dir={value}"
+            )
+    close = difflib.get_close_matches(value, options, n=1)
+    return f"{message}; did you mean {group}={close[0]}?" if close else message
+
+
+def _known_keys(config_name: str, overrides: list[str]) -> set[str]:
+    """Every dotted key of the composed config (with ``overrides`` if they compose, else without)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import DictConfig, OmegaConf
+
+    cfg = None
+    for attempt in (overrides, []):
+        try:
+            with initialize_config_module(config_module="conf", version_base=None):
+                cfg = compose(config_name=config_name, overrides=attempt)
+            break
+        except Exception:
+            continue
+    keys: set[str] = set()
+
+    def walk(node, prefix: str) -> None:
+        for key in node:
+            name = f"{prefix}{key}"
+            keys.add(name)
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+                walk(child, f"{name}.")
+
+    if cfg is not None:
+        OmegaConf.set_struct(cfg, False)
+        walk(cfg, "")
+    return keys
+
+
+def closest_key(key: str, known: set[str]) -> str | None:
+    """The known key a mistyped ``key`` most likely meant: a key ending in it (a missing prefix), else
+    the closest sibling under the same parent, else the closest key overall (difflib)."""
+    bare = key.lstrip("+~")
+    ends = sorted(k for k in known if k.endswith(f".{bare}"))
+    if ends:
+        return ends[0]
+    parent, _, leaf = bare.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = difflib.get_close_matches(leaf, list(siblings), n=1)
+    if close:
+        return siblings[close[0]]
+    close = difflib.get_close_matches(bare, sorted(known), n=1)
+    return close[0] if close else None
 
 
 def _one_line(text: str) -> str:
