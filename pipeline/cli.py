@@ -17,7 +17,10 @@ from generators.errors import ConfigError
 
 # command -> its primary config in conf/; every command runs pipeline.run:run.
 COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus"}
-USAGE = "usage: litho {generate,score,dedup} [key=value ...]   (litho COMMAND --help for its config)"
+USAGE = (
+    "usage: litho {generate,score,dedup} [key=value ...]   (litho COMMAND --help for its config)\n"
+    "       litho report [OUT_DIR]                          (report.html of an existing output)"
+)
 
 
 def report_and_exit(work: Callable[[], dict], cfg) -> None:
@@ -65,6 +68,8 @@ def summary_table(manifest: dict) -> str:
     lines.append(
         f"manifest: {manifest['output_dir']}/manifest.json   time: {manifest['timings_s']['total_s']} s"
     )
+    if manifest.get("report"):
+        lines.append(f"report: {manifest['output_dir']}/{manifest['report']}  (open it in a browser)")
     return "\n".join(lines)
 
 
@@ -169,8 +174,37 @@ def _one_line(text: str) -> str:
     return "; ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
+def report_command(argv: list[str]) -> None:
+    """``litho report [OUT_DIR]``: build ``report.html`` again for a finished output directory."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="litho report", description="Write report.html into the output directory of a finished run."
+    )
+    parser.add_argument(
+        "out_dir", nargs="?", default="runs/latest", help="output.dir of the run (runs/latest)"
+    )
+    out = Path(parser.parse_args(argv).out_dir)
+    if not (out / "manifest.json").is_file():
+        print(
+            f"litho: error: {out}: no manifest.json here; give the output.dir of a finished litho generate, "
+            "score or dedup run",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    from pipeline.output.report import write_report
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    name = write_report(out, strict=True)
+    print(f"report: {(out / name).resolve()}  (open it in a browser)")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        report_command(argv[1:])
+        return
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
