@@ -199,7 +199,8 @@ def timings(wall: list[tuple[str, float]], stages: list[dict]):
 def cluster_sizes(sizes: dict[int, int], title: str):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(min(1.5 + 0.4 * len(sizes), 7.0), 2.2))
-    ax.bar([str(k) for k in sizes], list(sizes.values()), color=KEPT, width=0.6)
+    ax.bar(range(len(sizes)), list(sizes.values()), color=KEPT, width=0.6)
+    ax.set_xticks(range(len(sizes)), [str(k) for k in sizes])
     ax.set_xlabel("cluster size (rows)")
     ax.set_ylabel("clusters")
     ax.set_title(title)
