@@ -68,9 +68,11 @@ def write_batch(directory: Path, table: pa.Table, timing: dict | None = None) ->
     return path
 
 
-def batch_timing(path: Path) -> dict | None:
-    """The ``timing`` a batch file was written with (None for files from before it was recorded)."""
-    raw = (pq.read_schema(path).metadata or {}).get(TIMING_KEY)
+def batch_timing(source: Path | pa.Schema) -> dict | None:
+    """The ``timing`` a batch file (or its schema) was written with; None for files from before it was
+    recorded."""
+    schema = source if isinstance(source, pa.Schema) else pq.read_schema(source)
+    raw = (schema.metadata or {}).get(TIMING_KEY)
     return json.loads(raw) if raw else None
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.output import report_data as data
+from pipeline.output import report_examples as ex
 from pipeline.output import report_plots as plots
 from pipeline.output.report_teacher import phases, teacher_batches
 
@@ -90,7 +91,7 @@ def build(out: Path, manifest: dict, config: dict) -> tuple[str, bytes]:
         "stages": stage_seconds,
         "plot": plots.svg_uri(plots.timings(wall, stage_seconds)),
     }
-    duplicates = data.duplicates(rows, manifest)
+    duplicates = ex.duplicates(rows, manifest)
     context["examples"], context["duplicates"] = _examples(out, config, rows, scores, duplicates)
     return _render(context), headline
 
@@ -134,16 +135,16 @@ def _examples(out: Path, config: dict, rows: data.Rows, scores: list[str], dupli
     pairs, with their texts read from the shards in one pass."""
     picks = []
     for column in (c for c in scores if not data.LAYER_GROUP.search(c)):
-        found = data.extremes(rows, column)
+        found = ex.extremes(rows, column)
         if found and found[0][2] != found[-1][2]:  # a constant score has no extremes worth reading
             picks.append((column, found))
-    typical = data.typical_dropped(rows, scores)
+    typical = ex.typical_dropped(rows, scores)
     ids = {i for _, found in picks for _, i, _ in found} | set(typical.values())
     for kind in ("exact", "near"):
         pair = ((duplicates or {}).get(kind) or {}).get("pair")
         if pair:
             ids |= set(pair)
-    texts = data.texts(out, ids, str(config.get("text_column", "text")))
+    texts = ex.texts(out, ids, str(config.get("text_column", "text")))
     view = lambda i: _view(texts.get(i, {"id": i, "text": ""}))  # noqa: E731
     examples = {
         "scores": [
@@ -158,7 +159,7 @@ def _examples(out: Path, config: dict, rows: data.Rows, scores: list[str], dupli
             if entry and entry.get("pair"):
                 a, b = (texts.get(i) for i in entry["pair"])
                 entry["views"] = [view(i) for i in entry["pair"]]
-                entry["jaccard"] = data.pair_jaccard(a["text"], b["text"], ngram) if a and b else None
+                entry["jaccard"] = ex.pair_jaccard(a["text"], b["text"], ngram) if a and b else None
             if entry and entry.get("sizes"):
                 title = f"{kind} duplicate clusters"
                 entry["plot"] = plots.svg_uri(plots.cluster_sizes(entry["sizes"], title))

@@ -29,13 +29,14 @@ def teacher_batches(out: Path, config: dict, manifest: dict) -> dict | None:
     files = sorted(directory.glob("gen-*.parquet")) if directory.is_dir() else []
     batches = []
     for path in files:
-        timing = batch_timing(path) or {}
-        tokens = pq.read_table(path, columns=["completion_tokens"]).column("completion_tokens")
+        file = pq.ParquetFile(path)  # one open per batch: a 100k-row run has thousands of them
+        timing = batch_timing(file.schema_arrow) or {}
+        tokens = file.read(columns=["completion_tokens"]).column("completion_tokens")
         seconds = timing.get("seconds")
         end = timing["started_at"] + seconds if timing.get("started_at") is not None else path.stat().st_mtime
         batches.append(
             {
-                "rows": pq.read_metadata(path).num_rows,
+                "rows": file.metadata.num_rows,
                 "tokens": int(np.nansum(tokens.to_numpy(zero_copy_only=False).astype(float))),
                 "start": timing.get("started_at"),
                 "end": end,

@@ -15,6 +15,7 @@ import pytest
 
 from filters.rules.thresholds import band_bounds
 from pipeline.output import report_data as data
+from pipeline.output import report_examples as ex
 from pipeline.output.manifest import summarize
 from pipeline.output.report import build, write_report
 
@@ -135,10 +136,10 @@ def test_examples_pick_extremes_and_the_typical_dropped_row(tmp_path):
     rows = data.read_rows(out, ["score"])
     kept = rows.kept
     values, ids = rows.column("score")[kept], rows.column("id")[kept]
-    found = dict((w, (i, v)) for w, i, v in data.extremes(rows, "score"))
+    found = dict((w, (i, v)) for w, i, v in ex.extremes(rows, "score"))
     assert found["lowest"] == (ids[values.argmin()], values.min())
     assert found["highest"] == (ids[values.argmax()], values.max())
-    typical = data.typical_dropped(rows, ["score"])
+    typical = ex.typical_dropped(rows, ["score"])
     assert set(typical) == {"teacher_error", "too_short", "exact_duplicate", "score_above_max"}
     mine = rows.column("drop_reason") == "too_short"
     scores = rows.column("score")[mine]
@@ -149,12 +150,12 @@ def test_examples_pick_extremes_and_the_typical_dropped_row(tmp_path):
 def test_duplicate_clusters_and_pair(tmp_path):
     out, manifest, _ = _output(tmp_path)
     rows = data.read_rows(out, ["score"])
-    found = data.duplicates(rows, manifest)
+    found = ex.duplicates(rows, manifest)
     assert found["exact"]["dropped"] == 3 and found["exact"]["sizes"] == {4: 1}
     duplicate, kept = found["exact"]["pair"]
     assert kept == "0020" and duplicate in {"0008", "0009", "0010"}
-    assert data.pair_jaccard("a b c d e f", "a b c d e f", 5) == 1.0
-    assert data.pair_jaccard("a b c d e f", "a b c d e g", 5) == pytest.approx(1 / 3)
+    assert ex.pair_jaccard("a b c d e f", "a b c d e f", 5) == 1.0
+    assert ex.pair_jaccard("a b c d e f", "a b c d e g", 5) == pytest.approx(1 / 3)
 
 
 def test_report_html_is_self_contained_and_escapes_texts(tmp_path):

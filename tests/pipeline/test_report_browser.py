@@ -234,3 +234,26 @@ def test_report_numbers_equal_the_manifest(run_dir, dom):
     near = _cells(dom, **{"data-duplicates": "near"})[0]["text"]
     assert _number(near.split(" rows dropped")[0]) == manifest["dropped_by_reason"]["near_duplicate"]
     assert _number(_cells(dom, **{"data-jaccard": "near"})[0]["text"]) >= 0.8  # the dedup threshold
+
+
+@pytest.mark.parametrize("command, config_name", [("score", "score"), ("dedup", "dedup_corpus")])
+def test_score_and_dedup_outputs_get_a_report(run_dir, tmp_path, command, config_name):
+    from pipeline.run import run
+
+    out = tmp_path / command
+    overrides = [f"input={run_dir / 'data'}", f"output.dir={out}", "id_column=id"]
+    manifest = run(
+        compose(*overrides, *(["filters.lm=null"] if command == "score" else []), config_name=config_name),
+        command,
+    )
+    assert manifest["report"] == "report.html"
+    parser = _Dom()
+    parser.feed((out / "report.html").read_text())
+    assert {"funnel", "timings", "config"} <= set(parser.sections) and "throughput" not in parser.sections
+    assert ("duplicates" in parser.sections) == (command == "dedup")
+    funnel = [m["attrs"]["data-step"] for m in parser.marked if "data-step" in m["attrs"]]
+    assert funnel[0] == "rows in" and funnel[-1] == "kept"
+    if command == "score":
+        assert "scores" in parser.sections and any(
+            i["alt"] == "histogram of fertility" for i in parser.images
+        )
