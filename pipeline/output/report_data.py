@@ -86,7 +86,8 @@ def read_rows(out: Path, scores: list[str], sample: int = SAMPLE_ROWS, seed: int
             if keep < 1.0:
                 table = table.filter(pa.array(rng.random(table.num_rows) < keep))
             parts.append(table)
-    table = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({"drop_reason": []})
+    empty = pa.table({"id": pa.array([], pa.string()), "drop_reason": pa.array([], pa.string())})
+    table = pa.concat_tables(parts, promote_options="permissive") if parts else empty
     return Rows(table, total, dict(rows_by), dict(tokens_by))
 
 
@@ -97,7 +98,9 @@ def funnel(manifest: dict, rows: Rows) -> list[dict]:
     ``left`` / ``tokens_left`` (what remains after it) and ``kind`` (start, drop, kept).
     """
     counts = manifest["counts"]
-    tokens = rows.tokens_by_reason or None
+    # Token totals need every row: without rejected/ (output.write_rejected=false) only rows are known.
+    complete = all(rows.rows_by_reason.get(r) == n for r, n in manifest.get("dropped_by_reason", {}).items())
+    tokens = rows.tokens_by_reason if rows.tokens_by_reason and complete else None
     total_tokens = sum(tokens.values()) if tokens else None
     steps = []
     left, tokens_left = counts["rows_in"], total_tokens

@@ -219,3 +219,14 @@ def test_probe_json_of_any_shape_becomes_tables():
         "rows": [["1", "0.1235", ""], ["2", "", "x"]],
     }
     assert tables[2]["title"] == "probe.cfg" and tables[2]["rows"] == [["k", "1"]]
+
+
+def test_without_rejected_shards_tokens_are_unknown_but_rows_add_up(tmp_path):
+    out, manifest, config = _output(tmp_path)
+    (out / "rejected" / "rejected.parquet").unlink()  # output.write_rejected=false
+    rows = data.read_rows(out, ["n_tokens", "score"])
+    steps = data.funnel(manifest, rows)
+    assert [s["tokens"] for s in steps] == [None] * len(steps)
+    assert steps[-1]["rows"] == steps[-2]["left"] == manifest["counts"]["kept"]
+    html, _ = build(out, manifest, config)
+    assert 'id="funnel"' in html and 'id="scores"' in html

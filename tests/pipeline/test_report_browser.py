@@ -151,6 +151,10 @@ def test_report_renders_in_chromium(run_dir, dom, tmp_path):
     kept_blue = np.abs(pixels - np.array([0x3B, 0x75, 0xAF])).sum(axis=2) < 40
     assert kept_blue.sum() > 2000, "no plot was drawn (the kept-rows colour is missing)"
 
+    card = (run_dir / "README.md").read_text()  # the dataset card links the report, shows its funnel
+    assert "[report.html](report.html)" in card and "](report-funnel.png)" in card
+    assert (run_dir / "report-funnel.png").read_bytes()[:4] == b"\x89PNG"
+
     assert [s for s in dom.sections] == list(SECTIONS)
     plots = [img for img in dom.images if "plot" in img.get("class", "")]
     alts = {img["alt"] for img in plots}
