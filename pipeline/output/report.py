@@ -224,12 +224,13 @@ def _cell(value) -> str:
 
 
 def _number(value, digits: int = 4) -> str:
+    """Integers and values of 1,000 or more with thousands separators, others to ``digits`` significant digits."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "—"
-    if isinstance(value, int | np.integer) or (
-        isinstance(value, float) and value.is_integer() and abs(value) >= 1e3
-    ):
+    if isinstance(value, int | np.integer):
         return f"{int(value):,}"
+    if abs(value) >= 10 ** max(digits - 1, 3):
+        return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
 

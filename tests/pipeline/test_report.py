@@ -230,3 +230,20 @@ def test_without_rejected_shards_tokens_are_unknown_but_rows_add_up(tmp_path):
     assert steps[-1]["rows"] == steps[-2]["left"] == manifest["counts"]["kept"]
     html, _ = build(out, manifest, config)
     assert 'id="funnel"' in html and 'id="scores"' in html
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        (5663, "5,663"),
+        (1173.4, "1,173"),
+        (1171.0, "1,171"),
+        (6.1637, "6.164"),
+        (0.000123456, "0.0001235"),
+        (None, "—"),
+    ],
+)
+def test_numbers_read_alike(value, shown):
+    from pipeline.output.report import _number
+
+    assert _number(value) == shown
