@@ -36,11 +36,13 @@ def _pyplot():
 
 
 def svg_uri(fig) -> str:
+    """The figure as an SVG data URI; cropped to its contents unless it has fixed margins (a
+    ``litho_fixed`` attribute: cropping draws the figure twice, and histograms are most figures)."""
     buffer = io.BytesIO()
     fig.savefig(
         buffer,
         format="svg",
-        bbox_inches="tight",
+        bbox_inches=None if getattr(fig, "litho_fixed", False) else "tight",
         metadata={"Date": None, "Creator": None, "Format": None, "Type": None},
     )
     _pyplot().close(fig)
@@ -126,6 +128,8 @@ def histogram(column: str, kept: np.ndarray, dropped: np.ndarray, lines: list[di
     ax.set_title(column)
     ax.set_ylabel("rows")
     ax.legend(fontsize=6, frameon=False)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.9)
+    fig.litho_fixed = True
     return fig
 
 
