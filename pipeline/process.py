@@ -224,8 +224,9 @@ def pull(ds, columns: list[str]) -> pa.Table:
     import ray
 
     refs = ds.select_columns(columns).to_arrow_refs()
-    tables = ray.get(refs)
-    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+    tables = [t for t in ray.get(refs) if t.num_rows]
+    # Blocks may type a column differently (an all-null block reads as null): unify their schemas.
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({c: [] for c in columns})
 
 
 def quantile_bands(ds, bands: dict):
