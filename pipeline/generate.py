@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -63,9 +65,10 @@ class GenerateStage:
         ids = [str(i) for i in batch["id"]]
         if not ids:
             return batch
-        started = time.perf_counter()
+        started_at, started = time.time(), time.perf_counter()
         steps = self._run_steps(batch, ids)
-        self._report(steps, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self._report(steps, seconds)
         completions = [row_steps[-1] for row_steps in steps]
         out = {k: list(v) for k, v in batch.items()}
         out.update(
@@ -86,10 +89,17 @@ class GenerateStage:
         blocks = np.asarray(out.pop(BLOCK, np.zeros(len(ids), np.int64)))
         failed = np.asarray(out["finish_reason"], dtype=object) == FINISH_ERROR
         if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
-            for block in np.unique(blocks[~failed]).tolist():
+            good = np.flatnonzero(~failed)
+            start = started_at
+            for block in np.unique(blocks[good]).tolist():
                 rows = np.flatnonzero(~failed & (blocks == block)).tolist()
                 table = pa.table({k: [v[i] for i in rows] for k, v in out.items()})
-                write_batch(block_dir(self.checkpoint_dir, block), table)
+                # A batch spanning plan blocks is one file per block: each gets its share of the batch's
+                # seconds, back to back, so the report's per-file rates and time span stay the batch's.
+                share = seconds * len(rows) / len(good)
+                timing = {"started_at": start, "seconds": share, "worker": f"{platform.node()}:{os.getpid()}"}
+                write_batch(block_dir(self.checkpoint_dir, block), table, timing)
+                start += share
         if failed.any():
             log.warning("%d of %d requests failed in this batch", int(failed.sum()), len(ids))
         arrays = {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}

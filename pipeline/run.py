@@ -26,6 +26,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output import manifest as manifests
     from pipeline.output.card import write_card
     from pipeline.output.packing import pack_run
+    from pipeline.output.report import write_report
     from pipeline.output.snapshot import write_json
     from pipeline.output.store import is_uri, publish_to_store
     from pipeline.output.writer import publish, split_counter
@@ -108,8 +109,9 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             )
     manifest["timings_s"]["total_s"] = round(time.perf_counter() - started, 2)
 
-    # Card: README.md beside the shards; then the manifest and the resolved config.
+    # Card: README.md beside the shards, and report.html; then the manifest and the resolved config.
     manifest["card"] = write_card(out, cfg, manifest)
+    manifest["report"] = write_report(out, manifest, cfg)  # report.html: plots, examples, timings
     write_json(out / "manifest.json", manifest)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if is_uri(cfg.output.dir):  # an object store: the published files go there, the manifest last

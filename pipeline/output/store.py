@@ -2,7 +2,7 @@
 
 The run works in ``output.work_dir`` (checkpoints, staging, shards: a path every node shares, as for
 any run), then :func:`publish_to_store` copies what it published (``data/``, ``rejected/``,
-``packed/``, ``README.md``, ``config.yaml``) to the store through ``pyarrow.fs``, removes the store's
+``packed/``, ``README.md``, ``report.html`` and its funnel plot, ``config.yaml``) to the store through ``pyarrow.fs``, removes the store's
 shards that the run no longer has, and writes ``manifest.json`` last: a reader that lists shards from
 the manifest never sees a half-copied set. Files whose name and content digest the store's manifest
 already lists are not copied again, so a rerun that changed nothing rewrites nothing.
@@ -23,7 +23,7 @@ import xxhash
 from generators.errors import ConfigError
 
 FOLDERS = ("data", "rejected", "packed")
-FILES = ("README.md", "config.yaml")
+FILES = ("README.md", "report.html", "report-funnel.png", "config.yaml")  # the card links the report
 
 
 def is_uri(path: str) -> bool:

@@ -68,7 +68,7 @@ def test_run_publishes_to_s3_and_a_rerun_copies_nothing(ray_session, s3, tmp_pat
     with fs.open_input_stream("litho-test/runs/one/manifest.json") as f:
         assert b'"kept": ' + str(local["counts"]["kept"]).encode() in f.read()
     assert manifest["output_dir"] == uri and manifest["counts"] == local["counts"]
-    for name in ("README.md", "config.yaml"):
+    for name in ("README.md", "report.html", "report-funnel.png", "config.yaml"):
         assert fs.get_file_info(f"litho-test/runs/one/{name}").size > 0
 
     stale = "litho-test/runs/one/data/train-00099-of-00100.parquet"  # a shard this run does not have
@@ -77,7 +77,8 @@ def test_run_publishes_to_s3_and_a_rerun_copies_nothing(ray_session, s3, tmp_pat
     from pipeline.output.store import publish_to_store
 
     again = publish_to_store(tmp_path / "work", uri)
-    assert again["copied"] == 2 and again["removed"] == 1  # README.md and config.yaml; shards kept
+    # README.md, report.html, report-funnel.png and config.yaml (not in the manifest); shards kept
+    assert again["copied"] == 4 and again["removed"] == 1
     assert _store_digests(fs, "litho-test/runs/one") == stored
 
 
