@@ -1,6 +1,7 @@
 """Scale benchmark: a whole `litho generate` run at 10k, 100k and 1M rows, and near dedup on Ray.
 
-    python bench/bench_scale.py [--sizes 10000,100000,1000000] [--repo DIR] [--label after] [--write]
+    python bench/bench_scale.py [--sizes 10000,100000,1000000] [--repo DIR] [--label after]
+                                [--baseline DIR [--baseline-python PY] [--baseline-sizes 10000,100000]] [--write]
 
 Every size runs in a fresh subprocess with the dummy teacher, ``filters.lm=null`` and
 ``dedup=minhash`` (the config of issue 11), on a local Ray instance of ``--cpus`` CPUs. Reported:
@@ -13,8 +14,11 @@ The near-dedup section times ``pipeline/near_dedup.py`` on Ray against the in-pr
 ``filters.dedup.lsh.near_dedup`` on the planted corpus of bench/bench_dedup.py (``--dedup-docs``),
 each in a fresh subprocess (bench_dedup.py's own worker, so Ray's start-up is not counted).
 
-``--repo DIR`` runs another checkout's code with its own venv (``DIR/.venv/bin/python``): that is how
-the "before" column is measured on main with this same script. Run it under
+``--repo DIR`` runs another checkout's code with its own venv (``DIR/.venv/bin/python``).
+``--baseline DIR`` also runs a second checkout (e.g. ``git archive main`` unpacked into a folder, with
+``--baseline-python /work/main/.venv/bin/python``: its code goes first on ``PYTHONPATH``) at each of
+``--baseline-sizes``, right before the same size of ``--repo``, and prints every measurement as a
+ratio of the two: the before/after comparison comes from one run on one machine load. Run it under
 ``flock /tmp/litho-bench.lock`` on a shared machine; the load average is printed with the numbers.
 """
 
@@ -96,8 +100,8 @@ def one(n: int, out: str, cpus: int, extra: list[str]) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def measure(repo: Path, n: int, cpus: int, extra: list[str]) -> dict:
-    python = repo / ".venv" / "bin" / "python"
+def measure(repo: Path, n: int, cpus: int, extra: list[str], python: Path | None = None) -> dict:
+    python = python or repo / ".venv" / "bin" / "python"
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         # The child imports the code of `repo` (its venv holds an editable install of it).
         env = {**os.environ, "PYTHONPATH": str(repo)}
@@ -109,7 +113,7 @@ def measure(repo: Path, n: int, cpus: int, extra: list[str]) -> dict:
         return json.loads(line[len("RESULT ") :])
 
 
-def dedup_pair(repo: Path, docs: int) -> dict:
+def dedup_pair(repo: Path, docs: int, python: Path | None = None) -> dict:
     """Seconds of near dedup in one process and on Ray, on the planted corpus (bench_dedup's worker)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -122,12 +126,13 @@ def dedup_pair(repo: Path, docs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-scale-dedup-") as tmp:
         path = Path(tmp) / "corpus.parquet"
         pq.write_table(pa.table({"id": corpus.ids, "text": corpus.texts}), path)
-        python, script = repo / ".venv" / "bin" / "python", repo / "bench" / "bench_dedup.py"
+        python, script = python or repo / ".venv" / "bin" / "python", repo / "bench" / "bench_dedup.py"
+        env = {**os.environ, "PYTHONPATH": str(repo)}
         keeps = {}
         for method in ("litho", "litho-ray"):
             stem = str(Path(tmp) / method)
             subprocess.run(
-                [str(python), str(script), "--worker", method, str(path), stem], check=True, cwd=repo
+                [str(python), str(script), "--worker", method, str(path), stem], check=True, cwd=repo, env=env
             )
             out[method] = json.loads(Path(stem + ".json").read_text())["seconds"]
             keeps[method] = Path(stem + ".npy").read_bytes()
@@ -184,6 +189,30 @@ def report(results: list[dict], dedup: dict | None, label: str) -> str:
     return "\n\n".join(parts)
 
 
+RATIOS = (  # (column, how to read it from a result)
+    ("plan_s", lambda r: r["timings_s"].get("plan_s", 0)),
+    ("generate_s", lambda r: r["timings_s"].get("generate_s", 0)),
+    ("score_filter_dedup_s", lambda r: r["timings_s"].get("score_filter_dedup_s", 0)),
+    ("write_s", lambda r: r["timings_s"].get("write_s", 0)),
+    ("wall s", lambda r: r["wall_s"]),
+    ("driver peak RSS", lambda r: r["driver_peak_rss_mib"]),
+    ("object store peak", lambda r: r["store_peak_mib"]),
+)
+
+
+def ratios(after: list[dict], before: list[dict], label: str, base_label: str) -> str:
+    """``label / base_label`` for every size both ran (below 1: the branch is faster or smaller)."""
+    rows = []
+    for b in before:
+        a = next((r for r in after if r["n"] == b["n"]), None)
+        if a is None:
+            continue
+        cells = [f"{get(a) / get(b):.2f}" if get(b) else "-" for _, get in RATIOS]
+        rows.append([f"{b['n']:,}", *cells, a["counts"] == b["counts"]])
+    header = ["rows", *(f"{name} {label} / {base_label}" for name, _ in RATIOS), "same counts"]
+    return table(header, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
@@ -191,6 +220,10 @@ def main() -> None:
     parser.add_argument("--label", default="this branch", help="name of the code in the tables")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
     parser.add_argument("--dedup-docs", type=int, default=100000, help="0 = skip the near-dedup section")
+    parser.add_argument("--baseline", help="a second checkout measured in the same run (ratios against it)")
+    parser.add_argument("--baseline-python", help="its python (default BASELINE/.venv/bin/python)")
+    parser.add_argument("--baseline-label", default="main", help="name of the baseline in the tables")
+    parser.add_argument("--baseline-sizes", help="sizes the baseline runs (default: --sizes)")
     parser.add_argument("--write", action="store_true", help="append the tables to bench/results/scale.md")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="more overrides for every run (Hydra syntax)")
@@ -204,18 +237,36 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f}; code: {repo} ({args.label})"
     )
     print(header, flush=True)
-    results = []
+    base = Path(args.baseline).resolve() if args.baseline else None
+    base_python = Path(args.baseline_python) if args.baseline_python else None
+    base_sizes = {int(s) for s in (args.baseline_sizes or args.sizes).split(",")} if base else set()
+    if base:
+        header += f"; baseline: {base} ({args.baseline_label}) at {sorted(base_sizes)}"
+        print(header[header.index("; baseline") :], flush=True)
+
+    def show(name: str, r: dict) -> None:
+        print(f"[{r['n']:,} {name}] {r['wall_s']:.1f} s, driver {r['driver_peak_rss_mib']:.0f} MiB, "
+              f"store {r['store_peak_mib']:.0f} MiB, load {os.getloadavg()[0]:.1f}, {r['timings_s']}", flush=True)  # fmt: skip
+
+    results, before = [], []
     for n in (int(s) for s in args.sizes.split(",")):
+        if n in base_sizes:  # the baseline first, then this code, at the same size
+            before.append(measure(base, n, args.cpus, args.extra, base_python))
+            show(args.baseline_label, before[-1])
         results.append(measure(repo, n, args.cpus, args.extra))
-        r = results[-1]
-        print(f"[{n:,}] {r['wall_s']:.1f} s, driver {r['driver_peak_rss_mib']:.0f} MiB, "
-              f"store {r['store_peak_mib']:.0f} MiB, {r['timings_s']}", flush=True)  # fmt: skip
-    dedup = None
+        show(args.label, results[-1])
+    dedup = base_dedup = None
     if args.dedup_docs:
+        if base:
+            base_dedup = {"docs": args.dedup_docs, **dedup_pair(base, args.dedup_docs, base_python)}
+            print(f"[dedup {args.dedup_docs:,} {args.baseline_label}] {base_dedup}", flush=True)
         dedup = {"docs": args.dedup_docs, **dedup_pair(repo, args.dedup_docs)}
         print(f"[dedup {args.dedup_docs:,}] {dedup}", flush=True)
     load = f"load average at end {os.getloadavg()[0]:.1f}"
     text = report(results, dedup, args.label)
+    if base:
+        text = "\n\n".join([report(before, base_dedup, args.baseline_label), text,
+                             ratios(results, before, args.label, args.baseline_label)])  # fmt: skip
     print(f"\n{text}\n\n{load}")
     if args.write:
         out = ROOT / "bench" / "results" / "scale.md"

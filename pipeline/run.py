@@ -91,7 +91,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             # After the shards: an interrupted run leaves the index as it was.
             write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
         timings["write_s"] = time.perf_counter() - t0
-        manifest = manifests.build(job, stats, quantiles, counts, published, stage_seconds, timings)
+        manifest = manifests.build(job, stats, quantiles, counts, published, stage_seconds, timings, scores)
 
         # Pack: fixed-length rows of target-tokenizer ids, from the published shards, in Ray tasks.
         if cfg.output.get("pack_seq_len"):

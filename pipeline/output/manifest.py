@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.stages import StageSpec
@@ -25,7 +26,17 @@ def litho_version() -> str:
 QUANTILES = (0.1, 0.5, 0.9)
 
 
-def summarize(stats: dict | None, quantiles: list[float] | None) -> dict:
+def summarize(values: np.ndarray) -> dict:
+    """The summary of the non-NaN ``values`` in one array (the report's dropped rows and samples)."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return {"count": 0}
+    stats = {"count": values.size, "sum": values.sum(), "min": values.min(), "max": values.max()}
+    return summarize_aggregate(stats, np.quantile(values, QUANTILES).tolist())
+
+
+def summarize_aggregate(stats: dict | None, quantiles: list[float] | None) -> dict:
     """A score's summary from its aggregate (pipeline/aggregate.py ``summary``) and exact p10/p50/p90."""
     if not stats or not stats.get("count"):
         return {"count": 0}
@@ -76,14 +87,25 @@ def stage_counts(stats: dict, specs: list[StageSpec], driver_seconds: dict) -> l
 
 
 def build(
-    job, stats: dict, quantiles: dict, counts: dict, published: dict, stage_seconds: dict, timings: dict
+    job,
+    stats: dict,
+    quantiles: dict,
+    counts: dict,
+    published: dict,
+    stage_seconds: dict,
+    timings: dict,
+    scores: list[str],
 ) -> dict:
     """The manifest of a finished run (``packed`` and ``card`` are added after them), from the run's
-    aggregates (:func:`pipeline.aggregate.summary` and exact quantiles of its score columns)."""
+    aggregates (:func:`pipeline.aggregate.summary` and exact quantiles of its score columns).
+
+    ``scores`` are the run's numeric score columns, in the order the manifest lists them; one without
+    a kept row is ``{"count": 0}``."""
     reasons: Counter = Counter()
     for (reason, _), n in stats.get("reasons", {}).items():
         reasons[reason] += n
-    summaries = {c: summarize(s, quantiles.get(c)) for c, s in stats.get("scores", {}).items()}
+    aggregates = stats.get("scores", {})
+    summaries = {c: summarize_aggregate(aggregates.get(c), quantiles.get(c)) for c in scores}
     rows = stats.get("rows", 0)
     kept = reasons.get("", 0)
     return {

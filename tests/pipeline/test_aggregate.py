@@ -77,3 +77,28 @@ def test_keys_keep_float_order():
     k = aggregate.keys(values)
     assert (np.diff(k.astype(object)) >= 0).all()
     assert [aggregate.from_key(int(v)) for v in k] == values.tolist()
+
+
+def test_manifest_lists_every_score_in_order_even_without_kept_rows():
+    from types import SimpleNamespace
+
+    from pipeline.output import manifest
+
+    reasons = np.array(["short", "short", "", ""], dtype=object)
+    stats = aggregate.summary(_blocks(np.array([1.0, 2.0, 3.0, 5.0]), reasons, 2), ["x"])
+    job = SimpleNamespace(
+        cfg=SimpleNamespace(output=SimpleNamespace(dir="/tmp/o")),
+        out="/tmp/o",
+        score_versions=dict,
+        process=[],
+        select=[],
+    )
+    quantiles = aggregate.quantiles(
+        _blocks(np.array([1.0, 2.0, 3.0, 5.0]), reasons, 2), {"x": list(manifest.QUANTILES)}, stats
+    )
+    built = manifest.build(job, stats, quantiles, {}, {}, {}, {}, ["n_tokens", "x", "y"])
+    # Like the one-array summary of main's accounting: every numeric score column, in the given order.
+    assert list(built["scores"]) == ["n_tokens", "x", "y"]
+    assert built["scores"]["n_tokens"] == built["scores"]["y"] == {"count": 0}
+    assert built["scores"]["x"]["count"] == 2 and built["scores"]["x"]["max"] == 5.0
+    assert built["counts"] == {"rows_in": 4, "kept": 2, "dropped": 2}
