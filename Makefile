@@ -10,7 +10,7 @@ ARGS ?=
 TORCH_SPEC ?= torch==2.13.0
 RAY_ADDRESS ?= http://127.0.0.1:8265
 
-.PHONY: install generate score dedup submit test test-fast bench lint format clean
+.PHONY: install generate score dedup probe submit test test-fast bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ score: install
 
 dedup: install
 	$(LITHO) dedup $(ARGS)
+
+# Train small students on arms of a scored pool at one token budget; compare bits/byte (docs/probe.md).
+probe: install
+	$(LITHO) probe $(ARGS)
 
 # Send the same job to a running Ray cluster (RAY_ADDRESS, the dashboard/job address).
 submit: install
