@@ -94,26 +94,29 @@ def _number(value, key: str, low: float, high: float, low_open: bool = True) -> 
     return float(value)
 
 
-def arm_from_dict(name: str, spec: dict, columns: dict[str, np.ndarray]) -> Arm:
-    """An arm from its config block, every value checked.
+def arm_from_dict(name: str, spec: dict, columns: dict[str, np.ndarray], key: str | None = None) -> Arm:
+    """An arm from its config block, every value checked; ``key`` names it in errors (default ``arms.NAME``).
 
     Raises:
         ConfigError: an unknown kind or key, a missing or unknown score, a bad number.
     """
-    key = f"arms.{name}"
+    score_key = key or f"arms.{name}.score"
+    key = key or f"arms.{name}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{key}={spec}: give a mapping, e.g. {{select: top, score: chars_per_token}}")
     extra = sorted(set(spec) - {"select", "score", "fraction", "band", "temperature", "stratify"})
     if extra:
-        raise ConfigError(f"{key}: unknown keys {extra}; use select, score, fraction, band, temperature, stratify")
+        raise ConfigError(
+            f"{key}: unknown keys {extra}; use select, score, fraction, band, temperature, stratify"
+        )
     select = spec.get("select")
     if select not in KINDS:
         raise ConfigError(f"{key}.select={select}: use one of {list(KINDS)}")
     score = spec.get("score")
     if select in ("top", "bottom", "band", "weighted"):
         if not score:
-            raise ConfigError(f"{key}.score: select={select} needs a score column or expression")
-        check_score(str(score), f"{key}.score", columns)
+            raise ConfigError(f"{score_key}: select={select} needs a score column or expression")
+        check_score(str(score), score_key, columns)
     band = spec.get("band")
     if select == "band":
         ok = isinstance(band, list | tuple) and len(band) == 2
@@ -172,13 +175,15 @@ def build_arms(
         raise ConfigError(f"halves={halves}: give a list of score columns or expressions, or all")
     for score in halves:
         for side in ("top", "bottom"):
-            out.append(arm_from_dict(f"{side}({score})", {"select": side, "score": score}, columns))
+            spec = {"select": side, "score": score}
+            out.append(arm_from_dict(f"{side}({score})", spec, columns, key="halves"))
     for score, band in (bands or {}).items():
         name = f"band({score},{band[0]:g}-{band[1]:g})" if isinstance(band, list | tuple) else str(score)
-        out.append(arm_from_dict(name, {"select": "band", "score": score, "band": band}, columns))
+        spec = {"select": "band", "score": score, "band": band}
+        out.append(arm_from_dict(name, spec, columns, key="bands"))
     for score, temperature in (weighted or {}).items():
         spec = {"select": "weighted", "score": score, "temperature": temperature}
-        out.append(arm_from_dict(f"weighted({score},T={temperature})", spec, columns))
+        out.append(arm_from_dict(f"weighted({score},T={temperature})", spec, columns, key="weighted"))
     if stratified:
         twins = [a for a in out if a.score and not a.stratify]
         out += [Arm(**{**a.__dict__, "name": f"{a.name}|len", "stratify": True}) for a in twins]
@@ -265,7 +270,9 @@ def select(
         order = _candidates(arm, everything, values, tokens, keep, rng)
         _check_capacity(arm, tokens[order].sum(), budget, "")
         picked = fill(order, tokens, budget)
-    return rng.permutation(picked)  # a weighted draw comes out sorted by key; training order is random
+    # A weighted draw comes out sorted by key: training order is random. Stratified bins each fill a
+    # little past their share, so the shuffled rows are cut to the budget again.
+    return fill(rng.permutation(picked), tokens, budget)
 
 
 def _check_capacity(arm: Arm, held: int, budget: int, where: str) -> None:
@@ -276,7 +283,9 @@ def _check_capacity(arm: Arm, held: int, budget: int, where: str) -> None:
         )
 
 
-def stream(rows: np.ndarray, flat: np.ndarray, offsets: np.ndarray, budget: int, separator: int) -> np.ndarray:
+def stream(
+    rows: np.ndarray, flat: np.ndarray, offsets: np.ndarray, budget: int, separator: int
+) -> np.ndarray:
     """The training stream of ``rows``: each row's tokens led by the separator, cut to ``budget``."""
     pieces = []
     for r in rows:

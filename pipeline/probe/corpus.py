@@ -63,7 +63,9 @@ def _unescape(text: str) -> str:
         char = match.group(3)
         if char is None:
             return ""
-        return {"-": "-", "e": "\\", " ": " ", "~": " ", "\\": "\\", "'": "'", "`": "`", ".": "."}.get(char, "")
+        return {"-": "-", "e": "\\", " ": " ", "~": " ", "\\": "\\", "'": "'", "`": "`", ".": "."}.get(
+            char, ""
+        )
 
     return ROFF_ESCAPE.sub(one, text)
 
@@ -80,7 +82,7 @@ def roff_to_text(source: str) -> str:
         if in_definition:
             in_definition = line.strip() != ".."
             continue
-        if line.startswith((".\\\"", "'\\\"", '.\\"')):
+        if line.startswith(('.\\"', "'\\\"", '.\\"')):
             continue
         if line.startswith((".", "'")):
             name, _, rest = line[1:].strip().partition(" ")
@@ -142,13 +144,13 @@ def _man() -> Iterator[tuple[str, str]]:
             family = re.split(r"[_.-]", path.name, maxsplit=1)[0]
             if path.is_symlink() or families.get(family, 0) >= MAN_FAMILY_CAP:
                 continue
-            families[family] = families.get(family, 0) + 1
             try:
                 raw = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
             except (OSError, EOFError):
                 continue
             if raw.lstrip().startswith(".so "):  # an alias of another page
                 continue
+            families[family] = families.get(family, 0) + 1
             yield f"man:{path.name}", roff_to_text(raw)
 
 
@@ -217,7 +219,9 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="JSONL file to write")
-    parser.add_argument("--max-chars", type=int, default=4_000_000, help="characters in all (about 4 a token)")
+    parser.add_argument(
+        "--max-chars", type=int, default=4_000_000, help="characters in all (about 4 a token)"
+    )
     parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated, of {SOURCES}")
     args = parser.parse_args(argv)
     sources = [s for s in args.sources.split(",") if s]

@@ -65,7 +65,9 @@ def pool_files(spec: str, rows: str = "kept") -> list[str]:
         if rows == "all" and (path / "rejected").is_dir():
             files += sorted(str(p) for p in (path / "rejected").glob("*.parquet"))
         if not files:
-            raise ConfigError(f"pool={spec}: {path / 'data'} holds no Parquet shards; run litho score or generate first")
+            raise ConfigError(
+                f"pool={spec}: {path / 'data'} holds no Parquet shards; run litho score or generate first"
+            )
         return files
     if not path.exists() and "*" not in spec:
         raise ConfigError(
@@ -108,7 +110,9 @@ def read_pool(files: list[str], text_column: str, group_column: str | None = "au
         schema = read_table(files[:1]).schema
     names = schema.names
     if text_column not in names:
-        raise ConfigError(f"text_column={text_column}: no such column in the pool ({files[0]}); it has {sorted(names)}")
+        raise ConfigError(
+            f"text_column={text_column}: no such column in the pool ({files[0]}); it has {sorted(names)}"
+        )
     numeric = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
     if group_column == "auto":
         group_column = next((c for c in GROUP_COLUMNS if c in names), None)
@@ -123,7 +127,11 @@ def read_pool(files: list[str], text_column: str, group_column: str | None = "au
         if "drop_reason" in table.column_names
         else np.full(len(texts), "", dtype=object)
     )
-    groups = np.asarray([str(g) for g in table.column(group_column).to_pylist()], dtype=object) if group_column else None
+    groups = (
+        np.asarray([str(g) for g in table.column(group_column).to_pylist()], dtype=object)
+        if group_column
+        else None
+    )
     return Pool(texts, columns, reasons, groups, group_column, files)
 
 
@@ -139,7 +147,9 @@ def filters_mask(pool: Pool, thresholds: dict | None, bands: dict | None) -> np.
     for key, names in (("filters.thresholds", bounds), ("filters.quantile_bands", bands)):
         for column in names:
             if column not in pool.columns:
-                raise ConfigError(f"{key}.{column}: no such score column in the pool; it has {sorted(pool.columns)}")
+                raise ConfigError(
+                    f"{key}.{column}: no such score column in the pool; it has {sorted(pool.columns)}"
+                )
     batch = {"drop_reason": pool.drop_reason.copy(), **pool.columns}
     if bounds:
         batch = ThresholdFilter(bounds)(batch)
@@ -183,7 +193,9 @@ def eval_sets(builtin: list[str], files: dict, text_column: str, max_chars: int)
                 total += len(text)
         sets[str(name)] = texts
     if not any(sets.values()):
-        raise ConfigError("eval: no evaluation text; add eval.builtin=[pydoc] or eval.files={name: file.jsonl}")
+        raise ConfigError(
+            "eval: no evaluation text; add eval.builtin=[pydoc] or eval.files={name: file.jsonl}"
+        )
     return sets
 
 
@@ -224,7 +236,12 @@ def builtin_pool(cache_dir: str, sources: list[str], max_chars: int, lm: bool, t
     log.info("builtin pool: %d passages from %s; scoring with litho score (lm=%s)", len(rows), sources, lm)
     from pipeline.run import run
 
-    overrides = [f"input={root / 'input.jsonl'}", f"output.dir={scored}", f"filters.tokenizer={tokenizer}", "id_column=key"]
+    overrides = [
+        f"input={root / 'input.jsonl'}",
+        f"output.dir={scored}",
+        f"filters.tokenizer={tokenizer}",
+        "id_column=key",
+    ]
     if not lm:
         overrides.append("filters.lm=null")
     run(_compose("score", overrides), "score")

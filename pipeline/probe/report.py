@@ -36,7 +36,9 @@ def _arm_profile(arm, rows: np.ndarray, tokens: np.ndarray, pool) -> dict:
     if pool.groups is not None:
         groups = pool.groups[rows]
         shares = {str(g): float(held[groups == g].sum() / held.sum()) for g in np.unique(groups)}
-        profile["group_token_share"] = {g: round(s, 3) for g, s in sorted(shares.items(), key=lambda x: -x[1])}
+        profile["group_token_share"] = {
+            g: round(s, 3) for g, s in sorted(shares.items(), key=lambda x: -x[1])
+        }
     return profile
 
 
@@ -47,7 +49,9 @@ def _round(x, digits: int = 5):
 def build(arm_list, chosen, tokens, pool, results, budget, seeds, context) -> dict:
     """The whole report as one JSON-ready dict (statistics per evaluation set, verdict lines)."""
     scores = sorted({a.score for a in arm_list if a.score})
-    correlation = {s: _round(stats.length_correlation(score_values(s, pool.columns), tokens), 3) for s in scores}
+    correlation = {
+        s: _round(stats.length_correlation(score_values(s, pool.columns), tokens), 3) for s in scores
+    }
     eval_names = list(context["eval_sets"])
     per_set = {name: stats.compare(results, name) for name in eval_names}
     lines = []
@@ -120,7 +124,9 @@ def plot(result: dict, path: Path) -> None:
 
     sets = list(result["stats"])
     names = [a["name"] for a in result["arms"]]
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets) + 2, 0.35 * len(names) + 1.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(sets), figsize=(4.5 * len(sets) + 2, 0.35 * len(names) + 1.6), squeeze=False
+    )
     for ax, name in zip(axes[0], sets):
         per_arm = result["stats"][name]["arms"]
         means = [per_arm[n]["bpb"]["mean"] for n in names]
@@ -184,7 +190,9 @@ def summary(result: dict) -> str:
         lines.append(f"score vs length (Spearman): {corr}")
     winners = result["beats_random_on_every_set"]
     lines.append(f"beats random beyond noise on every eval set: {', '.join(winners) if winners else 'none'}")
-    lines.append(f"report: {result['files']['json']}   plot: {result['files']['plot']}   time: {result['timings_s']['total_s']} s")
+    lines.append(
+        f"report: {result['files']['json']}   plot: {result['files']['plot']}   time: {result['timings_s']['total_s']} s"
+    )
     return "\n".join(lines)
 
 

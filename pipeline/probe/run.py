@@ -2,8 +2,8 @@
 choose every arm's rows at one token budget, train one student per arm x seed as a Ray task,
 and write the statistics (probe.json) and the plot (probe.png).
 
-Every check, every arm's rows and every capacity problem is settled in the driver before the first
-student trains; a Ray task only turns rows into a token stream, trains and evaluates
+Every check, every arm's rows and every capacity problem is settled in the driver before Ray starts
+(only ``pool=builtin`` runs ``litho score`` first, once, and caches it); a Ray task only turns rows into a token stream, trains and evaluates
 (:func:`train_and_evaluate`, plain Python).
 """
 
@@ -107,63 +107,78 @@ def run_probe(cfg: DictConfig) -> dict:
     budget, seeds = int(cfg.budget_tokens), int(cfg.seeds)
     timings: dict[str, float] = {}
 
-    with connect(OmegaConf.to_container(cfg.cluster, resolve=True), bool(filters.get("allow_network"))):
-        # The pool and the evaluation sets; pool rows that overlap an evaluation set are dropped.
-        t0 = time.perf_counter()
-        source = str(cfg.pool)
-        if source == "builtin":
-            b = cfg.builtin
-            source = str(
-                pool_lib.builtin_pool(
-                    cfg.paths.cache_dir, list(b.sources), int(b.max_chars), bool(b.lm), str(filters["tokenizer"])
-                )
+    # The pool and the evaluation sets; pool rows that overlap an evaluation set are dropped.
+    t0 = time.perf_counter()
+    source = str(cfg.pool)
+    if source == "builtin":  # scored once by litho score (which runs its own Ray), then cached
+        b = cfg.builtin
+        source = str(
+            pool_lib.builtin_pool(
+                cfg.paths.cache_dir, list(b.sources), int(b.max_chars), bool(b.lm), str(filters["tokenizer"])
             )
-        pool = pool_lib.read_pool(pool_lib.pool_files(source, str(cfg.pool_rows)), str(cfg.text_column), cfg.group_column)
-        ev = cfg.eval
-        evals = pool_lib.eval_sets(list(ev.builtin or []), dict(ev.files or {}), str(ev.text_column), int(ev.max_chars))
-        overlap = pool_lib.contaminated(pool.texts, evals, int(cfg.decontaminate_ngram))
-        rows_read = len(pool.texts)
-        pool = pool.subset(~overlap & np.asarray([bool(t.strip()) for t in pool.texts]))
-        if not pool.texts:
-            raise ConfigError(f"pool={cfg.pool}: no rows left after removing overlap with the eval sets")
-        timings["read_s"] = time.perf_counter() - t0
-
-        # Target tokens, compacted to the ids that occur.
-        t0 = time.perf_counter()
-        tokenizer = load_target_tokenizer(filters["tokenizer"], cache_dir=filters.get("cache_dir"))
-        pool_ids = _encode(tokenizer, pool.texts)
-        eval_ids = {name: _encode(tokenizer, texts) for name, texts in evals.items()}
-        lengths = np.asarray([len(i) for i in pool_ids])
-        flat_target = np.concatenate(pool_ids) if lengths.sum() else np.zeros(0, dtype=np.int64)
-        vocab = build_vocab(flat_target, [np.concatenate(e) for e in eval_ids.values()], student.get("max_vocab"))
-        flat = vocab.encode(flat_target).astype(np.int32)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        tokens = lengths + 1  # each document is led by the separator
-        eval_data = {
-            name: ([vocab.encode(i) for i in eval_ids[name]], sum(len(t.encode("utf-8")) for t in evals[name]))
-            for name in evals
-        }
-        timings["tokenize_s"] = time.perf_counter() - t0
-
-        # Arms and their rows for every seed: all capacity problems surface here, before training.
-        keep = pool_lib.filters_mask(pool, filters.get("thresholds"), filters.get("quantile_bands"))
-        with_filters = cfg.filters_arm is True or (cfg.filters_arm == "auto" and not keep.all())
-        halves = cfg.halves if isinstance(cfg.halves, str) else list(cfg.halves or [])
-        plain = lambda node: OmegaConf.to_container(node, resolve=True) if node is not None else {}  # noqa: E731
-        arm_list = arm_lib.build_arms(
-            plain(cfg.arms), halves, plain(cfg.bands), plain(cfg.weighted), bool(cfg.length_stratified), with_filters, pool.columns
         )
-        bins = arm_lib.length_bins(tokens, int(cfg.length_bins))
-        chosen = {
-            (arm.name, seed): arm_lib.select(arm, tokens, pool.columns, budget, seed, keep, bins)
-            for arm in arm_list
-            for seed in range(seeds)
-        }
-        log.info(
-            "probe: %d pool rows (%d tokens), %d arms x %d seeds at %d tokens, vocab %d of %d tokens present",
-            len(pool.texts), int(tokens.sum()), len(arm_list), seeds, budget, vocab.size, vocab.distinct,
-        )
+    pool = pool_lib.read_pool(
+        pool_lib.pool_files(source, str(cfg.pool_rows)), str(cfg.text_column), cfg.group_column
+    )
+    ev = cfg.eval
+    evals = pool_lib.eval_sets(
+        list(ev.builtin or []), dict(ev.files or {}), str(ev.text_column), int(ev.max_chars)
+    )
+    overlap = pool_lib.contaminated(pool.texts, evals, int(cfg.decontaminate_ngram))
+    rows_read = len(pool.texts)
+    pool = pool.subset(~overlap & np.asarray([bool(t.strip()) for t in pool.texts], dtype=bool))
+    if not pool.texts:
+        raise ConfigError(f"pool={cfg.pool}: no rows left after removing overlap with the eval sets")
+    timings["read_s"] = time.perf_counter() - t0
 
+    # Target tokens, compacted to the ids that occur.
+    t0 = time.perf_counter()
+    tokenizer = load_target_tokenizer(filters["tokenizer"], cache_dir=filters.get("cache_dir"))
+    pool_ids = _encode(tokenizer, pool.texts)
+    eval_ids = {name: _encode(tokenizer, texts) for name, texts in evals.items()}
+    lengths = np.asarray([len(i) for i in pool_ids])
+    flat_target = np.concatenate(pool_ids) if lengths.sum() else np.zeros(0, dtype=np.int64)
+    vocab = build_vocab(flat_target, [np.concatenate(e) for e in eval_ids.values()], student.get("max_vocab"))
+    flat = vocab.encode(flat_target).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = lengths + 1  # each document is led by the separator
+    eval_data = {
+        name: ([vocab.encode(i) for i in eval_ids[name]], sum(len(t.encode("utf-8")) for t in evals[name]))
+        for name in evals
+    }
+    timings["tokenize_s"] = time.perf_counter() - t0
+
+    # Arms and their rows for every seed: all capacity problems surface here, before Ray starts.
+    keep = pool_lib.filters_mask(pool, filters.get("thresholds"), filters.get("quantile_bands"))
+    with_filters = cfg.filters_arm is True or (cfg.filters_arm == "auto" and not keep.all())
+    halves = cfg.halves if isinstance(cfg.halves, str) else list(cfg.halves or [])
+    arm_list = arm_lib.build_arms(
+        _plain(cfg.arms),
+        halves,
+        _plain(cfg.bands),
+        _plain(cfg.weighted),
+        bool(cfg.length_stratified),
+        with_filters,
+        pool.columns,
+    )
+    bins = arm_lib.length_bins(tokens, int(cfg.length_bins))
+    chosen = {
+        (arm.name, seed): arm_lib.select(arm, tokens, pool.columns, budget, seed, keep, bins)
+        for arm in arm_list
+        for seed in range(seeds)
+    }
+    log.info(
+        "probe: %d pool rows (%d tokens), %d arms x %d seeds at %d tokens; student vocab %d ids for %d distinct tokens",
+        len(pool.texts),
+        int(tokens.sum()),
+        len(arm_list),
+        seeds,
+        budget,
+        vocab.size,
+        vocab.distinct,
+    )
+
+    with connect(OmegaConf.to_container(cfg.cluster, resolve=True), bool(filters.get("allow_network"))):
         # One Ray task per arm x seed.
         t0 = time.perf_counter()
         task = ray.remote(train_and_evaluate).options(
@@ -185,7 +200,13 @@ def run_probe(cfg: DictConfig) -> dict:
             scores = ", ".join(f"{k} {v:.4f}" for k, v in r["bpb"].items())
             log.info(
                 "probe: %d/%d  %s seed %d: %s bits/byte (%.0f s, %.0f tok/s)",
-                len(results), len(arm_list) * seeds, r["arm"], r["seed"], scores, r["train_s"] + r["eval_s"], r["tokens_per_s"],
+                len(results),
+                len(arm_list) * seeds,
+                r["arm"],
+                r["seed"],
+                scores,
+                r["train_s"] + r["eval_s"],
+                r["tokens_per_s"],
             )
         timings["train_eval_s"] = time.perf_counter() - t0
 
@@ -201,17 +222,28 @@ def run_probe(cfg: DictConfig) -> dict:
             "group_column": pool.group_column,
         },
         "eval_sets": {
-            name: {"docs": len(evals[name]), "bytes": eval_data[name][1], "tokens": int(sum(map(len, eval_ids[name])))}
+            name: {
+                "docs": len(evals[name]),
+                "bytes": eval_data[name][1],
+                "tokens": int(sum(map(len, eval_ids[name]))),
+            }
             for name in evals
         },
         "vocab": {"size": vocab.size, "distinct": vocab.distinct, "rare_members": vocab.rare_members},
-        "load_avg": {"start": [round(x, 2) for x in load_before], "end": [round(x, 2) for x in os.getloadavg()]},
+        "load_avg": {
+            "start": [round(x, 2) for x in load_before],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     result = report.build(arm_list, chosen, tokens, pool, results, budget, seeds, context)
     report.write(out, result)
     return result
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
 def _encode(tokenizer, texts: list[str], batch: int = 1024) -> list[np.ndarray]:

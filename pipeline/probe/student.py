@@ -215,7 +215,9 @@ def train_student(stream: np.ndarray, vocab_size: int, cfg: StudentConfig, seed:
             batch = blocks[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]].to(device)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, steps, cfg)
-            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            with torch.autocast(
+                device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16"
+            ):
                 loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
             if cfg.grad_clip:
