@@ -3,17 +3,22 @@ choose every arm's rows at one token budget, train one student per arm x seed as
 and write the statistics (probe.json) and the plot (probe.png).
 
 Every check, every arm's rows and every capacity problem is settled in the driver before Ray starts
-(only ``pool=builtin`` runs ``litho score`` first, once, and caches it); a Ray task only turns rows into a token stream, trains and evaluates
-(:func:`train_and_evaluate`, plain Python).
+(only ``pool=builtin`` runs ``litho score`` first, once, and caches it); a Ray task only turns rows
+into a token stream, trains and evaluates (:func:`train_and_evaluate`, plain Python). Each finished
+arm x seed is appended to ``runs.jsonl`` in the output directory under a key of everything it
+depends on, so a rerun of the same config (after a crash, or with more arms or seeds) trains only
+what is missing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 
 import numpy as np
+import xxhash
 from omegaconf import DictConfig, OmegaConf
 
 from generators.errors import ConfigError
@@ -186,16 +191,31 @@ def run_probe(cfg: DictConfig) -> dict:
         )
         shared = [ray.put(flat), ray.put(offsets)]
         evals_ref = ray.put(eval_data)
+        # A rerun of the same config reuses every finished arm x seed (runs.jsonl, appended as they finish).
+        keys = {
+            (arm.name, seed): _run_key(chosen[(arm.name, seed)], budget, student, vocab, eval_data, filters)
+            for arm in arm_list
+            for seed in range(seeds)
+        }
+        finished = _finished(out / "runs.jsonl", set(keys.values()))
+        results = [finished[k] for k in keys.values() if k in finished]
         # Seed-major order: the first seed of every arm finishes first.
         pending = [
             task.remote(arm.name, seed, chosen[(arm.name, seed)], *shared, budget, evals_ref, vocab, student)
             for seed in range(seeds)
             for arm in arm_list
+            if keys[(arm.name, seed)] not in finished
         ]
-        results = []
+        if results:
+            log.info(
+                "probe: %d of %d arm x seed runs reused from %s", len(results), len(keys), out / "runs.jsonl"
+            )
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             r = ray.get(done[0])
+            r["key"] = keys[(r["arm"], r["seed"])]
+            with open(out / "runs.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(r) + "\n")
             results.append(r)
             scores = ", ".join(f"{k} {v:.4f}" for k, v in r["bpb"].items())
             log.info(
@@ -240,6 +260,34 @@ def run_probe(cfg: DictConfig) -> dict:
     result = report.build(arm_list, chosen, tokens, pool, results, budget, seeds, context)
     report.write(out, result)
     return result
+
+
+def _run_key(
+    rows: np.ndarray, budget: int, student: dict, vocab: Vocab, eval_data: dict, filters: dict
+) -> str:
+    """What one arm x seed's result depends on: its rows, the budget, the student, the vocabulary,
+    the evaluation sets and the tokenizer."""
+    h = xxhash.xxh3_64()
+    h.update(np.asarray(rows, dtype=np.int64).tobytes())
+    h.update(vocab.table.tobytes())
+    for name, (docs, n_bytes) in sorted(eval_data.items()):
+        h.update(f"{name}:{n_bytes}:{sum(len(d) for d in docs)}".encode())
+    h.update(json.dumps([budget, student, str(filters.get("tokenizer"))], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _finished(path, wanted: set[str]) -> dict[str, dict]:
+    """Results of an earlier run of the same arms, by key (a torn last line is ignored)."""
+    found = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("key") in wanted:
+                found[r["key"]] = r
+    return found
 
 
 def _plain(node) -> dict:

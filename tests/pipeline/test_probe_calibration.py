@@ -101,3 +101,8 @@ def test_top_beats_bottom_beyond_noise_and_random_matches_random(ray_session, de
     assert -diff["mean"] > noise["noise_floor"], (top_minus_bottom, noise)
     assert noise["random_vs_random"] == "no difference", noise
     assert result["stats"]["pydoc"]["arms"]["bottom(bigram_hits)"]["verdict"] == stats.WORSE
+
+    # A rerun of the same config trains nothing: every arm x seed comes back from runs.jsonl.
+    again = run_probe(cfg)
+    assert again["stats"] == result["stats"]
+    assert len((tmp_path / "probe" / "runs.jsonl").read_text().splitlines()) == 12
