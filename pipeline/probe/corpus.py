@@ -24,6 +24,7 @@ from pathlib import Path
 import xxhash
 
 SOURCES = ("pydoc", "man", "doc")
+VERSION = 1  # bump when what a source yields changes: cached built-in pools are keyed by it
 HELD_OUT_PERCENT = 20  # share of document keys held out for evaluation, by hash
 MAN_DIR = Path("/usr/share/man")
 MAN_SECTIONS = ("man1", "man5", "man7", "man8")  # commands, file formats, overviews, admin: prose-rich

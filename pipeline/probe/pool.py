@@ -222,6 +222,7 @@ def builtin_pool(cache_dir: str, sources: list[str], max_chars: int, lm: bool, t
     import xxhash
 
     settings = {"sources": list(sources), "max_chars": int(max_chars), "lm": bool(lm), "tokenizer": tokenizer}
+    settings["corpus_version"] = corpus.VERSION
     tag = xxhash.xxh3_64_hexdigest(json.dumps(settings, sort_keys=True).encode())
     root = Path(cache_dir).expanduser() / "probe" / f"builtin-{tag}"
     scored = root / "scored"
