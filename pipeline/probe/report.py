@@ -34,12 +34,14 @@ def _arm_profile(arm, rows: np.ndarray, tokens: np.ndarray, pool) -> dict:
         profile["score_mean"] = _round(np.nanmean(values[rows]))
         profile["pool_score_mean"] = _round(np.nanmean(values))
     if pool.groups is not None:
-        groups = pool.groups[rows]
-        shares = {str(g): float(held[groups == g].sum() / held.sum()) for g in np.unique(groups)}
-        profile["group_token_share"] = {
-            g: round(s, 3) for g, s in sorted(shares.items(), key=lambda x: -x[1])
-        }
+        profile["group_token_share"] = group_shares(pool.groups[rows], held)
     return profile
+
+
+def group_shares(groups: np.ndarray, tokens: np.ndarray) -> dict[str, float]:
+    """Share of the tokens per group, largest first."""
+    shares = {str(g): float(tokens[groups == g].sum() / tokens.sum()) for g in np.unique(groups)}
+    return {g: round(s, 3) for g, s in sorted(shares.items(), key=lambda x: -x[1])}
 
 
 def _round(x, digits: int = 5):
@@ -73,6 +75,8 @@ def build(arm_list, chosen, tokens, pool, results, budget, seeds, context) -> di
         if a.name not in (RANDOM, RANDOM_B)
         and all(per_set[n]["arms"][a.name]["verdict"] == stats.BEATS for n in eval_names)
     ]
+    if pool.groups is not None:
+        context["pool"]["group_token_share"] = group_shares(pool.groups, tokens)
     return {
         "budget_tokens": budget,
         "seeds": seeds,
