@@ -1,8 +1,8 @@
-"""The ``litho`` command: ``litho generate|score|dedup [hydra overrides]``.
+"""The ``litho`` command: ``litho generate|score|dedup|probe [hydra overrides]`` and ``litho report [OUT_DIR]``.
 
 Each subcommand is a Hydra app over its own primary config in conf/, so every Hydra feature
-(``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name; each runs
-:func:`pipeline.run.run`. ``python -m pipeline.cli generate ...`` is the same command without the
+(``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name; ``generate``, ``score``
+and ``dedup`` run :func:`pipeline.run.run`, ``probe`` runs :func:`pipeline.probe.run.run_probe`. ``python -m pipeline.cli generate ...`` is the same command without the
 installed script (what ``make submit`` runs inside ``ray job submit``).
 """
 
@@ -15,16 +15,17 @@ from collections.abc import Callable
 
 from generators.errors import ConfigError
 
-# command -> its primary config in conf/; every command runs pipeline.run:run.
-COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus"}
+# command -> its primary config in conf/.
+COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus", "probe": "probe"}
 USAGE = (
-    "usage: litho {generate,score,dedup} [key=value ...]   (litho COMMAND --help for its config)\n"
-    "       litho report [OUT_DIR]                          (report.html of an existing output)"
+    "usage: litho {generate,score,dedup,probe} [key=value ...]   (litho COMMAND --help for its config)\n"
+    "       litho report [OUT_DIR]                                (report.html of an existing output)"
 )
 
 
-def report_and_exit(work: Callable[[], dict], cfg) -> None:
-    """Run ``work``; print the summary table, or a one-line error and exit 2 on bad input."""
+def report_and_exit(work: Callable[[], dict], cfg, table: Callable[[dict], str] | None = None) -> None:
+    """Run ``work``; print its summary table (``table``, default the run's), or a one-line error and
+    exit 2 on bad input."""
     logging.getLogger().setLevel(logging.INFO)
     try:
         manifest = work()
@@ -34,7 +35,7 @@ def report_and_exit(work: Callable[[], dict], cfg) -> None:
             raise
         print(f"litho: error: {cause}", file=sys.stderr)
         sys.exit(2)
-    print(summary_table(manifest))
+    print((table or summary_table)(manifest))
 
 
 def _config_error(exc: BaseException | None) -> ConfigError | None:
@@ -218,11 +219,25 @@ def main(argv: list[str] | None = None) -> None:
         if problem:
             print(f"litho: error: {problem}", file=sys.stderr)
             sys.exit(2)
-    from pipeline.run import run
+    if command == "probe":
+        from pipeline.probe.report import summary
+        from pipeline.probe.run import run_probe
+
+        def work(cfg) -> dict:
+            return run_probe(cfg)
+
+        table = summary
+    else:
+        from pipeline.run import run
+
+        def work(cfg) -> dict:
+            return run(cfg, command)
+
+        table = summary_table
 
     @hydra.main(version_base=None, config_path="../conf", config_name=config_name)
     def app(cfg) -> None:
-        report_and_exit(lambda: run(cfg, command), cfg)
+        report_and_exit(lambda: work(cfg), cfg, table)
 
     sys.argv = [f"litho {command}", *argv]
     app()
