@@ -57,7 +57,6 @@ class GenerateStage:
         self.teacher = instantiate(teacher, _convert_="all")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.generator = generator
-        self.done_rows = self.done_tokens = 0
 
     def __call__(self, batch: dict) -> dict:
         ids = [str(i) for i in batch["id"]]
@@ -66,7 +65,6 @@ class GenerateStage:
         started_at, started = time.time(), time.perf_counter()
         steps = self._run_steps(batch, ids)
         seconds = time.perf_counter() - started
-        self._report(steps, seconds)
         completions = [row_steps[-1] for row_steps in steps]
         out = {k: list(v) for k, v in batch.items()}
         out.update(
@@ -97,18 +95,6 @@ class GenerateStage:
         if errors:
             log.warning("%d of %d requests failed in this batch", errors, len(ids))
         return {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}
-
-    def _report(self, steps: list[list[Completion]], seconds: float) -> None:
-        """One progress line per batch: long generations are otherwise silent. Printed, not logged:
-        Ray forwards a worker's stdout to the driver, prefixed with the actor's name and pid."""
-        tokens = sum(c.completion_tokens for s in steps for c in s)
-        self.done_rows += len(steps)
-        self.done_tokens += tokens
-        print(
-            f"teacher: {len(steps)} rows, {tokens} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} tok/s);"
-            f" this actor so far: {self.done_rows} rows, {self.done_tokens} tokens",
-            flush=True,
-        )
 
     def _run_steps(self, batch: dict, ids: list[str]) -> list[list[Completion]]:
         """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for

@@ -226,7 +226,11 @@ def pull(ds, columns: list[str]) -> pa.Table:
     refs = ds.select_columns(columns).to_arrow_refs()
     tables = [t for t in ray.get(refs) if t.num_rows]
     # Blocks may type a column differently (an all-null block reads as null): unify their schemas.
-    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({c: [] for c in columns})
+    return (
+        pa.concat_tables(tables, promote_options="permissive")
+        if tables
+        else pa.table({c: [] for c in columns})
+    )
 
 
 def quantile_bands(ds, bands: dict):

@@ -30,6 +30,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output.snapshot import write_json
     from pipeline.output.writer import publish
     from pipeline.process import pull
+    from pipeline.progress import teacher_progress
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -52,7 +53,13 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
         # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
         t0 = time.perf_counter()
         if job.plan is not None:
-            errors = generate(todo, job.generate) if todo else None
+            with teacher_progress(
+                job.checkpoint_dir,
+                len(todo),
+                float(job.cluster.get("progress_interval") or 30),
+                bool(job.cluster.get("progress", True)),
+            ):
+                errors = generate(todo, job.generate) if todo else None
             failed = errors.count() if errors is not None else 0
             ids = frozenset(row["id"] for row in job.plan)
             files = sorted({p for rid, p in checkpoint.finished(job.checkpoint_dir).items() if rid in ids})
