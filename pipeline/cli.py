@@ -44,7 +44,9 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
 
     while exc is not None:
         if isinstance(exc, ConfigError):
-            return exc
+            # Raised in a Ray task: the RayTaskError is also a ConfigError, its text a traceback.
+            cause = getattr(exc, "cause", None)
+            return cause if isinstance(cause, ConfigError) else exc
         if isinstance(exc, MissingMandatoryValue):  # a `???` key of the chosen config left unset
             from pipeline.validate import missing_key
 
@@ -94,6 +96,7 @@ def check_overrides(command: str, config_name: str, overrides: list[str]) -> str
             given = next((o for o in overrides if o.split("=")[0] == key), key)
             known = _known_keys(config_name, [o for o in overrides if o != given])
             close = closest_key(key, known)
+            close = None if close == key else close  # the key exists in another option of its group
             value = given.partition("=")[2]
             hint = f"did you mean {close}={value}? " if close else "check the spelling "
             return (

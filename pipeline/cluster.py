@@ -148,6 +148,10 @@ def connect(cluster: dict, allow_network: bool = False) -> Iterator[None]:
         raise ConfigError(f"cluster.mode={cluster['mode']}: use local or remote")
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = bool(cluster.get("progress_bars", False))
+    # A teacher or scorer batch may legitimately take hours (a slow teacher, long texts on a CPU):
+    # Ray Data's default of aborting after 30 minutes without a finished block would kill the run.
+    timeout = cluster.get("no_progress_timeout_s")
+    ctx.execution_no_progress_timeout_s = -1 if timeout is None else float(timeout)
     # Ray's default of 200 hash partitions costs seconds per groupby on a laptop-sized run.
     cpus = int(ray.cluster_resources().get("CPU", 1))
     ctx.default_hash_shuffle_parallelism = int(cluster.get("shuffle_partitions") or max(2, 2 * cpus))

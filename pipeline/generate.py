@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from generators.errors import ConfigError
 from generators.prompts.protocol import MultiStep
 from generators.teachers.contract import FINISH_ERROR, Completion, Request
+from pipeline import faults
 from pipeline.checkpoint import write_batch
 from pipeline.select import expand
 from pipeline.stages import StageSpec, apply_one, resources
@@ -82,6 +83,7 @@ class GenerateStage:
             for key in finished[0]:
                 out[key] = [f[key] for f in finished]
             out["steps"] = [json.dumps([c.text for c in s], ensure_ascii=False) for s in steps]
+        faults.actor_batch(self.checkpoint_dir)  # reliability tests only (LITHO_FAULT=actor:N)
         if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
             ok = [i for i, reason in enumerate(out["finish_reason"]) if reason != "error"]
             table = pa.table({k: [v[i] for i in ok] for k, v in out.items()})
