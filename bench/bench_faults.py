@@ -105,7 +105,7 @@ def kills() -> list[dict]:
                     "lost": 0 if same else len(set(reference) - set(after)),
                     "duplicated": 0 if same else len(set(after) - set(reference)),
                     "manual": 0 if same else 1,
-                    "note": f"{len(before)} files before the rerun; rerun byte-identical: {same}",
+                    "note": f"{len(before)} published files left by the killed run; rerun byte-identical: {same}",
                 }
             )
         out = tmp / "actor"
