@@ -62,6 +62,16 @@ NATIVE_NOISE = re.compile(
 )
 
 
+_stderr_was_terminal: bool | None = None  # while stderr is swapped for a pipe: whether it was a terminal
+
+
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` shows on a terminal, also while :func:`native_lines_dropped` filters stderr."""
+    if stream is sys.stderr and _stderr_was_terminal is not None:
+        return _stderr_was_terminal
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 @contextlib.contextmanager
 def native_lines_dropped(pattern: re.Pattern) -> Iterator[None]:
     """Drop lines matching ``pattern`` from this process's stderr (file descriptor 2) while inside.
@@ -79,6 +89,8 @@ def native_lines_dropped(pattern: re.Pattern) -> Iterator[None]:
     except OSError:  # no descriptor 2 to swap (an embedded interpreter): nothing to filter
         yield
         return
+    global _stderr_was_terminal
+    _stderr_was_terminal = os.isatty(2)  # progress bars ask: the pipe is not a terminal, the user's is
     os.dup2(write_end, 2)
     os.close(write_end)
 
@@ -110,6 +122,7 @@ def native_lines_dropped(pattern: re.Pattern) -> Iterator[None]:
     finally:
         sys.stderr.flush()
         os.dup2(target, 2)
+        _stderr_was_terminal = None
 
 
 @contextlib.contextmanager

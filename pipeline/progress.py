@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipeline.cluster import is_terminal
+
 log = logging.getLogger(__name__)
 
 
@@ -94,7 +96,7 @@ class TeacherProgress:
                 last = time.monotonic()
 
     def start(self) -> TeacherProgress:
-        if getattr(self.stream, "isatty", lambda: False)():
+        if is_terminal(self.stream):
             from tqdm import tqdm
 
             self._bar = tqdm(

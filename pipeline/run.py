@@ -82,6 +82,9 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
         ds = stages.apply(ds, job.process, stage_seconds)
         ds = stages.apply(ds, job.select, stage_seconds).materialize()
         timings["score_filter_dedup_s"] = time.perf_counter() - t0
+        log.info(
+            "scored, filtered and deduplicated %d rows in %.1f s", ds.count(), timings["score_filter_dedup_s"]
+        )
 
         # Write: kept rows to data/, dropped rows to rejected/, swapped in whole.
         t0 = time.perf_counter()

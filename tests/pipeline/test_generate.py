@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 import time
 
 import numpy as np
@@ -67,3 +68,18 @@ def test_disabled_or_nothing_to_do_prints_nothing(tmp_path, capsys):
     with teacher_progress(tmp_path, 5, enabled=False):
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_a_terminal_gets_a_bar(tmp_path, monkeypatch):
+    from pipeline import cluster
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    progress = TeacherProgress(tmp_path, total=4, stream=term).start()
+    progress.stop()
+    assert "teacher: 100%" not in term.getvalue() and "0/4" in term.getvalue()  # tqdm's bar, not a line
+    monkeypatch.setattr(cluster, "_stderr_was_terminal", True)  # stderr swapped for the noise filter
+    assert cluster.is_terminal(sys.stderr)
