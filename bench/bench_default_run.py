@@ -104,7 +104,32 @@ def plan_prompts(overrides: list[str]) -> tuple[list[list[dict]], dict, dict]:
     plan = make_plan(cfg, build_generator(cfg))
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     lm = OmegaConf.to_container(cfg.filters.lm, resolve=True)
-    return [json.loads(r["prompt"]) for r in plan], teacher, lm
+    return [(r["id"], json.loads(r["prompt"])) for r in plan], teacher, lm
+
+
+def in_process(plan, teacher: dict, target: str) -> dict:
+    """litho's teacher class (hf or fast) on the same requests in this process: no Ray, same settings."""
+    from hydra.utils import instantiate
+
+    from generators.teachers.contract import Request
+
+    config = dict(teacher, _target_=target)
+    if target.endswith("FastTeacher"):
+        config.setdefault("max_batch", 256)
+    built = instantiate(config, _convert_="all")
+    requests = [Request(rid, tuple(messages)) for rid, messages in plan]
+    built.generate(requests[:2])  # warm-up
+    started = time.perf_counter()
+    done = built.generate(requests)
+    seconds = time.perf_counter() - started
+    tokens = sum(c.completion_tokens for c in done)
+    name = target.rsplit(".", 1)[-1]
+    return {
+        "name": name,
+        "dtype": str(built.model.dtype).replace("torch.", ""),
+        "s": seconds,
+        "tokens": tokens,
+    }
 
 
 def plain_generate(prompts, teacher: dict, dtype: str) -> dict:
@@ -208,13 +233,15 @@ def table(runs: dict[str, dict], plain: list[dict], forward: dict) -> str:
         ),
         ("**teacher tok/s** (its generate() calls)", lambda r: f"**{r['teacher_tok_s']:.0f}**"),
     ]
-    rows += [
-        (
-            f"  / plain `model.generate()` {p['dtype']} ({p['tok_s']:.0f} tok/s)",
-            lambda r, p=p: f"{r['teacher_tok_s'] / p['tok_s']:.2f}x",
+    for p in plain:
+        p["tok_s"] = p["tokens"] / p["s"]
+        what = f"`{p['name']}.generate()` in this process" if "name" in p else "plain `model.generate()`"
+        rows.append(
+            (
+                f"  / {what}, {p['dtype']} ({p['tok_s']:.0f} tok/s)",
+                lambda r, p=p: f"{r['teacher_tok_s'] / p['tok_s']:.2f}x",
+            )
         )
-        for p in plain
-    ]
     rows += [
         (
             "LM scorer tok/s (scored window tokens / its seconds)",
@@ -228,8 +255,11 @@ def table(runs: dict[str, dict], plain: list[dict], forward: dict) -> str:
     lines = ["| | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
     lines += [f"| {label} | " + " | ".join(cell(r) for r in runs.values()) + " |" for label, cell in rows]
     notes = [
-        f"plain `model.generate()`: the same {p['batch']} prompts in one call, transformers' sampling with the "
-        f"same settings, {p['tokens']} tokens (to EOS) in {p['s']:.1f} s, {p['dtype']}"
+        f"`{p['name']}.generate()`: litho's teacher class with the run's teacher config, the same requests, "
+        f"in this process without Ray: {p['tokens']} tokens in {p['s']:.1f} s, {p['dtype']}"
+        if "name" in p
+        else f"plain `model.generate()`: the same {p['batch']} prompts in one call, transformers' sampling with "
+        f"the same settings, {p['tokens']} tokens (to EOS) in {p['s']:.1f} s, {p['dtype']}"
         for p in plain
     ]
     notes.append(
@@ -290,8 +320,11 @@ def main() -> None:
             runs[f"{name} {variant}"] = summarize(
                 run_pipeline(ROOT, tmp / f"out-v{i}", args.overrides + extra)
             )
-        prompts, teacher, lm = plan_prompts(args.overrides)
-        plain = [plain_generate(prompts, teacher, d) for d in args.plain_dtypes.split(",")]
+        plan, teacher, lm = plan_prompts(args.overrides)
+        plain = [plain_generate([m for _, m in plan], teacher, d) for d in args.plain_dtypes.split(",")]
+        if args.in_process:
+            targets = ("generators.teachers.hf.HFTeacher", "generators.teachers.fast.FastTeacher")
+            plain += [in_process(plan, teacher, t) for t in targets]
         forward = plain_forward(runs, lm)
     load_after = load()
     command = "python bench/bench_default_run.py " + " ".join(sys.argv[1:])

@@ -85,7 +85,10 @@ def test_embedded_teacher_text_does_not_depend_on_batch_size(backend):
     sampling = dict(SAMPLING, max_new_tokens=32, repetition_penalty=1.1)
     key = "batch_size" if backend is HFTeacher else "max_batch"
     runs = [
-        _texts(backend("embedded:smollm2", device="cpu", dtype="float32", sampling=sampling, **{key: b}), requests)
+        _texts(
+            backend("embedded:smollm2", device="cpu", dtype="float32", sampling=sampling, **{key: b}),
+            requests,
+        )
         for b in (1, 5, 32)
     ]
     assert runs[0] == runs[1] == runs[2]

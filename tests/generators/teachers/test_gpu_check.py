@@ -20,7 +20,9 @@ def test_dry_run_needs_only_torch_and_transformers(tmp_path):
     stubs = tmp_path / "absent"
     for name in ABSENT:  # importing any of these now fails, as it would there
         (stubs / name).mkdir(parents=True)
-        (stubs / name / "__init__.py").write_text(f"raise ImportError('{name} is not installed on the GPU machine')\n")
+        (stubs / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is not installed on the GPU machine')\n"
+        )
     env = dict(
         os.environ,
         PYTHON=sys.executable,
