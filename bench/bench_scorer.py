@@ -5,7 +5,12 @@ No Ray, no Hydra. Same model, same windows of ``--seq-len`` tokens, same run, th
 * ``plain (sdpa)``  — ``model(ids, attention_mask)`` with the stock SDPA attention, no metrics;
 * ``plain (eager)`` — the same with materialised attention probabilities, still no metrics;
 * ``LMScorer``      — one scorer forward: eager-equivalent attention reduced to the metrics layer
-  by layer, plus per-token NLL (what ``LMScorer.score`` runs per batch of windows).
+  by layer, plus per-token NLL (what ``LMScorer.score`` runs per batch of windows);
+* ``LMScorer (bits/byte only)`` — the same with ``metrics=[]`` (``filters.lm.metrics=[]``): SDPA
+  attention and the per-token NLL only.
+
+``--accuracy`` instead scores real text (Python's pydoc topics) with the scorer in float32 and in
+bfloat16 and prints the error of every bf16 column against float32.
 
 tokens/s counts real tokens per wall second (CUDA synchronised); variants run round-robin, medians
 are reported. On a shared CPU, tokens per process-CPU-second (all threads) is the steadier figure,
@@ -15,11 +20,14 @@ the output says which. Speed does not depend on the weights.
 
     python bench/bench_scorer.py --quick          # CPU smoke run
     python bench/bench_scorer.py                  # CUDA when present: batch 64 x 512
+    python bench/bench_scorer.py --threads 2 --dtype bfloat16
+    python bench/bench_scorer.py --accuracy       # bf16 columns against fp32 on real text
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -122,6 +130,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: batch 2, 2 repeats")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    parser.add_argument("--accuracy", action="store_true", help="bf16 columns against fp32 on real text")
     parser.add_argument("--write", action="store_true", help="append the table to bench/results/scorer.md")
     args = parser.parse_args()
     if args.threads:
@@ -131,6 +140,8 @@ def main() -> None:
     batch = args.batch_size or (2 if args.quick else 64 if device.startswith("cuda") else 4)
     repeats = 2 if args.quick else args.repeats
 
+    if args.accuracy:
+        return accuracy(args, device)
     with tempfile.TemporaryDirectory() as tmp:
         spec, what = pick_model(args, Path(tmp))
         scorer = LMScorer(model=spec, device=device, dtype=args.dtype, max_len=args.seq_len, batch_size=batch)
@@ -139,6 +150,8 @@ def main() -> None:
         ids = torch.randint(1, model.config.vocab_size, (batch, args.seq_len), generator=gen)
         ids[:, 0] = scorer.prefix
         windows = [(b, ids[b].tolist(), 1) for b in range(batch)]
+        bpb_only = copy.copy(scorer)  # same model; metrics=[] as LMScorer(metrics=[]) sets it
+        bpb_only.metrics = ()
         ids, mask = ids.to(device), torch.ones_like(ids, device=device)
 
         def plain():
@@ -149,6 +162,7 @@ def main() -> None:
             "plain (sdpa)": ("sdpa", plain),
             "plain (eager)": ("eager", plain),
             "LMScorer": ("litho_metrics", lambda: scorer._forward(windows, reduce=reduce_layer)),
+            "LMScorer (bits/byte only)": ("sdpa", lambda: bpb_only._forward(windows)),
         }
         if args.compile == "on" or (args.compile == "auto" and device.startswith("cuda")):
             fused = compiled_reduce()
@@ -192,6 +206,37 @@ def main() -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M")
         with out.open("a") as f:
             f.write(f"\n```\n{command}\n{stamp}, {header}\n```\n\n" + "\n".join(table) + "\n")
+
+
+def accuracy(args, device: str) -> None:
+    """Max and mean absolute error of every bf16 column against fp32, on real text of 50-600 words."""
+    from pydoc_data.topics import topics
+
+    import numpy as np
+
+    texts = [t for t in topics.values() if 50 <= len(t.split()) <= 600][: 16 if args.quick else 64]
+    scored = {}
+    for dtype in ("float32", "bfloat16"):
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        scorer = LMScorer(model=args.model, device=device, dtype=dtype, batch_size=args.batch_size or 8)
+        scored[dtype] = scorer.score(texts)
+    words = sum(len(t.split()) for t in texts)
+    header = f"{args.model} | bf16 against fp32 | {len(texts)} pydoc topics, {words} words"
+    table = ["| column | max abs error | mean abs error | fp32 mean |", "|---|---|---|---|"]
+    for name, want in scored["float32"].items():
+        error = np.abs(scored["bfloat16"][name] - want)
+        table.append(
+            f"| {name} | {np.nanmax(error):.2e} | {np.nanmean(error):.2e} | {np.nanmean(want):.4f} |"
+        )
+    print("# " + header)
+    print("\n".join(table))
+    if args.write:
+        out = Path(__file__).resolve().parent / "results" / "scorer.md"
+        command = "python bench/bench_scorer.py " + " ".join(sys.argv[1:])
+        with out.open("a") as f:
+            f.write(f"\n```\n{command}\n{time.strftime('%Y-%m-%d %H:%M')}, {header}\n```\n\n")
+            f.write("\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

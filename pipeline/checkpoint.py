@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+TIMING_KEY = b"litho_batch"  # Parquet metadata key of a batch file's timing
+
 # Teacher keys that change how fast texts are made, not which texts: they keep the cache valid.
 # Batch sizes and actor counts are among them because every request samples from its own counter
 # (generators/teachers/sampling.py), so its text does not depend on its batch (tested in fp32 in
@@ -41,6 +43,13 @@ OPERATIONAL_KEYS = {
     "sync_every",  # fast: rows past a stop string are cut at it, whenever the host checks
     "refill",
     "max_seq_len",  # fast: only decides which requests fail (failures are never checkpointed)
+    # teacher=vllm: engine sizing and scheduling; the texts depend only on each request's seed.
+    "max_num_seqs",
+    "kv_cache_gib",
+    "gpu_memory_utilization",
+    "chunked_prefill",
+    "enforce_eager",
+    "engine_kwargs",
 }
 
 
@@ -56,10 +65,13 @@ def teacher_fingerprint(teacher_cfg: dict) -> str:
     return xxhash.xxh3_64_hexdigest(json.dumps(keep, sort_keys=True, default=str).encode())
 
 
-def write_batch(directory: Path, table: pa.Table) -> Path | None:
-    """Write one finished batch atomically; never rewrite an existing file."""
+def write_batch(directory: Path, table: pa.Table, timing: dict | None = None) -> Path | None:
+    """Write one finished batch atomically; never rewrite an existing file. ``timing`` (when the batch
+    started, its seconds, the worker) goes in the file's metadata: the run report's teacher throughput."""
     if table.num_rows == 0:
         return None
+    if timing:
+        table = table.replace_schema_metadata({TIMING_KEY: json.dumps(timing).encode()})
     ids = sorted(table.column("id").to_pylist())
     path = directory / f"gen-{xxhash.xxh3_64_hexdigest('|'.join(ids).encode())}.parquet"
     if path.exists():
@@ -69,6 +81,14 @@ def write_batch(directory: Path, table: pa.Table) -> Path | None:
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
     return path
+
+
+def batch_timing(source: Path | pa.Schema) -> dict | None:
+    """The ``timing`` a batch file (or its schema) was written with; None for files from before it was
+    recorded."""
+    schema = source if isinstance(source, pa.Schema) else pq.read_schema(source)
+    raw = (schema.metadata or {}).get(TIMING_KEY)
+    return json.loads(raw) if raw else None
 
 
 def finished(directory: Path) -> dict[str, Path]:

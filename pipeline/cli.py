@@ -8,6 +8,7 @@ installed script (what ``make submit`` runs inside ``ray job submit``).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 from collections.abc import Callable
@@ -16,7 +17,10 @@ from generators.errors import ConfigError
 
 # command -> its primary config in conf/; every command runs pipeline.run:run.
 COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus"}
-USAGE = "usage: litho {generate,score,dedup} [key=value ...]   (litho COMMAND --help for its config)"
+USAGE = (
+    "usage: litho {generate,score,dedup} [key=value ...]   (litho COMMAND --help for its config)\n"
+    "       litho report [OUT_DIR]                          (report.html of an existing output)"
+)
 
 
 def report_and_exit(work: Callable[[], dict], cfg) -> None:
@@ -64,6 +68,8 @@ def summary_table(manifest: dict) -> str:
     lines.append(
         f"manifest: {manifest['output_dir']}/manifest.json   time: {manifest['timings_s']['total_s']} s"
     )
+    if manifest.get("report"):
+        lines.append(f"report: {manifest['output_dir']}/{manifest['report']}  (open it in a browser)")
     return "\n".join(lines)
 
 
@@ -79,18 +85,19 @@ def check_overrides(command: str, config_name: str, overrides: list[str]) -> str
         with initialize_config_module(config_module="conf", version_base=None):
             compose(config_name=config_name, overrides=overrides)
     except MissingConfigException as exc:
-        lines = [ln.strip() for ln in str(exc).split("Config search path")[0].splitlines() if ln.strip()]
-        group = next((o for o in overrides if f"'{o.split('=')[0]}/" in lines[0]), lines[0])
-        options = [ln for ln in lines[1:] if not ln.startswith("Available options")]
-        return f"{group}: no such config option; use one of {', '.join(options)}" if options else lines[0]
+        return _missing_option(config_name, overrides, str(exc))
     except ConfigCompositionException as exc:
         text = str(exc)
         if text.startswith("Could not override '"):
             key = text.split("'")[1]
             given = next((o for o in overrides if o.split("=")[0] == key), key)
+            known = _known_keys(config_name, [o for o in overrides if o != given])
+            close = closest_key(key, known)
+            value = given.partition("=")[2]
+            hint = f"did you mean {close}={value}? " if close else "check the spelling "
             return (
-                f"{given}: no such key in the config; check the spelling (litho {command} --cfg job prints "
-                f"every key) or write +{given} to add a new one"
+                f"{given}: no such key in the config; {hint}(litho {command} --cfg job prints every key) "
+                f"or write +{given} to add a new one"
             )
         return _one_line(text)
     except OverrideParseException as exc:
@@ -98,12 +105,106 @@ def check_overrides(command: str, config_name: str, overrides: list[str]) -> str
     return None
 
 
+def _missing_option(config_name: str, overrides: list[str], text: str) -> str:
+    """A config group given an option it does not have: the options, the closest one, and for a path
+    given to a group with a ``dir`` key (``output=/data/x``) the key that takes the path."""
+    lines = [ln.strip() for ln in text.split("Config search path")[0].splitlines() if ln.strip()]
+    given = next((o for o in overrides if f"'{o.split('=')[0].lstrip('+~')}/" in lines[0]), None)
+    options = [ln for ln in lines[1:] if not ln.startswith("Available options")]
+    if given is None or not options:
+        return lines[0]
+    group, _, value = given.lstrip("+~").partition("=")
+    message = f"{given}: no such config option; use one of {', '.join(options)}"
+    if "/" in value or value.startswith((".", "~")):
+        if f"{group}.dir" in _known_keys(config_name, [o for o in overrides if o != given]):
+            return (
+                f"{given}: {group} is a config group ({', '.join(options)}), not a directory; "
+                f"write {group}.dir={value}"
+            )
+    close = difflib.get_close_matches(value, options, n=1)
+    return f"{message}; did you mean {group}={close[0]}?" if close else message
+
+
+def _known_keys(config_name: str, overrides: list[str]) -> set[str]:
+    """Every dotted key of the composed config (with ``overrides`` if they compose, else without)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import DictConfig, OmegaConf
+
+    cfg = None
+    for attempt in (overrides, []):
+        try:
+            with initialize_config_module(config_module="conf", version_base=None):
+                cfg = compose(config_name=config_name, overrides=attempt)
+            break
+        except Exception:
+            continue
+    keys: set[str] = set()
+
+    def walk(node, prefix: str) -> None:
+        for key in node:
+            name = f"{prefix}{key}"
+            keys.add(name)
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+                walk(child, f"{name}.")
+
+    if cfg is not None:
+        OmegaConf.set_struct(cfg, False)
+        walk(cfg, "")
+    return keys
+
+
+def closest_key(key: str, known: set[str]) -> str | None:
+    """The known key a mistyped ``key`` most likely meant: a key ending in it (a missing prefix), else
+    the closest sibling under the same parent, else the closest key overall (difflib)."""
+    bare = key.lstrip("+~")
+    ends = sorted(k for k in known if k.endswith(f".{bare}"))
+    if ends:
+        return ends[0]
+    parent, _, leaf = bare.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = difflib.get_close_matches(leaf, list(siblings), n=1)
+    if close:
+        return siblings[close[0]]
+    close = difflib.get_close_matches(bare, sorted(known), n=1)
+    return close[0] if close else None
+
+
 def _one_line(text: str) -> str:
     return "; ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
+def report_command(argv: list[str]) -> None:
+    """``litho report [OUT_DIR]``: build ``report.html`` again for a finished output directory."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="litho report", description="Write report.html into the output directory of a finished run."
+    )
+    parser.add_argument(
+        "out_dir", nargs="?", default="runs/latest", help="output.dir of the run (runs/latest)"
+    )
+    out = Path(parser.parse_args(argv).out_dir)
+    if not (out / "manifest.json").is_file():
+        print(
+            f"litho: error: {out}: no manifest.json here; give the output.dir of a finished litho generate, "
+            "score or dedup run",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    from pipeline.output.report import write_report
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    name = write_report(out, strict=True)
+    print(f"report: {(out / name).resolve()}  (open it in a browser)")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        report_command(argv[1:])
+        return
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)

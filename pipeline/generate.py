@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -61,9 +63,10 @@ class GenerateStage:
         ids = [str(i) for i in batch["id"]]
         if not ids:
             return batch
-        started = time.perf_counter()
+        started_at, started = time.time(), time.perf_counter()
         steps = self._run_steps(batch, ids)
-        self._report(steps, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self._report(steps, seconds)
         completions = [row_steps[-1] for row_steps in steps]
         out = {k: list(v) for k, v in batch.items()}
         out.update(
@@ -84,7 +87,12 @@ class GenerateStage:
         if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
             ok = [i for i, reason in enumerate(out["finish_reason"]) if reason != "error"]
             table = pa.table({k: [v[i] for i in ok] for k, v in out.items()})
-            write_batch(self.checkpoint_dir, table)
+            timing = {
+                "started_at": started_at,
+                "seconds": seconds,
+                "worker": f"{platform.node()}:{os.getpid()}",
+            }
+            write_batch(self.checkpoint_dir, table, timing)
         errors = sum(reason == "error" for reason in out["finish_reason"])
         if errors:
             log.warning("%d of %d requests failed in this batch", errors, len(ids))

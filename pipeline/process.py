@@ -16,11 +16,13 @@ import pyarrow as pa
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from filters.dedup.decontaminate import Decontaminate
 from filters.dedup.exact import ExactHash, duplicates_to_drop
 from filters.rules.base import Filter, current_reasons, record_drops
 from filters.rules.sanity import SanityFilter
 from filters.rules.thresholds import ThresholdFilter, band_bounds, check_bands, check_bounds
 from filters.scores.clean import Cleaner
+from filters.scores.judge import JudgeScores
 from filters.scores.lm_scores import LMScorer
 from filters.scores.repetition import RepetitionMetrics
 from filters.scores.token_metrics import TokenMetrics
@@ -92,6 +94,9 @@ def stage_list(
             # the cheap filters: rows already dropped cost it nothing.
             lm = {**filters["lm"], "cache_dir": filters.get("cache_dir"), **text}
             specs.append(class_stage("lm_scores", LMScorer, lm, actors("lm_scores")))
+        if filters.get("judge"):
+            # A teacher rates every kept row on the rubrics; ratings are checkpointed per output dir.
+            specs.append(_judge_stage(cfg, filters["judge"], text, cluster))
         bounds = check_bounds(filters.get("thresholds"))
         if bounds:
             keys = {c: f"filters.thresholds.{c}" for c in bounds}
@@ -100,6 +105,13 @@ def stage_list(
             )
         for name, settings in (generator_filters or {}).items():
             specs.append(_generator_stage(name, dict(settings), tasks(name)))
+    dedup = OmegaConf.to_container(cfg.dedup, resolve=True) if "dedup" in cfg else {}
+    if dedup.get("decontaminate"):
+        # Before quantile bands and dedup: a contaminated row must neither shift a band nor be kept
+        # as the representative of a cluster.
+        settings = {"cache_dir": filters.get("cache_dir"), **dedup["decontaminate"], **text}
+        specs.append(class_stage("decontaminate", Decontaminate, settings, actors("decontaminate")))
+    if command in ("generate", "score"):
         bands = check_bands(filters.get("quantile_bands"))
         if bands:
             specs.append(
@@ -113,7 +125,6 @@ def stage_list(
                     keys={c: f"filters.quantile_bands.{c}" for c in bands},
                 )
             )
-    dedup = OmegaConf.to_container(cfg.dedup, resolve=True) if "dedup" in cfg else {}
     if dedup.get("exact"):
         task = resources(cluster, "exact_dedup", "task")
         specs.append(
@@ -156,6 +167,38 @@ def stage_list(
     return specs
 
 
+def _judge_stage(cfg: DictConfig, judge: dict, text: dict, cluster: dict) -> StageSpec:
+    """``filters.judge``: its teacher (a conf/teacher/ mapping), rubrics and scale; the judge runs in the
+    teacher pool's place (``cluster.judge_*`` keys via ``cluster.stages.judge``)."""
+    from pathlib import Path
+
+    from filters.scores.judge import fingerprint
+
+    judge = dict(judge)
+    teacher = judge.pop("teacher", None)
+    if not isinstance(teacher, dict) or "_target_" not in teacher:
+        raise ConfigError(
+            "filters.judge.teacher: give a teacher config with _target_, e.g. the embedded teacher's conf/teacher/hf.yaml"
+        )
+    if teacher.get("model") is not None and "base_url" not in teacher:  # a local model, not a served name
+        from generators.teachers.models import resolve
+
+        resolve(teacher["model"], "filters.judge.teacher.model", bool(teacher.get("allow_network", False)))
+    unknown = sorted(set(judge) - {"rubrics", "scale", "sampling", "max_chars"})
+    if unknown:
+        raise ConfigError(
+            f"filters.judge: unknown keys {unknown}; use teacher, rubrics, scale, sampling, max_chars"
+        )
+    out = Path(str(cfg.output.dir)).expanduser().resolve()
+    made_by = fingerprint(
+        teacher, judge.get("rubrics") or {}, judge.get("scale", (1, 10)), judge.get("sampling")
+    )
+    ckpt = out / ".litho" / "judgements" / made_by
+    kwargs = {"teacher": teacher, "checkpoint_dir": str(ckpt), **judge, **text}
+    pool = resources(cluster, "judge", "scorer")
+    return class_stage("judge", JudgeScores, kwargs, {"pool": "actors", **pool})
+
+
 def _generator_stage(name: str, settings: dict, pool: dict) -> StageSpec:
     """A scorer or rule a generator names in its ``filters:`` block (``{_target_: class, **kwargs}``)."""
     target = settings.pop("_target_", None)
@@ -181,8 +224,9 @@ def pull(ds, columns: list[str]) -> pa.Table:
     import ray
 
     refs = ds.select_columns(columns).to_arrow_refs()
-    tables = ray.get(refs)
-    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+    tables = [t for t in ray.get(refs) if t.num_rows]
+    # Blocks may type a column differently (an all-null block reads as null): unify their schemas.
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({c: [] for c in columns})
 
 
 def quantile_bands(ds, bands: dict):

@@ -26,6 +26,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output import manifest as manifests
     from pipeline.output.card import write_card
     from pipeline.output.packing import pack_run
+    from pipeline.output.report import write_report
     from pipeline.output.snapshot import write_json
     from pipeline.output.writer import publish
     from pipeline.process import pull
@@ -108,8 +109,9 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             bool(filters.get("allow_network")),
         )
 
-    # Card: README.md beside the shards; then the manifest and the resolved config.
+    # Card: README.md beside the shards, and report.html; then the manifest and the resolved config.
     manifest["card"] = write_card(out, cfg, manifest)
+    manifest["report"] = write_report(out, manifest, cfg)  # report.html: plots, examples, timings
     write_json(out / "manifest.json", manifest)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return manifest

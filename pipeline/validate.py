@@ -83,7 +83,11 @@ def check_output_and_dedup(cfg: DictConfig) -> None:
 
 
 def check_generate(cfg: DictConfig) -> None:
-    """``n``, the teacher's sampling and model (first: the target tokenizer defaults to the teacher's model)."""
+    """``n``, the teacher's sampling and model (first: the target tokenizer defaults to the teacher's model).
+
+    A local teacher's ``teacher.model`` must name a model on this disk; a served one's is free text
+    (:func:`check_served_model`).
+    """
     n = cfg.get("n")
     if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
         raise ConfigError(f"n={n}: the number of requests must be a positive integer, e.g. n=32")
@@ -92,8 +96,34 @@ def check_generate(cfg: DictConfig) -> None:
 
         SamplingParams.from_config(OmegaConf.to_container(cfg.teacher.sampling, resolve=True))
     model = cfg.teacher.get("model")
-    if model is not None:
-        resolve(model, "teacher.model", allow_network=bool(cfg.teacher.get("allow_network", False)))
+    if model is None:
+        return
+    if cfg.teacher.get("base_url") is not None:
+        check_served_model(cfg)
+        return
+    resolve(model, "teacher.model", allow_network=bool(cfg.teacher.get("allow_network", False)))
+
+
+def check_served_model(cfg: DictConfig) -> None:
+    """A teacher behind a server (``teacher.base_url``): ``teacher.model`` is the name the server serves,
+    free text that is never looked up on this disk. The target tokenizer must then come from
+    ``filters.tokenizer``; it defaults to ``teacher.model``, which works only when the served name
+    happens to be a local model spec (a server started on a local path serves it under that path)."""
+    model, tokenizer = str(cfg.teacher.model), cfg.filters.get("tokenizer")
+    if tokenizer is not None and str(tokenizer) != model:
+        return  # set on its own: check_common resolves it
+    if tokenizer is not None:
+        try:
+            resolve(model, "filters.tokenizer", allow_network=bool(cfg.filters.get("allow_network", False)))
+            return
+        except ConfigError:
+            pass
+    shown = "null" if tokenizer is None else tokenizer
+    raise ConfigError(
+        f"filters.tokenizer={shown}: teacher.model={model} is the name the server at teacher.base_url serves, "
+        f"not a local model, so it cannot be the target tokenizer; set filters.tokenizer to a local tokenizer "
+        f"(a model directory, a .gguf file, a tokenizer.json or embedded:smollm2)"
+    )
 
 
 FORMATS = ("pretrain", "sft")

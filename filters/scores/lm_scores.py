@@ -19,6 +19,23 @@ log = logging.getLogger(__name__)
 VERSION = "lm_scores_v1"  # for the output metadata; the columns carry _v1 too
 BPB = "bits_per_byte_v1"
 ATTN = ("attn_sink_mass_v1", "attn_entropy_v1", "attn_long_range_v1", "attn_density_v1")
+METRICS = ("sink_mass", "entropy", "long_range", "density")  # filters.lm.metrics: ATTN without attn_, _v1
+
+
+def wanted_metrics(metrics) -> tuple[str, ...]:
+    """The attention metrics asked for, in :data:`METRICS` order.
+
+    Raises:
+        ConfigError: ``metrics`` is not a list of names from :data:`METRICS`.
+    """
+    names = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise ConfigError(
+            f"filters.lm.metrics: unknown metric {unknown[0]!r}; use a list of {', '.join(METRICS)} "
+            "([] = bits_per_byte_v1 only)"
+        )
+    return tuple(m for m in METRICS if m in names)
 
 
 def plan_windows(n_tokens: int, width: int, stride: int) -> list[tuple[int, int, int]]:
@@ -57,14 +74,18 @@ class LMScorer:
             directory (see :func:`generators.teachers.models.resolve`).
         text_column: Column holding the text.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:i]``.
-        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``auto`` (as :func:`generators.teachers.models.load_causal_lm` picks), ``float32``,
+            ``bfloat16`` or ``float16``. A bf16 model's attention maps are also reduced in bf16.
         max_len: Positions per window, the prefix token included.
         stride: Text tokens between window starts (default ``max_len // 2``); the overlap is context.
         batch_size: Windows per forward pass.
         sink_k: Leading positions (prefix token included) counted as the attention sink.
         density_head_frac: Share of heads in which a token must receive more than its uniform
             share of attention to count as load-bearing.
-        layer_groups: Contiguous layer groups with their own columns (0 or 1: none).
+        layer_groups: Contiguous layer groups with their own columns (0 or 1: none; the number of
+            layers: one column per layer). The metrics are summed per group as the layers run.
+        metrics: Attention metrics to compute, from :data:`METRICS` (default all); the others are
+            neither computed nor written. ``[]`` leaves bits per byte, at the cost of a plain forward.
         prefix_token: Token put before every window (the document start the scorer was trained on):
             default ``<|endoftext|>`` when the tokenizer has it as a special token, else BOS, else EOS.
         compile_metrics: Fuse the per-layer metric reductions with ``torch.compile`` (for CUDA, where
@@ -84,16 +105,19 @@ class LMScorer:
         max_len: int = 512,
         stride: int | None = None,
         sink_k: int = 4,
+        metrics=METRICS,
         **_,
     ) -> tuple[tuple, tuple]:
-        """``(needs, adds)``; checks the window settings (cheap: the driver calls it before the run)."""
+        """``(needs, adds)``; checks the window and metric settings (cheap: the driver calls it
+        before the run)."""
         stride = max_len // 2 if stride is None else stride
         if not 0 <= sink_k <= max_len - 3:
             raise ConfigError(f"filters.lm.sink_k={sink_k}: use 0..max_len-3 (StreamingLLM uses 4)")
         if not 1 <= stride <= max_len - 1:
             raise ConfigError(f"filters.lm.stride={stride}: use 1..max_len-1 (max_len={max_len})")
+        attn = tuple(ATTN[METRICS.index(m)] for m in wanted_metrics(metrics))
         n_groups = layer_groups if layer_groups > 1 else 0
-        return (text_column,), (BPB, *ATTN) + tuple(f"{m}_g{g}" for g in range(n_groups) for m in ATTN)
+        return (text_column,), (BPB, *attn) + tuple(f"{m}_g{g}" for g in range(n_groups) for m in attn)
 
     def __init__(
         self,
@@ -107,6 +131,7 @@ class LMScorer:
         sink_k: int = 4,
         density_head_frac: float = 0.5,
         layer_groups: int = 3,
+        metrics=METRICS,
         prefix_token: str | None = None,
         compile_metrics: bool = False,
         threads: int = 0,
@@ -118,7 +143,7 @@ class LMScorer:
         from filters.scores.attention import compiled_reduce, register
         from generators.teachers.models import load_causal_lm, pick_device, set_threads
 
-        _, self.adds = self.columns(text_column, layer_groups, max_len, stride, sink_k)
+        _, self.adds = self.columns(text_column, layer_groups, max_len, stride, sink_k, metrics)
         stride = max_len // 2 if stride is None else stride
         set_threads(threads)
         self.torch = torch
@@ -126,7 +151,14 @@ class LMScorer:
         self.model, self.tok = load_causal_lm(
             model, "filters.lm.model", self.device, dtype, allow_network, cache_dir
         )
-        self.model.set_attn_implementation(register())
+        self.metrics = wanted_metrics(metrics)
+        self.wanted = tuple(m in self.metrics for m in METRICS)
+        # Without attention metrics the model keeps its fused attention: bits per byte alone costs
+        # a plain forward pass.
+        self.model.set_attn_implementation(register() if self.metrics else "sdpa")
+        # bf16 maps are reduced in bf16 (docs/metrics.md); fp16 would overflow the density weights.
+        bf16 = self.model.dtype == torch.bfloat16
+        self.reduce_dtype = torch.bfloat16 if bf16 else torch.float32
         self.prefix = self._prefix_id(prefix_token)
         self.reduce = compiled_reduce() if compile_metrics else None
         self.text_column, self.batch_size, self.sink_k = text_column, batch_size, sink_k
@@ -134,9 +166,13 @@ class LMScorer:
         config = self.model.config
         self.num_layers, self.num_heads = config.num_hidden_layers, config.num_attention_heads
         self.softcap = getattr(config, "final_logit_softcapping", None)
+        # The collector keeps one sum per layer group (every layer in group 0 when there are none);
+        # the all-layer columns add the groups up.
         n_groups = layer_groups if layer_groups > 1 else 0
-        split = np.array_split(np.arange(self.num_layers), n_groups) if n_groups else []
-        self.groups = [list(range(self.num_layers))] + [g.tolist() for g in split]
+        split = np.array_split(np.arange(self.num_layers), max(n_groups, 1))
+        self.group_of = [g for g, layers in enumerate(split) for _ in layers]
+        self.parts = [list(range(len(split)))] + ([[g] for g in range(n_groups)] if n_groups else [])
+        self.group_layers = [len(layers) for layers in split]
 
     def _prefix_id(self, token: str | None) -> int:
         """The document token put before every window (see ``prefix_token``)."""
@@ -171,16 +207,17 @@ class LMScorer:
             for start, end, owned in plan_windows(len(toks), self.width, self.stride):
                 windows.append((row, [self.prefix, *toks[start:end]], 1 + owned - start))
         windows.sort(key=lambda w: -len(w[1]))
-        acc = _Accumulator(len(texts), self.num_layers, len(self.groups))
+        acc = _Accumulator(len(texts), len(self.parts))
         for i in range(0, len(windows), self.batch_size):
             chunk = windows[i : i + self.batch_size]
             acc.add([w[0] for w in chunk], *self._forward(chunk))
         n_bytes = np.array([len(t.encode("utf-8")) for t in texts], dtype=np.float64)
-        return acc.finish(n_bytes, self.num_heads, self.groups)
+        layers = [sum(self.group_layers[g] for g in part) for part in self.parts]
+        return acc.finish(n_bytes, self.num_heads, layers, self.metrics)
 
     def _forward(self, chunk: list[tuple[int, list[int], int]], reduce=None):
-        """One padded forward pass: per-window NLL sums and attention sums (``reduce`` overrides
-        the per-layer reduction, for benchmarks)."""
+        """One padded forward pass: per-window NLL sums and, per column group (all layers first),
+        attention sums (``reduce`` overrides the per-layer reduction, for benchmarks)."""
         torch = self.torch
         from filters.scores.attention import AttentionCollector
 
@@ -194,23 +231,39 @@ class LMScorer:
         ids = ids.to(dev)
         pos = torch.arange(width, device=dev)[None]
         mask = (pos < lengths[:, None]).long()
-        collector = AttentionCollector(lengths, owned, self.sink_k, self.num_layers, reduce or self.reduce)
+        extra = {}
+        if self.metrics:
+            extra["litho_collector"] = collector = AttentionCollector(
+                lengths,
+                owned,
+                self.sink_k,
+                self.group_of,
+                self.wanted,
+                self.reduce_dtype,
+                reduce or self.reduce,
+            )
         with torch.inference_mode():
-            hidden = self.model.base_model(input_ids=ids, attention_mask=mask, litho_collector=collector)[0]
+            hidden = self.model.base_model(input_ids=ids, attention_mask=mask, **extra)[0]
             target = (pos >= owned[:, None]) & (pos < lengths[:, None]) & (pos >= 1)
             nll = self._nll(hidden[:, :-1][target[:, 1:]], ids[:, 1:][target[:, 1:]])
             rows = target[:, 1:].nonzero()[:, 0]
             nll_sum = torch.zeros(len(chunk), dtype=torch.float64, device=dev).index_add_(
                 0, rows, nll.double()
             )
-            bearing, eligible = [], collector.key.sum(1)
-            for layers in self.groups:
-                heads = collector.heads[:, layers].sum(1)
-                need = math.ceil(self.head_frac * len(layers) * self.num_heads - 1e-9)
+            if not self.metrics:
+                return [nll_sum.cpu().numpy(), None, None, None, None]
+            sums, bearing = [], []
+            for part in self.parts:
+                layers = sum(self.group_layers[g] for g in part)
+                sums.append(
+                    torch.stack([collector.sink, collector.entropy, collector.long_range], 1)[..., part]
+                )
+                heads = collector.heads[:, part].sum(1)
+                need = math.ceil(self.head_frac * layers * self.num_heads - 1e-9)
                 bearing.append(((heads >= max(need, 1)) & collector.key).sum(1))
-            sums = torch.stack([collector.sink, collector.entropy, collector.long_range], 1)
+            sums = torch.stack([s.sum(2) for s in sums], 2)  # (B, 3, column groups)
             counts = torch.stack([collector.query.sum(1), collector.query_ent.sum(1)], 1)
-        out = (nll_sum, sums, counts, torch.stack(bearing, 1), eligible)
+            out = (nll_sum, sums, counts, torch.stack(bearing, 1), collector.key.sum(1))
         return [t.double().cpu().numpy() for t in out]
 
     def _nll(self, hidden, labels, chunk: int = 2048):
@@ -230,30 +283,33 @@ class LMScorer:
 class _Accumulator:
     """Per-row sums over a text's windows, turned into means at the end."""
 
-    def __init__(self, rows: int, layers: int, groups: int):
+    def __init__(self, rows: int, groups: int):
         self.nll = np.zeros(rows)
-        self.sums = np.zeros((rows, 3, layers))
+        self.sums = np.zeros((rows, 3, groups))
         self.counts = np.zeros((rows, 2))
         self.bearing = np.zeros((rows, groups))
         self.eligible = np.zeros(rows)
         self.seen = np.zeros(rows, dtype=bool)
 
-    def add(self, rows, nll, sums, counts, bearing, eligible) -> None:
+    def add(self, rows, nll, sums=None, counts=None, bearing=None, eligible=None) -> None:
         np.add.at(self.nll, rows, nll)
-        np.add.at(self.sums, rows, sums)
-        np.add.at(self.counts, rows, counts)
-        np.add.at(self.bearing, rows, bearing)
-        np.add.at(self.eligible, rows, eligible)
         self.seen[rows] = True
+        if sums is not None:
+            np.add.at(self.sums, rows, sums)
+            np.add.at(self.counts, rows, counts)
+            np.add.at(self.bearing, rows, bearing)
+            np.add.at(self.eligible, rows, eligible)
 
-    def finish(self, n_bytes: np.ndarray, heads: int, groups: list[list[int]]) -> dict[str, np.ndarray]:
+    def finish(self, n_bytes: np.ndarray, heads: int, layers: list[int], metrics) -> dict[str, np.ndarray]:
+        """Columns from the sums; ``layers[g]`` is the number of layers in column group ``g``."""
         with np.errstate(invalid="ignore", divide="ignore"):
             out = {BPB: np.where(self.seen & (n_bytes > 0), self.nll / (math.log(2) * n_bytes), np.nan)}
-            for g, layers in enumerate(groups):
+            for g, n_layers in enumerate(layers):
                 suffix = "" if g == 0 else f"_g{g - 1}"
-                per_query = self.sums[:, :, layers].sum(2) / (len(layers) * heads)
-                means = per_query / self.counts[:, [0, 1, 0]]
-                for j, name in enumerate(ATTN[:3]):
-                    out[name + suffix] = np.where(self.seen, means[:, j], np.nan)
-                out[ATTN[3] + suffix] = np.where(self.seen, self.bearing[:, g] / self.eligible, np.nan)
+                means = self.sums[:, :, g] / (n_layers * heads) / self.counts[:, [0, 1, 0]]
+                for j, name in enumerate(METRICS[:3]):
+                    if name in metrics:
+                        out[ATTN[j] + suffix] = np.where(self.seen, means[:, j], np.nan)
+                if "density" in metrics:
+                    out[ATTN[3] + suffix] = np.where(self.seen, self.bearing[:, g] / self.eligible, np.nan)
         return out

@@ -1,9 +1,12 @@
 """Teacher backend for any OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, litho's own serve).
 
 Standard library only: ``urllib`` for HTTP and a thread pool for bounded concurrency. Every request
-is independent: 429 and 5xx answers, timeouts and dropped connections are retried with
-exponential backoff (the server's ``Retry-After`` wins when it sends one); whatever still fails
-becomes that row's ``Completion(finish_reason="error")`` and the run goes on.
+is independent: 429 and 5xx answers, timeouts, dropped or reset connections, truncated bodies and
+answers that are not JSON are retried with exponential backoff (the server's ``Retry-After`` wins
+when it sends one); whatever still fails becomes that row's ``Completion(finish_reason="error")``
+and the run goes on. Each request carries its litho id as ``X-Request-Id`` (vLLM and most gateways
+log it, and some use it to recognise a retry of a request they already run); a request is never
+sent again once an answer arrived.
 """
 
 from __future__ import annotations
@@ -138,12 +141,17 @@ class OpenAITeacher:
 
     def _post(self, payload: dict, request_id: str) -> dict:
         data = json.dumps(payload).encode()
+        headers = {**self._headers, "X-Request-Id": request_id}
         for attempt in range(self.max_retries + 1):
             retry_after = None
             try:
-                req = urllib.request.Request(self.url, data=data, headers=self._headers, method="POST")
+                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as response:
-                    return json.loads(response.read())
+                    body = response.read()
+                try:
+                    return json.loads(body)
+                except ValueError as exc:  # a proxy's error page or a cut-off body: worth another try
+                    raise http.client.HTTPException(f"answer is not JSON ({exc})") from None
             except urllib.error.HTTPError as exc:
                 detail = _error_text(exc)
                 if exc.code not in RETRY_STATUS:

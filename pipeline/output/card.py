@@ -14,6 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.output.report import HEADLINE_PNG
+
 # Licences of the teachers litho ships; any other teacher's licence must be checked by the user.
 TEACHER_LICENCES = {
     "embedded:smollm2": (
@@ -91,6 +93,16 @@ def render(out: Path, cfg: DictConfig, manifest: dict) -> str:
             f"- packed: rows of {p['seq_len']} tokens of `{p['tokenizer']}` in `packed/`, EOS id "
             f"{p['eos_id']} after every document"
         )
+    lines += [
+        "",
+        "## Report",
+        "",
+        "[report.html](report.html) (open it in a browser; it needs no network): the funnel below, score "
+        "histograms of kept and dropped rows with the filters' bounds, correlations, per-domain tables, "
+        "example texts, the teacher's throughput and near-duplicate clusters.",
+        "",
+        f"![rows through the pipeline]({HEADLINE_PNG})",
+    ]
     lines += ["", "## Counts", "", "| | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     lines += [f"| dropped: {k} | {v} |" for k, v in manifest.get("dropped_by_reason", {}).items()]

@@ -12,8 +12,19 @@ CASES = [
     (["teacher.model=/no/such/model"], "teacher.model=/no/such/model: no such model file or directory"),
     (["output.dir=/proc/litho-out"], "output.dir=/proc/litho-out: not writable"),
     (["generator.formats=[poem]"], "generator.formats: unknown ['poem']"),
-    (["nn=3"], "nn=3: no such key in the config; check the spelling"),
+    (["nn=3"], "nn=3: no such key in the config; did you mean n=3?"),
+    (["frobnicate=1"], "frobnicate=1: no such key in the config; check the spelling"),
+    (["teacher.sampling.temprature=1"], "did you mean teacher.sampling.temperature=1?"),
+    (["sampling.top_p=0.5"], "did you mean teacher.sampling.top_p=0.5?"),
     (["generator=poem"], "generator=poem: no such config option; use one of dense, instruct, layered"),
+    (
+        ["generator=textbok"],
+        "use one of dense, instruct, layered, rephrase, textbook; did you mean generator=textbook?",
+    ),
+    (
+        ["output=/tmp/y"],
+        "output=/tmp/y: output is a config group (pretrain, sft), not a directory; write output.dir=/tmp/y",
+    ),
     (["n=[1"], "bad override syntax"),
     (["generator=rephrase"], "generator.seed_file=???: this key has no default"),
     (["teacher.sampling.temperature=-1"], "teacher.sampling.temperature=-1: give >= 0"),
@@ -54,6 +65,32 @@ def test_corpus_commands_name_their_missing_input(tmp_path):
             result.stderr.strip()
             == "litho: error: input=???: this key has no default; set it, e.g. input=VALUE"
         )
+
+
+def test_score_with_a_path_for_the_output_group_names_output_dir(tmp_path):
+    result = _litho("score", f"input={tmp_path}", "output=/tmp/y")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "litho: error: output=/tmp/y: output is a config group (pretrain, sft), not a directory; "
+        "write output.dir=/tmp/y"
+    )
+
+
+@pytest.mark.parametrize(
+    "key, meant",
+    [
+        ("nn", "n"),
+        ("filters.min_word", "filters.min_words"),
+        ("teacher.modle", "teacher.model"),
+        ("sampling.temperature", "teacher.sampling.temperature"),
+        ("dedup.exakt", "dedup.exact"),
+        ("zzzzzz", None),
+    ],
+)
+def test_closest_key(key, meant):
+    from pipeline.cli import _known_keys, closest_key
+
+    assert closest_key(key, _known_keys("config", [])) == meant
 
 
 def test_unknown_command():

@@ -114,6 +114,14 @@ LATE_ERRORS = [
     ),
     (["filters.lm.stride=0"], "filters.lm.stride=0: use 1..max_len-1"),
     (["'cluster.stages={lm_scores: {gpus: 1}}'"], "cluster.stages.lm_scores: unknown keys ['gpus']"),
+    (
+        ["filters/judge=embedded", "filters.judge.teacher.model=/no/judge"],
+        "filters.judge.teacher.model=/no/judge: no such model",
+    ),
+    (
+        ["filters/judge=embedded", "filters.judge.scale=[3, 1]"],
+        "filters.judge.scale=[3, 1]: give two integers",
+    ),
 ]
 
 

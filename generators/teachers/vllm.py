@@ -1,0 +1,249 @@
+"""Teacher backend on vLLM's offline engine: one engine per teacher actor, CPU or CUDA (``teacher=vllm``).
+
+Runs the engine the way Ray Data LLM's vLLM stage does: the actor owns one engine for its life
+(tensor parallel over the actor's GPUs, vLLM's multiprocessing executor), prompts are rendered
+with the model's chat template and tokenized before they reach the engine, every request carries
+its own sampling parameters, and a request that fails becomes that row's error while the others
+go on. Only a dead engine is rebuilt, for the next batch.
+
+vLLM is an optional extra (``pip install -e .[vllm]``; the CPU build through ``make install-vllm``)
+and is imported only when the teacher is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import xxhash
+
+from generators.errors import ConfigError
+from generators.teachers.contract import (
+    FINISH_ERROR,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completion,
+    Request,
+    SamplingParams,
+    cut_at_stop,
+)
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def request_seed(request_id: str, seed: int) -> int:
+    """The sampling seed of one request: its text depends on the request alone, not on its batch.
+
+    The same value the ``openai`` teacher sends as ``seed``, so a vLLM server and this engine draw
+    alike for the same request.
+    """
+    return xxhash.xxh64_intdigest(request_id.encode(), seed=seed) % (2**31)
+
+
+def sampling_kwargs(sp: SamplingParams, request_id: str) -> dict:
+    """litho's sampling settings as keyword arguments of ``vllm.SamplingParams`` for one request."""
+    kwargs = dict(
+        max_tokens=sp.max_new_tokens,
+        temperature=sp.temperature,
+        repetition_penalty=sp.repetition_penalty,
+        stop=list(sp.stop),
+        skip_special_tokens=True,
+    )
+    if sp.temperature > 0:  # greedy decoding draws nothing: no seed, no truncation
+        kwargs.update(top_p=sp.top_p, top_k=sp.top_k or -1, seed=request_seed(request_id, sp.seed))
+    return kwargs
+
+
+def isolate_failures(run: Callable[[list], list], items: list, describe: Callable[[Exception], str]) -> list:
+    """``run(items)``; when the call raises, split the items in halves and retry each half, so a bad
+    request fails alone (its slot holds ``describe(exc)``, a string) and the others still get answers.
+
+    Costs nothing when nothing fails, and ``2 log2(n)`` extra calls per bad request when one does.
+    """
+    if not items:
+        return []
+    try:
+        return list(run(items))
+    except Exception as exc:
+        if len(items) == 1 or _is_fatal(exc):
+            log.warning("vllm: %d request(s) failed: %r", len(items), exc)
+            return [describe(exc)] * len(items)
+    half = len(items) // 2
+    return isolate_failures(run, items[:half], describe) + isolate_failures(run, items[half:], describe)
+
+
+def _is_fatal(exc: Exception) -> bool:
+    """A dead engine fails every request that follows: no use splitting the batch (Ray Data LLM
+    re-raises the same error)."""
+    return type(exc).__name__ in {"EngineDeadError", "EngineGenerateError"} or "Engine core" in str(exc)
+
+
+class VLLMTeacher:
+    """Chat generation with vLLM's offline ``LLM`` engine inside the teacher actor.
+
+    Args:
+        model: Model spec (``embedded:smollm2``, a ``.gguf`` file or a model directory); a GGUF file is
+            dequantized once into ``cache_dir`` (:func:`generators.teachers.models.materialize`) and
+            vLLM loads that safetensors directory.
+        name: Name recorded in the output; defaults to the spec.
+        num_gpus: GPUs of this actor (``cluster.teacher_gpus``); the engine runs tensor parallel over
+            them, and on the CPU when 0.
+        dtype: ``auto`` (bf16 on the CPU; on CUDA vLLM's choice for the model), ``float32``, ``bfloat16``
+            or ``float16``.
+        max_model_len: Longest prompt + completion per request; a longer prompt fails alone.
+        max_num_seqs: Requests the engine decodes together.
+        kv_cache_gib: KV cache size in GiB; ``None`` = vLLM's share of GPU memory on CUDA, 2 GiB on the
+            CPU (where vLLM would otherwise reserve 90% of the machine's memory).
+        gpu_memory_utilization: Share of GPU memory vLLM may take (CUDA only).
+        chunked_prefill: Split long prompts over engine steps; ``None`` = on for CUDA, off on the CPU,
+            where a seeded request whose prompt is split crashes the engine
+            (``RuntimeError: CPU Generator does not use offset``: vLLM rewinds the generator of the
+            discarded sample, which only CUDA generators allow).
+        enforce_eager: Skip torch.compile and CUDA graphs (faster start, slower steps).
+        threads: CPU cores vLLM's worker binds (``VLLM_CPU_OMP_THREADS_BIND``); 0 = every core but one,
+            which vLLM keeps for its scheduler and detokenizer. Ignored on CUDA.
+        allow_network: Let vLLM fetch a hub id (off: runs are offline).
+        cache_dir: Where GGUF files are dequantized to safetensors, once.
+        engine_kwargs: Further ``vllm.LLM`` arguments, e.g. ``{max_num_batched_tokens: 16384}``.
+        sampling: Keyword arguments of :class:`SamplingParams`.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        name: str | None = None,
+        num_gpus: float = 0,
+        dtype: str = "auto",
+        max_model_len: int = 4096,
+        max_num_seqs: int = 256,
+        kv_cache_gib: float | None = None,
+        gpu_memory_utilization: float = 0.9,
+        chunked_prefill: bool | None = None,
+        enforce_eager: bool = False,
+        threads: int = 0,
+        allow_network: bool = False,
+        cache_dir: str | None = None,
+        engine_kwargs: dict | None = None,
+        sampling: dict | None = None,
+    ):
+        from generators.teachers.models import materialize, resolve
+
+        if dtype not in DTYPES:
+            raise ConfigError(f"teacher.dtype={dtype}: use one of {list(DTYPES)}")
+        self.name = name or str(model)
+        self.sampling = SamplingParams.from_config(sampling)
+        self.path = str(materialize(resolve(model, "teacher.model", allow_network), cache_dir))
+        cuda = float(num_gpus or 0) > 0
+        if threads and not cuda:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}")
+        if not allow_network:  # no hub look-ups, and none of vLLM's usage reports either
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        prefill = cuda if chunked_prefill is None else bool(chunked_prefill)
+        kv_bytes = None if kv_cache_gib is None and cuda else int(float(kv_cache_gib or 2) * 2**30)
+        self.engine_args = dict(
+            model=self.path,
+            dtype="bfloat16" if dtype == "auto" and not cuda else dtype,
+            tensor_parallel_size=max(1, int(num_gpus or 0)),
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            enable_chunked_prefill=prefill,
+            enforce_eager=enforce_eager,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_memory_bytes=kv_bytes,
+            seed=self.sampling.seed,
+        )
+        if not prefill:  # unchunked, every prompt that fits max_model_len must fit one step's budget
+            self.engine_args["max_num_batched_tokens"] = max(max_model_len, 8192)
+        self.engine_args.update(engine_kwargs or {})
+        self.max_model_len = max_model_len
+        self.llm = None
+        self.start_s = 0.0
+        self._start()
+
+    def _start(self) -> None:
+        from vllm import LLM
+
+        started = time.perf_counter()
+        self.llm = LLM(**self.engine_args)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.start_s = time.perf_counter() - started
+        log.info("vllm engine for %s started in %.1f s", self.name, self.start_s)
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        if self.llm is None:  # the engine died in an earlier batch
+            try:
+                self._start()
+            except Exception as exc:
+                return [_failed(r.id, f"vllm engine did not start: {exc!r}") for r in requests]
+        out: list[Completion | None] = [None] * len(requests)
+        todo = []
+        for i, request in enumerate(requests):
+            try:
+                todo.append((i, self._render(request)))
+            except Exception as exc:  # a conversation the chat template refuses, a prompt too long
+                out[i] = _failed(request.id, str(exc))
+        answers = isolate_failures(lambda items: self._run(requests, items), todo, _describe)
+        for (i, ids), answer in zip(todo, answers):
+            out[i] = self._completion(requests[i], ids, answer)
+        if any(isinstance(a, str) and a.startswith("vllm engine died") for a in answers):
+            self._stop()
+        return out  # type: ignore[return-value]
+
+    def _render(self, request: Request) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            list(request.messages), add_generation_prompt=True, tokenize=True
+        )
+        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        if len(ids) >= self.max_model_len:
+            raise ValueError(
+                f"prompt of {len(ids)} tokens does not fit teacher.max_model_len={self.max_model_len}"
+            )
+        return ids
+
+    def _run(self, requests: Sequence[Request], items: list[tuple[int, list[int]]]) -> list:
+        from vllm import SamplingParams as VSamplingParams
+
+        prompts = [{"prompt_token_ids": ids} for _, ids in items]
+        params = [VSamplingParams(**sampling_kwargs(self.sampling, requests[i].id)) for i, _ in items]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [o.outputs[0] for o in outputs]
+
+    def _completion(self, request: Request, prompt: list[int], answer) -> Completion:
+        if isinstance(answer, str):
+            return _failed(request.id, answer)
+        text, stopped = cut_at_stop(answer.text or "", self.sampling.stop)
+        reason = answer.finish_reason
+        finish = FINISH_LENGTH if reason == "length" and not stopped else FINISH_STOP
+        extra = {"finish_reason": reason} if reason not in ("stop", "length", None) else {}
+        return Completion(request.id, text.strip(), len(prompt), len(answer.token_ids), finish, extra=extra)
+
+    def _stop(self) -> None:
+        log.warning("vllm engine for %s died; it is restarted for the next batch", self.name)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the engine's processes (they would outlive the actor otherwise, as Ray Data LLM notes)."""
+        engine = getattr(getattr(self, "llm", None), "llm_engine", None)
+        self.llm = None
+        if engine is not None and hasattr(engine, "engine_core"):
+            try:
+                engine.engine_core.shutdown()
+            except Exception as exc:  # a dead engine may fail to say goodbye
+                log.debug("vllm engine shutdown: %r", exc)
+
+    def __del__(self):
+        self.close()
+
+
+def _describe(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}"[:500]
+    return f"vllm engine died: {text}" if _is_fatal(exc) else text
+
+
+def _failed(request_id: str, error: str) -> Completion:
+    return Completion(request_id, "", finish_reason=FINISH_ERROR, error=error[:500])
