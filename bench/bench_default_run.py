@@ -280,6 +280,17 @@ def main() -> None:
     parser.add_argument(
         "--no-write", action="store_true", help="do not append to bench/results/default_run.md"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="extra overrides for one more 'after' run, e.g. --variant 'teacher=fast' (repeatable)",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="also time litho's HFTeacher and FastTeacher on the same requests in this process (no Ray)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both runs (default: none)")
     args = parser.parse_args()
     load_before = load()

@@ -97,10 +97,12 @@ class HFTeacher:
         torch = self._torch
         sp = self.sampling
         batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
-        # transformers' own warpers are off (greedy): RowSampler does the penalty and the draws.
+        # transformers' own warpers are off (greedy): RowSampler does the penalty and the draws. The
+        # penalty is set to 1 here because an unset field takes the model's generation_config.json value.
         config = GenerationConfig(
             max_new_tokens=sp.max_new_tokens,
             do_sample=False,
+            repetition_penalty=1.0,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self._eos_ids(),
         )

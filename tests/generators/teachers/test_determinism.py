@@ -93,3 +93,18 @@ def test_embedded_teacher_text_does_not_depend_on_batch_size(backend):
     ]
     assert runs[0] == runs[1] == runs[2]
     assert all(len(t.split()) > 5 for t in runs[0].values())
+
+
+def test_model_generation_config_does_not_add_its_own_penalty(model_dir, tmp_path):
+    """transformers fills unset generate() fields from the model's generation_config.json: a penalty
+    there would penalise the left padding too, and so make a text depend on its neighbours."""
+    import json
+    import shutil
+
+    penalised = tmp_path / "penalised"
+    shutil.copytree(model_dir, penalised)
+    config = json.loads((penalised / "generation_config.json").read_text())
+    (penalised / "generation_config.json").write_text(json.dumps({**config, "repetition_penalty": 5.0}))
+    greedy = dict(max_new_tokens=24, temperature=0.0)
+    plain = _texts(HFTeacher(model_dir, device="cpu", dtype="float32", sampling=greedy))
+    assert _texts(HFTeacher(str(penalised), device="cpu", dtype="float32", sampling=greedy)) == plain

