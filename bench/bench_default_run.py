@@ -16,6 +16,9 @@ One command, three measurements on the same machine, one after another (never ov
 
     python bench/bench_default_run.py                  # after only
     python bench/bench_default_run.py --before main    # before -> after, writes bench/results/default_run.md
+    python bench/bench_default_run.py --before main --plain-dtypes auto,float32 --in-process
+                                                       # + fp32 plain baseline, litho's classes without Ray
+    python bench/bench_default_run.py --variant teacher=fast   # one more 'after' column per variant
 
 Run it under ``flock /tmp/litho-bench.lock`` on a shared machine; the load average is recorded.
 """
@@ -291,8 +294,16 @@ def main() -> None:
         action="store_true",
         help="also time litho's HFTeacher and FastTeacher on the same requests in this process (no Ray)",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 4 texts, 32 tokens, no write",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both runs (default: none)")
     args = parser.parse_args()
+    if args.quick:
+        args.overrides += ["n=4", "teacher.sampling.max_new_tokens=32"]
+        args.no_write = True
     load_before = load()
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="litho-bench-") as tmp:
