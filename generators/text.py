@@ -39,3 +39,39 @@ def normalize(text: str) -> str:
 def normalized_words(text: str) -> list[str]:
     """NFKC, lower case, split on whitespace: the words that MinHash shingles are made of."""
     return unicodedata.normalize("NFKC", text).lower().split()
+
+
+def jsonl_records(path, key: str) -> list[dict]:
+    """Every record of a JSONL file (blank lines skipped).
+
+    Raises:
+        ConfigError: ``key: PATH line N is ...`` for the first line that is not UTF-8, not JSON or not
+            an object, so a corrupt file is named with its line instead of a decoder traceback.
+    """
+    import json
+
+    from generators.errors import ConfigError
+
+    records = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"{key}: {path} line {number} is not UTF-8 (byte {exc.start}); re-encode the file as UTF-8"
+                ) from None
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{key}: {path} line {number} is not JSON ({exc}); fix or remove that line"
+                ) from None
+            if not isinstance(record, dict):
+                raise ConfigError(
+                    f"{key}: {path} line {number} is not a JSON object; each line must be one object"
+                )
+            records.append(record)
+    return records

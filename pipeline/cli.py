@@ -1,8 +1,8 @@
-"""The ``litho`` command: ``litho generate|score|dedup [hydra overrides]``.
+"""The ``litho`` command: ``litho generate|score|dedup|probe [hydra overrides]`` and ``litho report [OUT_DIR]``.
 
 Each subcommand is a Hydra app over its own primary config in conf/, so every Hydra feature
-(``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name; each runs
-:func:`pipeline.run.run`. ``python -m pipeline.cli generate ...`` is the same command without the
+(``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name; ``generate``, ``score``
+and ``dedup`` run :func:`pipeline.run.run`, ``probe`` runs :func:`pipeline.probe.run.run_probe`. ``python -m pipeline.cli generate ...`` is the same command without the
 installed script (what ``make submit`` runs inside ``ray job submit``).
 """
 
@@ -15,16 +15,17 @@ from collections.abc import Callable
 
 from generators.errors import ConfigError
 
-# command -> its primary config in conf/; every command runs pipeline.run:run.
-COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus"}
+# command -> its primary config in conf/.
+COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus", "probe": "probe"}
 USAGE = (
-    "usage: litho {generate,score,dedup} [key=value ...]   (litho COMMAND --help for its config)\n"
-    "       litho report [OUT_DIR]                          (report.html of an existing output)"
+    "usage: litho {generate,score,dedup,probe} [key=value ...]   (litho COMMAND --help for its config)\n"
+    "       litho report [OUT_DIR]                                (report.html of an existing output)"
 )
 
 
-def report_and_exit(work: Callable[[], dict], cfg) -> None:
-    """Run ``work``; print the summary table, or a one-line error and exit 2 on bad input."""
+def report_and_exit(work: Callable[[], dict], cfg, table: Callable[[dict], str] | None = None) -> None:
+    """Run ``work``; print its summary table (``table``, default the run's), or a one-line error and
+    exit 2 on bad input."""
     logging.getLogger().setLevel(logging.INFO)
     try:
         manifest = work()
@@ -34,7 +35,7 @@ def report_and_exit(work: Callable[[], dict], cfg) -> None:
             raise
         print(f"litho: error: {cause}", file=sys.stderr)
         sys.exit(2)
-    print(summary_table(manifest))
+    print((table or summary_table)(manifest))
 
 
 def _config_error(exc: BaseException | None) -> ConfigError | None:
@@ -43,7 +44,9 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
 
     while exc is not None:
         if isinstance(exc, ConfigError):
-            return exc
+            # Raised in a Ray task: the RayTaskError is also a ConfigError, its text a traceback.
+            cause = getattr(exc, "cause", None)
+            return cause if isinstance(cause, ConfigError) else exc
         if isinstance(exc, MissingMandatoryValue):  # a `???` key of the chosen config left unset
             from pipeline.validate import missing_key
 
@@ -93,6 +96,7 @@ def check_overrides(command: str, config_name: str, overrides: list[str]) -> str
             given = next((o for o in overrides if o.split("=")[0] == key), key)
             known = _known_keys(config_name, [o for o in overrides if o != given])
             close = closest_key(key, known)
+            close = None if close == key else close  # the key exists in another option of its group
             value = given.partition("=")[2]
             hint = f"did you mean {close}={value}? " if close else "check the spelling "
             return (
@@ -218,11 +222,25 @@ def main(argv: list[str] | None = None) -> None:
         if problem:
             print(f"litho: error: {problem}", file=sys.stderr)
             sys.exit(2)
-    from pipeline.run import run
+    if command == "probe":
+        from pipeline.probe.report import summary
+        from pipeline.probe.run import run_probe
+
+        def work(cfg) -> dict:
+            return run_probe(cfg)
+
+        table = summary
+    else:
+        from pipeline.run import run
+
+        def work(cfg) -> dict:
+            return run(cfg, command)
+
+        table = summary_table
 
     @hydra.main(version_base=None, config_path="../conf", config_name=config_name)
     def app(cfg) -> None:
-        report_and_exit(lambda: run(cfg, command), cfg)
+        report_and_exit(lambda: work(cfg), cfg, table)
 
     sys.argv = [f"litho {command}", *argv]
     app()

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from generators.errors import ConfigError
 from generators.prompts.protocol import MultiStep
 from generators.teachers.contract import FINISH_ERROR, Completion, Request
+from pipeline import faults
 from pipeline.checkpoint import write_batch
 from pipeline.select import expand
 from pipeline.stages import StageSpec, apply_one, resources
@@ -57,7 +58,6 @@ class GenerateStage:
         self.teacher = instantiate(teacher, _convert_="all")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.generator = generator
-        self.done_rows = self.done_tokens = 0
 
     def __call__(self, batch: dict) -> dict:
         ids = [str(i) for i in batch["id"]]
@@ -66,7 +66,6 @@ class GenerateStage:
         started_at, started = time.time(), time.perf_counter()
         steps = self._run_steps(batch, ids)
         seconds = time.perf_counter() - started
-        self._report(steps, seconds)
         completions = [row_steps[-1] for row_steps in steps]
         out = {k: list(v) for k, v in batch.items()}
         out.update(
@@ -84,6 +83,7 @@ class GenerateStage:
             for key in finished[0]:
                 out[key] = [f[key] for f in finished]
             out["steps"] = [json.dumps([c.text for c in s], ensure_ascii=False) for s in steps]
+        faults.actor_batch(self.checkpoint_dir)  # reliability tests only (LITHO_FAULT=actor:N)
         if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
             ok = [i for i, reason in enumerate(out["finish_reason"]) if reason != "error"]
             table = pa.table({k: [v[i] for i in ok] for k, v in out.items()})
@@ -97,18 +97,6 @@ class GenerateStage:
         if errors:
             log.warning("%d of %d requests failed in this batch", errors, len(ids))
         return {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}
-
-    def _report(self, steps: list[list[Completion]], seconds: float) -> None:
-        """One progress line per batch: long generations are otherwise silent. Printed, not logged:
-        Ray forwards a worker's stdout to the driver, prefixed with the actor's name and pid."""
-        tokens = sum(c.completion_tokens for s in steps for c in s)
-        self.done_rows += len(steps)
-        self.done_tokens += tokens
-        print(
-            f"teacher: {len(steps)} rows, {tokens} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} tok/s);"
-            f" this actor so far: {self.done_rows} rows, {self.done_tokens} tokens",
-            flush=True,
-        )
 
     def _run_steps(self, batch: dict, ids: list[str]) -> list[list[Completion]]:
         """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from filters.dedup.decontaminate import Decontaminate
 from filters.dedup.exact import ExactHash, duplicates_to_drop
 from filters.rules.base import Filter, current_reasons, record_drops
-from filters.rules.sanity import SanityFilter
+from filters.rules.sanity import LengthFilter, SanityFilter
 from filters.rules.thresholds import ThresholdFilter, band_bounds, check_bands, check_bounds
 from filters.scores.clean import Cleaner
 from filters.scores.judge import JudgeScores
@@ -76,6 +76,9 @@ def stage_list(
         if command == "generate":  # teacher output only: an existing corpus is scored as it is
             truncated = {"truncated": filters["truncated"], **text}
             specs.append(class_stage("clean", Cleaner, truncated, tasks("clean"), kind="prepare"))
+        if filters.get("max_chars") is not None:  # first: a huge text is never tokenized or scored
+            length = {"max_chars": int(filters["max_chars"]), **text}
+            specs.append(class_stage("length", LengthFilter, length, tasks("length")))
         tokenizer = {"tokenizer": filters["tokenizer"], "cache_dir": filters.get("cache_dir"), **text}
         specs.append(class_stage("token_metrics", TokenMetrics, tokenizer, actors("token_metrics")))
         ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
@@ -226,7 +229,11 @@ def pull(ds, columns: list[str]) -> pa.Table:
     refs = ds.select_columns(columns).to_arrow_refs()
     tables = [t for t in ray.get(refs) if t.num_rows]
     # Blocks may type a column differently (an all-null block reads as null): unify their schemas.
-    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({c: [] for c in columns})
+    return (
+        pa.concat_tables(tables, promote_options="permissive")
+        if tables
+        else pa.table({c: [] for c in columns})
+    )
 
 
 def quantile_bands(ds, bands: dict):

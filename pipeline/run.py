@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, command: str = "generate") -> dict:
     """Run one command for a composed config; return the manifest."""
-    from pipeline import checkpoint, stages
+    from pipeline import checkpoint, faults, stages
     from pipeline.cluster import connect
     from pipeline.generate import generate, generated
     from pipeline.inputs import read_corpus
@@ -30,6 +30,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output.snapshot import write_json
     from pipeline.output.writer import publish
     from pipeline.process import pull
+    from pipeline.progress import teacher_progress
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -52,7 +53,14 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
         # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
         t0 = time.perf_counter()
         if job.plan is not None:
-            errors = generate(todo, job.generate) if todo else None
+            with teacher_progress(
+                job.checkpoint_dir,
+                len(todo),
+                float(job.cluster.get("progress_interval") or 30),
+                bool(job.cluster.get("progress", True)),
+            ):
+                faults.phase("generate", watch=job.checkpoint_dir)
+                errors = generate(todo, job.generate) if todo else None
             failed = errors.count() if errors is not None else 0
             ids = frozenset(row["id"] for row in job.plan)
             files = sorted({p for rid, p in checkpoint.finished(job.checkpoint_dir).items() if rid in ids})
@@ -70,6 +78,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
         # Process and select: score, filter, dedup, best-of-n. Rows are marked, never removed.
         t0 = time.perf_counter()
         stage_seconds: dict[str, float] = {}
+        faults.phase("process")
         ds = stages.apply(ds, job.process, stage_seconds)
         ds = stages.apply(ds, job.select, stage_seconds).materialize()
         timings["score_filter_dedup_s"] = time.perf_counter() - t0
@@ -84,11 +93,13 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             "source": job.source,
             "scores": job.score_versions(),
         }
+        faults.phase("write")
         published = publish(ds, table, out, OmegaConf.to_container(cfg.output, resolve=True), metadata)
         minhash = OmegaConf.to_container(cfg.dedup, resolve=True).get("minhash") if "dedup" in cfg else None
         kept = int((table.column("drop_reason").to_numpy(zero_copy_only=False) == "").sum())
         if kept and minhash and minhash.get("index_dir"):
             # After the shards: an interrupted run leaves the index as it was.
+            faults.phase("index")
             write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
         timings["write_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
@@ -100,6 +111,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
         seq_len = int(cfg.output.pack_seq_len)
         max_bytes = cfg.output.get("max_shard_bytes")
         rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
+        faults.phase("pack")
         manifest["packed"] = pack_run(
             out,
             seq_len,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Sequence
 
 import xxhash
@@ -36,6 +37,7 @@ class DummyTeacher:
         truncate_rate: Share of requests answered with ``finish_reason="length"``.
         duplicate_rate: Share of requests answered with one shared text (exact duplicates).
         sampling: Keyword arguments of :class:`SamplingParams` (only recorded).
+        seconds_per_request: Time each request takes (a sleep), so fault tests can stop a run mid-phase.
     """
 
     def __init__(
@@ -46,14 +48,18 @@ class DummyTeacher:
         truncate_rate: float = 0.0,
         duplicate_rate: float = 0.0,
         sampling: dict | None = None,
+        seconds_per_request: float = 0.0,
         **_ignored,
     ):
         self.name = name
         self.words = words
         self.rates = (error_rate, truncate_rate, duplicate_rate)
         self.sampling = SamplingParams.from_config(sampling)
+        self.seconds_per_request = float(seconds_per_request)
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        if self.seconds_per_request:
+            time.sleep(self.seconds_per_request * len(requests))
         return [self._one(r) for r in requests]
 
     def _one(self, request: Request) -> Completion:
