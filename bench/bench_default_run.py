@@ -3,8 +3,8 @@
 One command, three measurements on the same machine, one after another (never overlapping):
 
 1. ``litho generate`` with the default config (32 requests, embedded SmolLM2 teacher and scorer)
-   into a fresh output directory, model cache warm: wall time, the teacher's own tok/s (from its
-   progress line: the ``generate()`` call inside the actor), the LM scorer's tok/s (its stage
+   into a fresh output directory, model cache warm: wall time, the teacher's own tok/s (the
+   ``generate()`` calls inside the actor, as each checkpoint file records their seconds), the LM scorer's tok/s (its stage
    seconds from the manifest over the tokens it scored) and where the rest of the time goes.
    With ``--before REF`` the same run is made first from ``git archive REF`` (e.g. ``main``), with
    the same venv, so the table has a before and an after column.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-TEACHER_LINE = re.compile(r"teacher: (\d+) rows, (\d+) tokens in ([\d.]+) s")
 
 
 def load() -> str:
@@ -55,9 +53,25 @@ def run_pipeline(repo: Path, out: Path, overrides: list[str]) -> dict:
         raise SystemExit(
             f"{' '.join(command)} failed in {repo}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         )
-    calls = [tuple(float(x) for x in m.groups()) for m in TEACHER_LINE.finditer(done.stdout + done.stderr)]
+    calls = teacher_calls(out)
     manifest = json.loads((out / "manifest.json").read_text())
     return {"wall_s": wall, "teacher_calls": calls, "manifest": manifest, "out": out}
+
+
+def teacher_calls(out: Path) -> list[tuple[float, float, float]]:
+    """(rows, completion tokens, seconds) of every teacher batch: the timing each checkpoint file
+    records (pipeline/checkpoint.py) and its rows' completion tokens."""
+    import pyarrow.parquet as pq
+
+    from pipeline.checkpoint import batch_timing
+
+    calls = []
+    for path in sorted(out.glob(".litho/generations/*/gen-*.parquet")):
+        timing = batch_timing(path)
+        tokens = pq.read_table(path, columns=["completion_tokens"]).column("completion_tokens").to_pylist()
+        if timing:
+            calls.append((float(len(tokens)), float(sum(tokens)), float(timing["seconds"])))
+    return calls
 
 
 def scored_texts(out: Path) -> list[str]:
