@@ -4,7 +4,8 @@ Every finished teacher batch is written as one Parquet file under
 ``<output.dir>/.litho/generations/<teacher fingerprint>/``, named by a hash of its request ids,
 to a temporary name and then renamed — so a crash leaves only whole files, and a rerun of the
 same config reads the ids already answered and asks the teacher only for the rest. The teacher
-fingerprint (model, sampling) keeps a rerun with another teacher from reusing these texts.
+fingerprint (model, sampling, dtype, device, sampler version) keeps a rerun with another teacher
+from reusing these texts.
 """
 
 from __future__ import annotations
@@ -20,25 +21,28 @@ import xxhash
 TIMING_KEY = b"litho_batch"  # Parquet metadata key of a batch file's timing
 
 # Teacher keys that change how fast texts are made, not which texts: they keep the cache valid.
+# Batch sizes and actor counts are among them because every request samples from its own counter
+# (generators/teachers/sampling.py), so its text does not depend on its batch (tested in fp32 in
+# tests/generators/teachers/test_determinism.py). dtype and device are not: bf16 and fp32, or CPU and
+# CUDA, give different logits and so different texts.
 OPERATIONAL_KEYS = {
-    "device",
-    "dtype",
-    "batch_size",
+    "batch_size",  # hf: rows per generate() call; fast: rows handed to one call
     "threads",
     "cache_dir",
     "allow_network",
-    "max_concurrency",
+    "max_concurrency",  # openai: requests in flight; each request is answered on its own
     "timeout_s",
     "max_retries",
-    "use_cuda_graphs",
-    "max_batch",
-    "prompt_bucket",
-    "prefill_tokens",
-    "sync_every",
     "api_key_env",
     "backoff_s",
     "backoff_max_s",
-    "max_seq_len",
+    "use_cuda_graphs",  # fast: a replayed step computes what the eager step computes
+    "max_batch",
+    "prompt_bucket",
+    "prefill_tokens",
+    "sync_every",  # fast: rows past a stop string are cut at it, whenever the host checks
+    "refill",
+    "max_seq_len",  # fast: only decides which requests fail (failures are never checkpointed)
     # teacher=vllm: engine sizing and scheduling; the texts depend only on each request's seed.
     "max_num_seqs",
     "kv_cache_gib",
@@ -50,10 +54,14 @@ OPERATIONAL_KEYS = {
 
 
 def teacher_fingerprint(teacher_cfg: dict) -> str:
-    """Hash of the teacher config minus operational keys: another model or sampling = other texts."""
+    """Hash of the teacher config minus operational keys, plus litho's sampler version: another model,
+    sampling config, dtype or sampler means other texts."""
+    from generators.teachers.sampling import SAMPLER_VERSION
+
     keep = {k: v for k, v in teacher_cfg.items() if k not in OPERATIONAL_KEYS}
     if "_target_" in keep:  # the backend's class, not its module path: moving a module keeps the cache
         keep["_target_"] = str(keep["_target_"]).rsplit(".", 1)[-1]
+    keep["_sampler"] = SAMPLER_VERSION
     return xxhash.xxh3_64_hexdigest(json.dumps(keep, sort_keys=True, default=str).encode())
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import xxhash
-
 from generators.teachers.contract import (
     FINISH_ERROR,
     FINISH_LENGTH,
@@ -23,6 +21,7 @@ from generators.teachers.contract import (
     SamplingParams,
     cut_at_stop,
 )
+from generators.teachers.sampling import row_key
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,8 @@ class FastTeacher:
             :func:`generators.teachers.models.resolve`.
         name: Name recorded in the output; defaults to the spec.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:i]``.
-        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``auto`` (bf16 on CUDA and on CPUs with AMX / AVX512-BF16, else fp32), ``float32``,
+            ``bfloat16`` or ``float16``; see :func:`generators.teachers.models.resolve_dtype`.
         batch_size: Rows the pipeline should hand to one ``generate()`` call (any number works).
         threads: torch CPU threads (0: all cores, also inside a Ray worker).
         allow_network: Let transformers reach the hub (off: runs are offline by default).
@@ -126,8 +126,8 @@ class FastTeacher:
             except Exception as exc:  # a malformed conversation fails alone
                 prompts.append([])
                 errors[i] = f"chat template failed: {exc!r}"[:500]
-        # Sampling is reproducible for the same requests in the same call, as in HFTeacher.
-        seed = xxhash.xxh64_intdigest("|".join(r.id for r in requests).encode(), seed=sp.seed) % (2**63)
+        # Each request draws from its own counter (generators/teachers/sampling.py), as in HFTeacher.
+        keys = [row_key(r.id, sp.seed) for r in requests]
         stop_fn = self._stop_fn(sp.stop) if sp.stop else None
         try:
             results = self.engine.generate(
@@ -137,7 +137,7 @@ class FastTeacher:
                 top_p=sp.top_p,
                 top_k=sp.top_k,
                 repetition_penalty=sp.repetition_penalty,
-                seed=seed,
+                keys=keys,
                 eos_ids=self._eos_ids(),
                 stop_fn=stop_fn,
                 stop_window=max((len(s) for s in sp.stop), default=0),

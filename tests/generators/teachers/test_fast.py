@@ -180,11 +180,17 @@ def test_decode_step_reads_no_values_on_the_host(shape):
     from generators.teachers.fast.state import RowState
 
     engine = FastEngine(random_model(shape, vocab_size=384).to("meta"), max_batch=8)
+    engine.graphs.enabled = True  # what a captured step runs (engine.step itself is never replayed here)
     with torch.inference_mode():
         engine.dec.allocate(8, 128)
-        for mode in (SamplingMode.of(0.0, 0, 1.0, 1.0), SamplingMode.of(0.7, 50, 0.9, 1.2)):
+        modes = (
+            SamplingMode.of(0.0, 0, 1.0, 1.0),
+            SamplingMode.of(0.7, 50, 0.9, 1.2),
+            SamplingMode.of(0.7, 0, 0.9, 1.2),
+        )
+        for mode in modes:
             engine.mode = mode
-            engine.state = RowState(8, 32, 384, torch.device("meta"), mode.penalty, not mode.greedy)
+            engine.state = RowState(8, 32, 384, torch.device("meta"), 128, mode.penalty)
             engine.step(8, 64)
             assert engine.state.out.is_meta
 
