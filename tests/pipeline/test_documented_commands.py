@@ -48,7 +48,7 @@ def documented() -> list[tuple[str, str]]:
     found = []
     for path in DOCS:
         for block in re.findall(r"```(?:bash|sh)\n(.*?)```", path.read_text(), re.S):
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():  # continued lines are one command
                 line = re.sub(r"\s+#\s.*$", "", line).strip()
                 if line and not line.startswith("#"):
                     found.append((path.name, line))
