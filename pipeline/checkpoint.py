@@ -78,7 +78,11 @@ def write_batch(directory: Path, table: pa.Table, timing: dict | None = None) ->
         return path
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+    except OSError:  # a full disk: no partial file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -31,11 +33,40 @@ def report_and_exit(work: Callable[[], dict], cfg, table: Callable[[dict], str] 
         manifest = work()
     except Exception as exc:
         cause = _config_error(exc)
-        if cause is None:
+        full = _disk_full(exc) if cause is None else None
+        if cause is None and full is None:
             raise
+        if full is not None:
+            where = f" (writing {full.filename})" if full.filename else ""
+            cause = (
+                f"output.dir={cfg.output.dir}: no space left on its device{where}; free space (or set output.dir "
+                "elsewhere) and rerun: finished teacher batches and the shards published before are kept"
+            )
         print(f"litho: error: {cause}", file=sys.stderr)
         sys.exit(2)
     print((table or summary_table)(manifest))
+
+
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC behind ``exc`` (raised here or in a Ray task), or None.
+
+    A task's OSError reaches the driver only as text inside Ray's RayTaskError (Ray Data wraps it in
+    a UserCodeException without the original), so the remote traceback's last error line is read.
+    """
+    import errno
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for candidate in (exc, getattr(exc, "cause", None)):
+            if isinstance(candidate, OSError) and candidate.errno == errno.ENOSPC:
+                return candidate
+        remote = re.search(rf"\[Errno {errno.ENOSPC}\] [^:\n]+(?:: '([^'\n]+)')?", str(exc))
+        if remote:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), remote[1])
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
 
 
 def _config_error(exc: BaseException | None) -> ConfigError | None:
@@ -43,10 +74,15 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
     from omegaconf.errors import MissingMandatoryValue
 
     while exc is not None:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ConfigError):
+            return cause
+        # Raised in a Ray task: the driver gets Ray's wrapper, whose text is the remote traceback.
+        remote = re.findall(r"generators\.errors\.ConfigError: (.+)", str(exc))
+        if remote:
+            return ConfigError(remote[-1])
         if isinstance(exc, ConfigError):
-            # Raised in a Ray task: the RayTaskError is also a ConfigError, its text a traceback.
-            cause = getattr(exc, "cause", None)
-            return cause if isinstance(cause, ConfigError) else exc
+            return exc
         if isinstance(exc, MissingMandatoryValue):  # a `???` key of the chosen config left unset
             from pipeline.validate import missing_key
 

@@ -38,8 +38,17 @@ def worker_env(cluster: dict, allow_network: bool) -> dict[str, str]:
 
 # Ray Data warnings that every litho run triggers and that mean nothing for it: the teacher and
 # scorer actor pools hold the CPUs by design (ray.data "does not have any available CPUs ... will
-# hang"), and progress bars are off unless cluster.progress_bars=true.
-BENIGN_RAY_DATA = ("does not have any available CPUs", "Progress bars disabled")
+# hang"), and progress bars are off unless cluster.progress_bars=true; and its duplicate error reports.
+BENIGN_RAY_DATA = (
+    "does not have any available CPUs",
+    "Progress bars disabled",
+    # Ray Data's own report of a failed task, traceback included: the exception reaches the driver,
+    # which prints it once (a one-line error for the user's mistakes, the traceback otherwise).
+    "An exception was raised from a task of operator",
+    "Exception occurred in user code",
+    "Exception occurred in Ray Data or Ray Core internal code",
+    "Full stack trace",
+)
 
 
 AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
