@@ -32,8 +32,9 @@ class HFTeacher:
             :func:`generators.teachers.models.resolve`.
         name: Name recorded in the output; defaults to the spec.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:i]``.
-        dtype: ``auto`` (bf16 on CUDA and on CPUs with AMX / AVX512-BF16, else fp32), ``float32``,
-            ``bfloat16`` or ``float16``; see :func:`generators.teachers.models.resolve_dtype`.
+        dtype: ``float32`` (default: a text is the same in any batch shape), ``auto`` (bf16 on CUDA and
+            on CPUs with AMX / AVX512-BF16, else fp32; faster, batch-dependent), ``bfloat16`` or
+            ``float16``; see :func:`generators.teachers.models.resolve_dtype`.
         batch_size: Rows per ``generate()`` call.
         threads: torch CPU threads (0: all cores, also inside a Ray worker).
         allow_network: Let transformers reach the hub (off: runs are offline by default).
@@ -46,7 +47,7 @@ class HFTeacher:
         model: str,
         name: str | None = None,
         device: str = "auto",
-        dtype: str = "auto",
+        dtype: str = "float32",
         batch_size: int = 32,
         threads: int = 0,
         allow_network: bool = False,
