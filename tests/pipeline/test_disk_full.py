@@ -52,7 +52,9 @@ def test_a_full_disk_is_one_line_and_keeps_the_published_shards(small_disk):
     full = _litho(out, 4000)  # about 3 MB of checkpoints and shards: more than the disk holds
     assert full.returncode == 2, full.stdout[-2000:] + full.stderr[-3000:]
     error = [ln for ln in full.stderr.splitlines() if ln.startswith("litho: error: ")]
-    assert len(error) == 1 and f"output.dir={out}: no space left on its device" in error[0], full.stderr[-3000:]
+    assert len(error) == 1 and f"output.dir={out}: no space left on its device" in error[0], full.stderr[
+        -3000:
+    ]
     assert "Traceback" not in full.stderr
     assert _digests(out) == published  # the earlier shards are untouched
     assert not list(out.rglob(".gen-*.tmp*"))  # no half-written checkpoint left behind

@@ -1,11 +1,13 @@
 """kill -9 of a whole run, then a rerun: the outputs are byte-identical to an uninterrupted run's
 (issue #13). Every phase and several moments per phase: bench/bench_faults.py; here one kill mid-
-generation and one between the renames that publish the shards, the two that leave the most behind."""
+generation (then a rerun), one between the renames that publish the shards (the old set must come
+back whole) and a teacher actor killed mid-batch."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,12 +58,12 @@ def digests(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, str]:
+def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     out = tmp_path_factory.mktemp("reference") / "run"
     litho_run(out)
     found = digests(out)
     assert any(k.startswith("data/") for k in found) and any(k.startswith("packed/") for k in found)
-    return found
+    return out, found
 
 
 def test_killed_mid_generation_reruns_to_the_same_bytes(reference, tmp_path):
@@ -71,7 +73,7 @@ def test_killed_mid_generation_reruns_to_the_same_bytes(reference, tmp_path):
     kept = list((out / ".litho").rglob("gen-*.parquet"))
     assert 0 < len(kept) < 6, kept  # killed while the teacher was answering: some batches are kept
     litho_run(out)
-    assert digests(out) == reference
+    assert digests(out) == reference[1]
     assert not list((out / ".litho").glob("staging-*"))
 
 
@@ -79,15 +81,12 @@ def test_killed_while_publishing_keeps_the_old_set_whole(reference, tmp_path):
     from pipeline.output.snapshot import Snapshot
 
     out = tmp_path / "run"
-    litho_run(out, n=40)
-    old = digests(out)
-    code = litho_run(out, "commit")  # 48 rows now: the new shards differ, so they are swapped in
+    shutil.copytree(reference[0], out)  # a published run, with its checkpoints
+    code = litho_run(out, "commit", n=56)  # more rows: the new shards differ, so they are swapped in
     assert code == -9, f"the fault did not kill the run (exit {code})"
     assert not (out / "data").exists()  # killed between moving data/ aside and moving the new one in
     Snapshot(out)  # what the next run does first: the swap cut short is undone
-    assert digests(out) == old
-    litho_run(out)
-    assert digests(out) == reference
+    assert digests(out) == reference[1]
     assert not list((out / ".litho").glob("staging-*"))
 
 
@@ -95,4 +94,4 @@ def test_a_teacher_actor_killed_mid_batch_is_restarted_and_nothing_is_lost_or_do
     out = tmp_path / "run"
     assert litho_run(out, "actor:2") == 0  # the run itself finishes: Ray restarts the actor
     assert list((out / ".litho").rglob(".litho-fault-fired")), "the actor was not killed"
-    assert digests(out) == reference
+    assert digests(out) == reference[1]
