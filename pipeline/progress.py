@@ -78,7 +78,7 @@ class TeacherProgress:
             f" elapsed {_hms(elapsed)}, ETA {_hms(eta) if eta is not None else '?'}"
         )
 
-    def _show(self, final: bool = False) -> None:
+    def _show(self) -> None:
         if self._bar is not None:
             elapsed = time.monotonic() - self.started
             self._bar.n = min(self.rows, self.total)
@@ -109,7 +109,7 @@ class TeacherProgress:
         self._stop.set()
         self._thread.join()
         self.poll()
-        self._show(final=True)
+        self._show()
         if self._bar is not None:
             self._bar.close()
 

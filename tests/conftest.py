@@ -44,3 +44,15 @@ def real_texts() -> list[str]:
     texts += _man_page_text()
     assert len(texts) >= 10, "expected pydoc_data and man pages on this machine"
     return texts
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one torch thread, above all on a shared, busy machine; modules of
+    tiny-model tests use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

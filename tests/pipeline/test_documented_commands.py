@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from generators.errors import ConfigError
 from tests.pipeline.conftest import compose
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +152,7 @@ def test_documented_command_works(name, line, data, tmp_path, ray_session):
     if any(marker in line for marker in NOT_RUN) or not any(marker in line for marker in RUN):
         cfg = compose(*args, config_name=COMMAND[command])
         if "/models/" in line:  # accepted up to the model it names, which is not on this machine
-            with pytest.raises(Exception, match="/models/"):
+            with pytest.raises(ConfigError, match="/models/"):
                 Job.from_config(cfg, command)
         else:
             Job.from_config(cfg, command)

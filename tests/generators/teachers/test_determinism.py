@@ -12,7 +12,8 @@ import torch
 from generators.teachers.contract import Request
 from generators.teachers.fast import FastTeacher
 from generators.teachers.hf import HFTeacher
-from tests.helpers.random_models import write_random_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOPICS = ["cats", "rain", "numbers", "the river", "a fox", "small things", "a teacher", "dogs"]
 REQUESTS = [
@@ -20,19 +21,6 @@ REQUESTS = [
     for i, t in enumerate(TOPICS + [t.upper() for t in TOPICS])
 ]
 SAMPLING = dict(max_new_tokens=40, temperature=0.8, top_p=0.9, repetition_penalty=1.2, seed=11)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(write_random_model(tmp_path_factory.mktemp("tiny"), "tiny-llama"))
 
 
 def _texts(teacher, requests=REQUESTS) -> dict[str, str]:

@@ -11,6 +11,8 @@ from generators.teachers.fast.engine import FastEngine
 from generators.teachers.hf import HFTeacher
 from tests.helpers.random_models import random_model, write_random_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 QUESTIONS = [
     "Hi",
     "Tell me a story about a cat.",
@@ -20,15 +22,6 @@ QUESTIONS = [
 ]
 REQUESTS = [Request(f"r{i}", ({"role": "user", "content": q},)) for i, q in enumerate(QUESTIONS)]
 GREEDY = dict(max_new_tokens=24, temperature=0.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is fastest, and spinning threads crawl on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", params=["tiny-llama", "tiny-qwen2"])
