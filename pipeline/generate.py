@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from generators.errors import ConfigError
 from generators.prompts.protocol import MultiStep
 from generators.teachers.contract import FINISH_ERROR, Completion, Request
+from generators.teachers.structure import Structure
 from pipeline import faults
 from pipeline.checkpoint import write_batch
 from pipeline.select import expand
@@ -52,12 +53,13 @@ class GenerateStage:
             row runs all its teacher calls here and is checkpointed only once complete.
     """
 
-    def __init__(self, teacher: dict, checkpoint_dir: str | None = None, generator=None):
+    def __init__(self, teacher: dict, checkpoint_dir: str | None = None, generator=None, structure=None):
         from hydra.utils import instantiate
 
         self.teacher = instantiate(teacher, _convert_="all")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.generator = generator
+        self.structure = Structure.from_config(structure)
 
     def __call__(self, batch: dict) -> dict:
         ids = [str(i) for i in batch["id"]]
@@ -77,6 +79,8 @@ class GenerateStage:
             teacher=[self.teacher.name] * len(ids),
             sampling=[self.teacher.sampling.to_json()] * len(ids),
         )
+        if self.structure is not None:  # generator.structure: the filter drops what does not match
+            out["structure_error"] = [s[-1].invalid or "" for s in steps]
         if isinstance(self.generator, MultiStep):
             rows = [{k: v[i] for k, v in out.items()} for i in range(len(ids))]
             finished = [self.generator.finish(row, s) for row, s in zip(rows, steps)]
@@ -102,12 +106,20 @@ class GenerateStage:
         """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for
         multi-step ones (all rows of the batch advance together, one ``generate`` call per step)."""
         multi = isinstance(self.generator, MultiStep)
-        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(ids))] if multi else []
+        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(ids))]
         steps: list[list[Completion]] = [[] for _ in ids]
         pending = [(i, json.loads(p)) for i, p in enumerate(batch["prompt"])]
+        structure_of = getattr(self.generator, "step_structure", None)
         for step in range(self.generator.max_steps if multi else 1):
             # Later steps get their own request ids, so backends seed their sampling differently.
-            requests = [Request(ids[i] if step == 0 else f"{ids[i]}/{step}", tuple(m)) for i, m in pending]
+            requests = [
+                Request(
+                    ids[i] if step == 0 else f"{ids[i]}/{step}",
+                    tuple(m),
+                    structure_of(rows[i], step) if structure_of else self.structure,
+                )
+                for i, m in pending
+            ]
             completions = self.teacher.generate(requests)
             if [c.id for c in completions] != [r.id for r in requests]:
                 raise RuntimeError(f"teacher {self.teacher.name} returned completions out of order")
@@ -138,14 +150,38 @@ def build_generator(cfg: DictConfig):
     check_missing(cfg, "generator")
     settings = OmegaConf.to_container(cfg.generator, resolve=True)
     settings.pop("filters", None)
-    return instantiate(settings, _convert_="all")
+    settings.pop("structure", None)
+    generator = instantiate(settings, _convert_="all")
+    if user_structure(cfg) is not None and hasattr(generator, "step_structure"):
+        raise ConfigError(
+            f"generator.structure: the {generator.name} generator constrains its own steps; "
+            "use generator.structured=true|false, or a single-step generator (textbook, rephrase)"
+        )
+    return generator
+
+
+def user_structure(cfg: DictConfig) -> dict | None:
+    """``generator.structure``: a JSON schema or regex every answer of a single-step generator must match.
+
+    Raises:
+        ConfigError: a structure that is not one (checked before Ray starts).
+    """
+    value = cfg.generator.get("structure") if "generator" in cfg else None
+    if value is None:
+        return None
+    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    Structure.from_config(value)
+    return value
 
 
 def generator_filters(cfg: DictConfig) -> dict[str, dict]:
     """The generator's own scorers and rules, ``{name: {_target_: ..., **kwargs}}`` (conf/generator/*.yaml)."""
-    if "generator" not in cfg or not cfg.generator.get("filters"):
-        return {}
-    return OmegaConf.to_container(cfg.generator.filters, resolve=True)
+    rules = {}
+    if "generator" in cfg and cfg.generator.get("filters"):
+        rules = OmegaConf.to_container(cfg.generator.filters, resolve=True)
+    if user_structure(cfg) is not None:
+        rules["structure"] = {"_target_": "filters.rules.generated.StructureFilter"}
+    return rules
 
 
 def make_plan(cfg: DictConfig, generator) -> list[dict]:
@@ -163,11 +199,14 @@ def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
     multi = isinstance(generator, MultiStep)
+    structure = user_structure(cfg)
     adds = TEACHER_COLUMNS + (tuple(getattr(generator, "output_columns", ())) + ("steps",) if multi else ())
+    adds += ("structure_error",) if structure is not None else ()
+    kwargs = {"teacher": teacher, "checkpoint_dir": str(checkpoint_dir), "generator": generator}
     return StageSpec(
         name="generate",
         fn=GenerateStage,
-        kwargs={"teacher": teacher, "checkpoint_dir": str(checkpoint_dir), "generator": generator},
+        kwargs={**kwargs, "structure": structure},
         kind="generate",
         pool="actors",
         needs=("id", "prompt"),

@@ -14,6 +14,7 @@ from generators.teachers.contract import (
     SamplingParams,
     cut_at_stop,
 )
+from generators.teachers.structure import GrammarMask, check, ll_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,22 @@ class HFTeacher:
             model, "teacher.model", self.device, dtype, allow_network, cache_dir
         )
         self._torch = torch
+        self._ll_tokenizer = None
+
+    @classmethod
+    def wrap(cls, model, tokenizer, device: str, name: str, sampling: SamplingParams, batch_size: int):
+        """A teacher over an already loaded model (the fast teacher's path for constrained requests)."""
+        import torch
+
+        teacher = cls.__new__(cls)
+        teacher.model, teacher.tokenizer, teacher.device, teacher.name = model, tokenizer, device, name
+        teacher.sampling, teacher.batch_size, teacher._torch, teacher._ll_tokenizer = (
+            sampling,
+            batch_size,
+            torch,
+            None,
+        )
+        return teacher
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         prompts = [self._render(r) for r in requests]
@@ -110,9 +127,13 @@ class HFTeacher:
         extra = {}
         if sp.stop:
             extra.update(stop_strings=list(sp.stop), tokenizer=self.tokenizer)
-        processor = RowSampler.of(sp, [r.id for r in requests], batch["attention_mask"])
-        if processor is not None:
-            extra["logits_processor"] = [processor]
+        width = batch["input_ids"].shape[1]
+        processors = [
+            GrammarMask.of(self._grammar_tokenizer, [r.structure for r in requests], width, self._eos_ids()),
+            RowSampler.of(sp, [r.id for r in requests], batch["attention_mask"]),
+        ]
+        if any(processors):  # the grammar mask first: the sampler draws from the masked logits
+            extra["logits_processor"] = [p for p in processors if p is not None]
         with torch.inference_mode():
             generated = self.model.generate(**batch, generation_config=config, **extra)
         new_tokens = generated[:, batch["input_ids"].shape[1] :].tolist()
@@ -124,8 +145,16 @@ class HFTeacher:
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
             text, stopped = cut_at_stop(text, sp.stop)
             finish = FINISH_STOP if ended is not None or stopped else FINISH_LENGTH
-            completions.append(Completion(request.id, text.strip(), len(prompt), len(kept), finish))
+            text = text.strip()
+            completion = Completion(request.id, text, len(prompt), len(kept), finish)
+            completion.invalid = check(request.structure, text)
+            completions.append(completion)
         return completions
+
+    def _grammar_tokenizer(self):
+        if self._ll_tokenizer is None:
+            self._ll_tokenizer = ll_tokenizer(self.tokenizer, self._eos_ids(), self.model.config.vocab_size)
+        return self._ll_tokenizer
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id

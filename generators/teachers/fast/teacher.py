@@ -96,6 +96,8 @@ class FastTeacher:
             return
         from generators.teachers.fast.engine import FastEngine
 
+        self._hf = None  # built on the first request with a structure (see _with_constrained)
+
         set_threads(threads)
         self.model, self.tokenizer = load_causal_lm(
             model, "teacher.model", self.device, dtype, allow_network, cache_dir
@@ -119,6 +121,9 @@ class FastTeacher:
         if self.fallback_reason:
             self._fallback.sampling = self.sampling
             return self._fallback.generate(requests)
+        constrained = [i for i, r in enumerate(requests) if r.structure is not None]
+        if constrained:
+            return self._with_constrained(requests, constrained)
         sp = self.sampling
         prompts, errors = [], {}
         for i, request in enumerate(requests):
@@ -157,6 +162,26 @@ class FastTeacher:
             finish = FINISH_LENGTH if result.finish == "length" and not stopped else FINISH_STOP
             out.append(Completion(request.id, text.strip(), len(prompt), len(result.tokens), finish))
         return out
+
+    def _with_constrained(self, requests: Sequence[Request], constrained: list[int]) -> list[Completion]:
+        """Requests with a structure go through transformers' ``generate()`` on the same weights, with
+        the grammar mask (:class:`generators.teachers.structure.GrammarMask`): the mask needs the
+        host after every token, which the engine's device-only decode loop is built to avoid."""
+        from generators.teachers.hf import HFTeacher
+
+        if self._hf is None:
+            self._hf = HFTeacher.wrap(
+                self.model, self.tokenizer, self.device, self.name, self.sampling, self.batch_size
+            )
+        self._hf.sampling = self.sampling
+        out: list[Completion | None] = [None] * len(requests)
+        for i, completion in zip(constrained, self._hf.generate([requests[i] for i in constrained])):
+            out[i] = completion
+        free = [i for i in range(len(requests)) if out[i] is None]
+        if free:
+            for i, completion in zip(free, self.generate([requests[i] for i in free])):
+                out[i] = completion
+        return out  # type: ignore[return-value]
 
     def _stop_fn(self, stop: Sequence[str]):
         decode = self.tokenizer.decode
