@@ -114,7 +114,10 @@ def score_tolerance(n: int) -> dict:
     scores = {}
     for dtype in ("float32", "bfloat16"):
         started = time.perf_counter()
-        scores[dtype] = LMScorer(device="cpu", dtype=dtype, max_len=512, batch_size=8)(batch)
+        # A fresh batch each: the scorer adds its columns to the dict it gets (in place), so sharing
+        # one dict made both entries the bf16 columns and every delta 0.
+        scorer = LMScorer(device="cpu", dtype=dtype, max_len=512, batch_size=8)
+        scores[dtype] = scorer(dict(batch))
         print(f"# scores {dtype}: {len(texts)} texts in {time.perf_counter() - started:.1f} s", flush=True)
     deltas = {}
     for column in scores["float32"]:

@@ -49,7 +49,8 @@ OPERATIONAL_KEYS = {
     "gpu_memory_utilization",
     "chunked_prefill",
     "enforce_eager",
-    "engine_kwargs",
+    # Not engine_kwargs: it takes any vllm.LLM argument, and some (quantization, max_model_len,
+    # a tokenizer) change the texts. A needless cache miss costs a rerun; a wrong hit, wrong texts.
 }
 
 

@@ -44,6 +44,7 @@ def test_operational_keys_keep_the_checkpoint_folder(key, value):
         ("model", "other"),
         ("sampling", {**TEACHER["sampling"], "seed": 1}),
         ("sampling", {**TEACHER["sampling"], "top_p": 0.95}),
+        ("engine_kwargs", {"quantization": "fp8"}),  # teacher=vllm: any vllm.LLM argument
     ],
 )
 def test_what_changes_a_text_changes_the_checkpoint_folder(key, value):
