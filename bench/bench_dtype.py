@@ -130,23 +130,31 @@ def score_tolerance(n: int) -> dict:
     return {"texts": len(texts), "max_abs_delta": deltas, "bpb_range": [float(bpb.min()), float(bpb.max())]}
 
 
-def markdown(greedy: dict, invariance: dict, scores: dict) -> str:
+def markdown(greedy: dict | None, invariance: dict | None, scores: dict | None) -> str:
     g, i, s = greedy, invariance, scores
-    lines = [
-        "| measurement | fp32 vs bf16 |",
-        "|---|---|",
-        f"| greedy, {g['prompts']} default-plan prompts x {g['tokens']} tokens: rows identical | "
-        f"{g['rows_identical']:.1%} |",
-        f"| greedy: mean identical prefix (tokens) | {g['mean_identical_prefix']:.1f} of {g['tokens']} |",
-        f"| greedy: positions equal | {g['positions_equal']:.1%} |",
-        f"| greedy: one generate() call, fp32 / bf16 (s) | {g['fp32_s']:.1f} / {g['bf16_s']:.1f} |",
-        f"| sampled (default sampling, {i['tokens']} tokens), texts identical at batch 1 and "
-        f"{i['requests']}: fp32 | {i['float32']} of {i['requests']} |",
-        f"| same, bf16 | {i['bfloat16']} of {i['requests']} |",
-        f"| LMScorer on {s['texts']} pydoc texts: bits_per_byte_v1 range (fp32) | "
-        f"{s['bpb_range'][0]:.3f} to {s['bpb_range'][1]:.3f} |",
-    ]
-    lines += [f"| LMScorer max abs delta: `{c}` | {d:.4f} |" for c, d in sorted(s["max_abs_delta"].items())]
+    lines = ["| measurement | fp32 vs bf16 |", "|---|---|"]
+    if g:
+        lines += [
+            f"| greedy, {g['prompts']} default-plan prompts x {g['tokens']} tokens: rows identical | "
+            f"{g['rows_identical']:.1%} |",
+            f"| greedy: mean identical prefix (tokens) | {g['mean_identical_prefix']:.1f} of {g['tokens']} |",
+            f"| greedy: positions equal | {g['positions_equal']:.1%} |",
+            f"| greedy: one generate() call, fp32 / bf16 (s) | {g['fp32_s']:.1f} / {g['bf16_s']:.1f} |",
+        ]
+    if i:
+        lines += [
+            f"| sampled (default sampling, {i['tokens']} tokens), texts identical at batch 1 and "
+            f"{i['requests']}: fp32 | {i['float32']} of {i['requests']} |",
+            f"| same, bf16 | {i['bfloat16']} of {i['requests']} |",
+        ]
+    if s:
+        lines.append(
+            f"| LMScorer on {s['texts']} pydoc texts: bits_per_byte_v1 range (fp32) | "
+            f"{s['bpb_range'][0]:.3f} to {s['bpb_range'][1]:.3f} |"
+        )
+        lines += [
+            f"| LMScorer max abs delta: `{c}` | {d:.4f} |" for c, d in sorted(s["max_abs_delta"].items())
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -159,16 +167,22 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=16, help="score tolerance: real texts")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 prompts, 4 requests, 4 texts")
     parser.add_argument("--no-write", action="store_true", help="do not append to bench/results/teacher.md")
+    parser.add_argument("--parts", default="greedy,invariance,scores", help="which measurements to run")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     if args.quick:
         args.prompts, args.tokens, args.invariance, args.invariance_tokens, args.texts = 8, 16, 4, 16, 4
         args.no_write = True
     set_threads(0)
     load_before = load()
     plan, sampling = default_plan(max(args.prompts, args.invariance))
-    greedy = greedy_agreement(plan[: args.prompts], args.tokens)
-    invariance = batch_invariance(plan[: args.invariance], sampling, args.invariance_tokens)
-    scores = score_tolerance(args.texts)
+    greedy = greedy_agreement(plan[: args.prompts], args.tokens) if "greedy" in parts else None
+    invariance = (
+        batch_invariance(plan[: args.invariance], sampling, args.invariance_tokens)
+        if "invariance" in parts
+        else None
+    )
+    scores = score_tolerance(args.texts) if "scores" in parts else None
     load_after = load()
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
