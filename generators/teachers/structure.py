@@ -42,7 +42,8 @@ class Structure:
 
     @classmethod
     def json(cls, schema: dict) -> Structure:
-        return cls(json_schema=json.dumps(schema, sort_keys=True, separators=(",", ":")))
+        # Keys keep their order: llguidance writes an object's properties in the schema's order.
+        return cls(json_schema=json.dumps(schema, separators=(",", ":")))
 
     @classmethod
     def from_config(cls, value, key: str = "generator.structure") -> Structure | None:

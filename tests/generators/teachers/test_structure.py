@@ -168,3 +168,14 @@ def test_guided_fields_per_mode():
     assert guided_fields(regex, "response_format") == {} and guided_fields(schema, "none") == {}
     with pytest.raises(ConfigError, match="teacher.guided=xml"):
         OpenAITeacher("http://127.0.0.1:1/v1", "m", guided="xml")
+
+
+def test_properties_keep_the_order_they_were_given_in(model_dir):
+    """llguidance writes properties in schema order: a title before a summary stays first."""
+    schema = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 8},
+              "summary": {"type": "string", "maxLength": 8}}, "required": ["title", "summary"],
+              "additionalProperties": False}  # fmt: skip
+    # A random byte-level model: 8 characters may take 32 byte tokens each string.
+    teacher = HFTeacher(model_dir, device="cpu", sampling=dict(max_new_tokens=120, temperature=0.0))
+    [done] = teacher.generate([Request("o", ASK, Structure.from_config({"json_schema": schema}))])
+    assert done.invalid is None and list(json.loads(done.text)) == ["title", "summary"], done.text
