@@ -5,7 +5,9 @@ requests are micro-batched: a single worker thread collects what arrives within
 ``batch_wait_s`` (up to ``max_batch`` requests) and answers it with one ``teacher.generate()``
 call per distinct sampling setting, so a batched backend sees batches, not single rows.
 ``/v1/completions`` prompts are sent to the teacher as one user message: the teacher always
-applies its chat template. Sampling draws depend on which requests share a batch (one seed per
+applies its chat template. ``response_format`` (``json_schema`` or ``json_object``) and vLLM's
+``structured_outputs`` (``json`` or ``regex``) become the request's structure, which an ``hf`` or
+``fast`` teacher enforces while decoding (generators/teachers/structure.py). Sampling draws depend on which requests share a batch (one seed per
 ``generate()`` call), so a request's ``seed`` is honoured per micro-batch, not per request.
 
     python -m generators.teachers.serve --model embedded:smollm2 --backend fast --port 8000
