@@ -45,14 +45,25 @@ ARROW = re.compile(r"\s*(?:-+>|→|=>|—>|⟶)\s*")
 MIN_WORDS = {"terms": 1, "claims": 3, "steps": 2}
 MAX_TERM_WORDS = 6
 # Structured mode: each layer is a JSON object the teacher's decoding is held to (generators/teachers/structure.py).
+# No quoted placeholders in the examples: a 135M teacher copies "..." and "term" into its answer.
 LAYERS_JSON = {
-    "terms": 'List the key terms of the text, most important first. Answer with a JSON object: {"terms": ["...", ...]}',
-    "claims": "List the main claims the text makes, one short sentence each. Answer with a JSON object: "
-    '{"claims": ["...", ...]}',
-    "steps": "List the steps of reasoning or explanation in the text, in order. Answer with a JSON object: "
-    '{"steps": ["...", ...]}',
-    "relations": "List relations between key terms of the text. Answer with a JSON object: "
-    '{"relations": [{"head": "term", "relation": "...", "tail": "term"}, ...]}',
+    "terms": "List the key terms of the text, most important first, each copied from the text. "
+    'Answer in JSON: {"terms": [...]}',
+    "claims": 'List the main claims the text makes, one short sentence each. Answer in JSON: {"claims": [...]}',
+    "steps": 'List the steps of reasoning or explanation in the text, in order. Answer in JSON: {"steps": [...]}',
+    "relations": "List relations between key terms of the text. Answer in JSON: "
+    '{"relations": [{"head": ..., "relation": ..., "tail": ...}, ...]}, each head and tail a key term of the text',
+}
+# What an item may look like: it starts with a letter (terms and relation parts also with a digit, _ or
+# "(") and holds no newline, bracket or brace, so the teacher cannot close the JSON inside a string
+# ('["]}  # note ...') or number items ("1.1.1.1"). Measured with bench/bench_structured.py.
+NAME_PATTERN = r'^[A-Za-z0-9_(][^\n\[\]{}"]*$'
+SENTENCE_PATTERN = r"^[A-Za-z(][^\n\[\]{}]*$"
+ITEM_PATTERN = {
+    "terms": NAME_PATTERN,
+    "claims": SENTENCE_PATTERN,
+    "steps": SENTENCE_PATTERN,
+    "relations": NAME_PATTERN,
 }
 ITEM_CHARS = {"terms": 60, "claims": 200, "steps": 200, "relations": 60}
 
@@ -209,14 +220,15 @@ def annotate_messages(body: str, layer: str, structured: bool = False) -> list[d
 def layer_schema(name: str, max_items: int) -> dict:
     """The JSON schema of one layer's answer: ``{name: [items]}``, items bounded in number and length
     so that an answer fits the token limit."""
-    text = {"type": "string", "minLength": 1, "maxLength": ITEM_CHARS[name]}
+    text = {"type": "string", "minLength": 2, "maxLength": ITEM_CHARS[name], "pattern": ITEM_PATTERN[name]}
     if name == "relations":
         keys = ("head", "relation", "tail")
         item = {"type": "object", "properties": dict.fromkeys(keys, text), "required": list(keys),
                 "additionalProperties": False}  # fmt: skip
     else:
         item = text
-    items = {"type": "array", "items": item, "minItems": 1, "maxItems": max_items}
+    fewest = 1 if name == "relations" else min(2, max_items)  # one term alone is mostly the topic's name
+    items = {"type": "array", "items": item, "minItems": fewest, "maxItems": max_items}
     return {"type": "object", "properties": {name: items}, "required": [name], "additionalProperties": False}
 
 

@@ -217,10 +217,14 @@ def test_structured_layers_ask_for_json_and_parse_cut_answers():
     assert gen.step_structure(row, 0) is None  # the writing call is free text
     terms, relations = gen.step_structure(row, 1).schema, gen.step_structure(row, 2).schema
     assert terms["required"] == ["terms"] and terms["properties"]["terms"]["maxItems"] == 12
+    structure = gen.step_structure(row, 1)
+    assert structure.validate('{"terms": ["Moon", "tidal force"]}') is None
+    assert structure.validate('{"terms": ["Moon"]}')  # at least two
+    assert structure.validate('{"terms": ["]}  # a note", "x y"]}')  # an item may not hold brackets
     assert relations["properties"]["relations"]["items"]["required"] == ["head", "relation", "tail"]
     steps = _done(body)
     assert gen.followup(row, steps)[1]["content"].endswith(
-        'Answer with a JSON object: {"terms": ["...", ...]}'
+        'Answer in JSON: {"terms": [...]}'
     )
     # Cut by the token limit inside the third item: the two complete items are kept.
     steps += _done('{"terms": ["Tides", "gravity", "magnet', finish="length")
