@@ -223,9 +223,7 @@ def test_structured_layers_ask_for_json_and_parse_cut_answers():
     assert structure.validate('{"terms": ["]}  # a note", "x y"]}')  # an item may not hold brackets
     assert relations["properties"]["relations"]["items"]["required"] == ["head", "relation", "tail"]
     steps = _done(body)
-    assert gen.followup(row, steps)[1]["content"].endswith(
-        'Answer in JSON: {"terms": [...]}'
-    )
+    assert gen.followup(row, steps)[1]["content"].endswith('Answer in JSON: {"terms": [...]}')
     # Cut by the token limit inside the third item: the two complete items are kept.
     steps += _done('{"terms": ["Tides", "gravity", "magnet', finish="length")
     steps += _done('{"relations": [{"head": "Moon", "relation": "causes", "tail": "tides"}, {"head": ""}]}')
