@@ -94,6 +94,9 @@ def run_variant(name: str, structured: bool, args, work: Path, seed_file: Path) 
         }
     else:
         result["turns"] = sum(r["n_turns"] >= 1 for r in generated) / max(1, len(generated))
+        users = [json.loads(r["messages"])[0]["content"] for r in generated if r["n_turns"] >= 1]
+        result["asks"] = sum(u.rstrip().endswith("?") for u in users) / max(1, len(users))
+        result["user_words"] = sum(len(u.split()) for u in users) / max(1, len(users))
     return result
 
 
@@ -176,7 +179,9 @@ def table(results: dict, cost: dict, args, started_load: str) -> str:
                 f"{r['parsed'][layer]:.0%} ({r['items'][layer]:.1f} items)" for layer in LAYERS
             )
         else:
-            parsed = f"user turn {r['turns']:.0%} | " + " | ".join("-" for _ in LAYERS[1:])
+            parsed = (
+                f"user turn {r['turns']:.0%} | a question: {r['asks']:.0%} | {r['user_words']:.1f} words | -"
+            )
         lines.append(
             f"| {name} | {mode} | {r['kept']} of {r['planned']} | {drops} | {parsed} | {r['seconds']} |"
         )

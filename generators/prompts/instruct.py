@@ -30,14 +30,20 @@ KINDS = {
     "a summary, a list or an example",
 }
 ONLY = "Write only the user's message, nothing else."
-# Structured mode: the user turn comes back as {"message": ...}, decoding held to USER_SCHEMA.
-ONLY_JSON = 'Answer with a JSON object: {"message": "<the user\'s message>"}'
-USER_SCHEMA = {
-    "type": "object",
-    "properties": {"message": {"type": "string", "minLength": 5, "maxLength": 400}},
-    "required": ["message"],
-    "additionalProperties": False,
-}
+# Structured mode: the user turn comes back as {"message": ...}, decoding held to a schema: a
+# question (one sentence from a capital letter to its only "?", no newline) where the turn asks one
+# (question and howto kinds, seed documents, follow-ups), any one-paragraph message for tasks.
+ONLY_JSON = 'Answer in JSON: {"message": ...}'
+QUESTION = r"^[A-Z][^\n?]*\?$"
+MESSAGE = r"^[A-Z][^\n]*$"
+
+
+def user_schema(pattern: str) -> dict:
+    message = {"type": "string", "minLength": 10, "maxLength": 300, "pattern": pattern}
+    return {"type": "object", "properties": {"message": message}, "required": ["message"],
+            "additionalProperties": False}  # fmt: skip
+
+
 SYSTEM = "You are a helpful, accurate and concise AI assistant."
 WRITER_SYSTEM = "You write realistic messages that users send to an AI assistant."
 LABEL = re.compile(
@@ -64,7 +70,7 @@ class InstructGenerator(PlannedGenerator):
         max_docs: Read at most this many seed documents (all when null).
         system: System prompt of the answering calls (and of the stored conversation: not stored).
         structured: The user-turn calls answer ``{"message": ...}`` with decoding held to
-            :data:`USER_SCHEMA` (:mod:`generators.teachers.structure`), so no greeting, label or
+            :func:`user_schema` (:mod:`generators.teachers.structure`), so no greeting, label or
             second message surrounds the turn; off: free text, cleaned by :func:`clean_user_turn`.
     """
 
@@ -122,7 +128,10 @@ class InstructGenerator(PlannedGenerator):
 
     def step_structure(self, row: dict, step: int) -> Structure | None:
         """User turns (even steps) are JSON in structured mode; answers are free text."""
-        return Structure.json(USER_SCHEMA) if self.structured and step % 2 == 0 else None
+        if not self.structured or step % 2:
+            return None
+        asks = step > 0 or row.get("source_text") or row.get("kind") != "task"
+        return Structure.json(user_schema(QUESTION if asks else MESSAGE))
 
     def user_turn(self, completion: Completion) -> str:
         """The user's message of a writer call: the JSON ``message`` (structured), or the free text;
@@ -196,7 +205,7 @@ class InstructGenerator(PlannedGenerator):
             "turns": self.turns,
             "system": self.system,
             "version": VERSION,
-            **({"structured": USER_SCHEMA} if self.structured else {}),
+            **({"structured": [user_schema(QUESTION), user_schema(MESSAGE)]} if self.structured else {}),
         }
 
 

@@ -244,10 +244,14 @@ def test_structured_and_line_layers_have_different_request_ids():
 def test_structured_user_turns():
     gen = InstructGenerator(turns=1, system="SYS")
     row = {"kind": "question", "audience": "general", "topic": "tides", "subdomain": "earth science"}
-    assert gen.build_messages(row)[1]["content"].endswith(
-        'Answer with a JSON object: {"message": "<the user\'s message>"}'
-    )
-    assert gen.step_structure(row, 0).schema["required"] == ["message"] and gen.step_structure(row, 1) is None
+    assert gen.build_messages(row)[1]["content"].endswith('Answer in JSON: {"message": ...}')
+    question, answer = gen.step_structure(row, 0), gen.step_structure(row, 1)
+    assert question.schema["required"] == ["message"] and answer is None
+    assert question.validate('{"message": "Why are there two tides a day?"}') is None
+    assert question.validate('{"message": "Hi! I wonder. Why? Thanks"}')  # one question, nothing after it
+    task = gen.step_structure({**row, "kind": "task"}, 0)
+    assert task.validate('{"message": "Summarise how tides work in three sentences."}') is None
+    assert gen.step_structure({**row, "kind": "task"}, 2) == question  # follow-ups ask
     steps = _done('{"message": "Why are there two tides a day? Thanks"}')
     assert gen.followup(row, steps)[1] == {"role": "user", "content": "Why are there two tides a day?"}
     assert gen.followup(row, _done('{"message": "Why are')) is None  # a cut JSON turn ends the row
