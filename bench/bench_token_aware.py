@@ -166,6 +166,29 @@ def run_metrics(out: Path, table: dict) -> dict:
     )
 
 
+def examples(work: Path, strengths: list[float], chars: int = 400) -> list[str]:
+    """The same request's text at every strength (the first plan row kept at all of them)."""
+    import pyarrow.parquet as pq
+
+    texts = {}
+    for s in strengths:
+        rows = [
+            r
+            for p in sorted((work / f"strength-{s:g}" / "data").glob("*.parquet"))
+            for r in pq.read_table(p).to_pylist()
+        ]
+        texts[s] = {r["id"]: r for r in rows}
+    common = sorted(set.intersection(*(set(t) for t in texts.values())))
+    if not common:
+        return []
+    first = texts[strengths[0]][common[0]]
+    lines = [f"Request `{common[0]}` ({first.get('topic', '')}, {first.get('format', '')}):", ""]
+    for s in strengths:
+        text = " ".join(texts[s][common[0]]["text"].split())
+        lines += [f"- strength {s:g}: {text[:chars]}{' …' if len(text) > chars else ''}"]
+    return lines
+
+
 def teacher_view(metrics: dict, texts: list[str]) -> dict:
     """The same texts scored for the teacher's own tokenizer (target b)."""
     from filters.scores.token_metrics import TokenMetrics
@@ -190,8 +213,8 @@ def probe(work: Path, runs: dict, sp: str, seeds: int) -> tuple[list[str], dict]
     is_plain = [1.0] * len(plain["texts"]) + [np.nan] * len(aware["texts"])
     pool = work / "pool.parquet"
     pq.write_table(pa.table({"text": texts, "aware_rows": is_aware, "plain_rows": is_plain}), pool)
-    # Equal budgets: 90% of the smaller side (decontamination may drop a few rows of either).
-    budget = int(0.9 * min(sum(plain["n_tokens"]), sum(aware["n_tokens"])))
+    # Equal budgets: 80% of the smaller side (decontamination may drop a few rows of either).
+    budget = max(256, int(0.8 * min(sum(plain["n_tokens"]), sum(aware["n_tokens"]))))  # the probe's minimum
     arms = "{aware: {select: top, score: aware_rows, fraction: 1.0}, plain: {select: top, score: plain_rows, fraction: 1.0}}"
     out = work / "probe"
     cmd = [
@@ -199,7 +222,10 @@ def probe(work: Path, runs: dict, sp: str, seeds: int) -> tuple[list[str], dict]
         f"seeds={seeds}", "halves=[]", "filters_arm=false", f"arms={arms}", f"output.dir={out}",
     ]  # fmt: skip
     t0 = time.perf_counter()
-    printed = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"probe failed: {done.stderr.strip()[-2000:]}")
+    printed = done.stdout
     seconds = time.perf_counter() - t0
     result = json.loads((out / "probe.json").read_text())
     return [" ".join(cmd[1:]), printed.strip(), f"({seconds:.0f} s)"], dict(result=result, budget=budget)
@@ -234,6 +260,7 @@ def main() -> None:
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_token_aware"))
+    ap.add_argument("--results", default="token_aware.md", help="file name under bench/results/")
     args = ap.parse_args()
 
     from generators.teachers.models import default_cache_dir, load_tokenizer
@@ -291,7 +318,8 @@ def main() -> None:
             "# Token-aware generation (bench/bench_token_aware.py)",
             "",
             f"Command: `flock /tmp/litho-bench.lock .venv/bin/python bench/bench_token_aware.py "
-            f"--n {args.n} --strengths {' '.join(f'{s:g}' for s in args.strengths)} --dtype {args.dtype}`",
+            f"--n {args.n} --strengths {' '.join(f'{s:g}' for s in args.strengths)} --dtype {args.dtype} "
+            f"--seeds {args.seeds} --work {args.work} --results {args.results}`",
             f"Teacher: {TEACHER} (SmolLM2-135M-Instruct), teacher.dtype={args.dtype}, default plan and sampling, "
             f"seed 0, max_new_tokens {args.max_new_tokens}. Total {total / 60:.1f} min.",
             f"Load before: `{load_before}`",
@@ -308,13 +336,17 @@ def main() -> None:
             "The default filters are rules on words and repeats, not on the tokenizer: the kept share is the "
             "same for either target.",
             "",
+            "## One request at every strength (kept rows, first characters)",
+            "",
+            *examples(work, args.strengths),
+            "",
             *(["## Probe: aware (largest strength) vs plain (strength 0), equal student-token budgets", "",
                "```", *probe_lines, "```", "", *verdict, ""] if probe_lines else []),
         ]
     )  # fmt: skip
     print(text)
     if not args.no_write:
-        path = ROOT / "bench" / "results" / "token_aware.md"
+        path = ROOT / "bench" / "results" / args.results
         path.write_text(text + "\n")
         print(f"wrote {path}")
 
