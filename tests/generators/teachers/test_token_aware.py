@@ -206,3 +206,25 @@ def test_embedded_teacher_table_on_real_words(sp_target, tmp_path):
         assert table["cost"][i] == len(target.encode([" " + word])[0]), word
     own = ta.cost_table(teacher, load_target_tokenizer("embedded:smollm2"), tmp_path)
     assert (own["cost"] == 1).all()
+
+
+def test_fast_decode_step_with_the_bias_reads_no_values_on_the_host():
+    """CUDA-graph safety of the bias, checked on CPU as tests/generators/teachers/test_fast.py does: on
+    meta tensors any host read in the step would raise."""
+    import torch
+
+    from generators.teachers.fast.engine import FastEngine
+    from generators.teachers.fast.sampling import SamplingMode
+    from generators.teachers.fast.state import RowState
+    from tests.helpers.random_models import random_model
+
+    engine = FastEngine(random_model("tiny-llama", vocab_size=384).to("meta"), max_batch=8)
+    engine.graphs.enabled = True
+    engine.logit_bias = torch.zeros(384, device="meta")
+    with torch.inference_mode():
+        engine.dec.allocate(8, 128)
+        for mode in (SamplingMode.of(0.0, 0, 1.0, 1.0), SamplingMode.of(0.7, 0, 0.9, 1.2)):
+            engine.mode = mode
+            engine.state = RowState(8, 32, 384, torch.device("meta"), 128, mode.penalty)
+            engine.step(8, 64)
+            assert engine.state.out.is_meta
