@@ -56,10 +56,14 @@ OPERATIONAL_KEYS = {
 
 def teacher_fingerprint(teacher_cfg: dict) -> str:
     """Hash of the teacher config minus operational keys, plus litho's sampler version: another model,
-    sampling config, dtype or sampler means other texts."""
+    sampling config, dtype, sampler or token-aware strength / target means other texts."""
     from generators.teachers.sampling import SAMPLER_VERSION
 
     keep = {k: v for k, v in teacher_cfg.items() if k not in OPERATIONAL_KEYS}
+    aware = keep.get("token_aware") or {}
+    if not aware.get("strength") and not aware.get("ban_byte_fallback"):
+        # Off, the bias is zero and the texts are the plain teacher's (tested): keep their checkpoints.
+        keep.pop("token_aware", None)
     if "_target_" in keep:  # the backend's class, not its module path: moving a module keeps the cache
         keep["_target_"] = str(keep["_target_"]).rsplit(".", 1)[-1]
     keep["_sampler"] = SAMPLER_VERSION

@@ -77,7 +77,7 @@ class GenerateStage:
             prompt_tokens=[sum(c.prompt_tokens for c in s) for s in steps],
             completion_tokens=[sum(c.completion_tokens for c in s) for s in steps],
             teacher=[self.teacher.name] * len(ids),
-            sampling=[self.teacher.sampling.to_json()] * len(ids),
+            sampling=[sampling_record(self.teacher)] * len(ids),
         )
         if self.structure is not None:  # generator.structure: the filter drops what does not match
             out["structure_error"] = [s[-1].invalid or "" for s in steps]
@@ -134,6 +134,14 @@ class GenerateStage:
             if not pending:
                 break
         return steps
+
+
+def sampling_record(teacher) -> str:
+    """The row's ``sampling`` column: the teacher's :class:`SamplingParams` plus what else changes its texts
+    (``sampling_extra``, e.g. the token-aware settings), as sorted JSON."""
+    record = json.loads(teacher.sampling.to_json())
+    record.update(getattr(teacher, "sampling_extra", None) or {})
+    return json.dumps(record, sort_keys=True)
 
 
 def _finish_reason(steps: list[Completion]) -> str:

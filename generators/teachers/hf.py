@@ -15,6 +15,7 @@ from generators.teachers.contract import (
     cut_at_stop,
 )
 from generators.teachers.structure import GrammarMask, check, ll_tokenizer
+from generators.teachers.token_aware import TokenAware, TokenAwareBias
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class HFTeacher:
         allow_network: Let transformers reach the hub (off: runs are offline by default).
         cache_dir: Where dequantized GGUF models are cached (default ``$LITHO_CACHE``).
         sampling: Keyword arguments of :class:`SamplingParams`.
+        token_aware: Keyword arguments of :class:`generators.teachers.token_aware.TokenAware`: a logit
+            bias toward tokens the student's tokenizer encodes cheaply (off by default).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class HFTeacher:
         allow_network: bool = False,
         cache_dir: str | None = None,
         sampling: dict | None = None,
+        token_aware: dict | None = None,
     ):
         import torch
 
@@ -69,6 +73,9 @@ class HFTeacher:
         )
         self._torch = torch
         self._ll_tokenizer = None
+        self.token_aware, self.logit_bias = _token_aware_bias(
+            token_aware, self.tokenizer, self.model, self.device, cache_dir, allow_network
+        )
 
     @classmethod
     def wrap(cls, model, tokenizer, device: str, name: str, sampling: SamplingParams, batch_size: int):
@@ -83,7 +90,13 @@ class HFTeacher:
             torch,
             None,
         )
+        teacher.token_aware, teacher.logit_bias = TokenAware(), None  # the fast teacher sets its own
         return teacher
+
+    @property
+    def sampling_extra(self) -> dict:
+        """Settings beyond :class:`SamplingParams` that the row's ``sampling`` column records."""
+        return self.token_aware.record()
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         prompts = [self._render(r) for r in requests]
@@ -128,11 +141,13 @@ class HFTeacher:
         if sp.stop:
             extra.update(stop_strings=list(sp.stop), tokenizer=self.tokenizer)
         width = batch["input_ids"].shape[1]
+        # The token-aware bias first, as in fast; then the grammar mask: the sampler draws from the masked logits.
         processors = [
+            TokenAwareBias(self.logit_bias) if self.logit_bias is not None else None,
             GrammarMask.of(self._grammar_tokenizer, [r.structure for r in requests], width, self._eos_ids()),
             RowSampler.of(sp, [r.id for r in requests], batch["attention_mask"]),
         ]
-        if any(processors):  # the grammar mask first: the sampler draws from the masked logits
+        if any(processors):
             extra["logits_processor"] = [p for p in processors if p is not None]
         with torch.inference_mode():
             generated = self.model.generate(**batch, generation_config=config, **extra)
@@ -162,6 +177,16 @@ class HFTeacher:
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
         return ids
+
+
+def _token_aware_bias(settings, tokenizer, model, device, cache_dir, allow_network):
+    """The ``token_aware`` settings and their logit bias on ``device`` (None when off)."""
+    from generators.teachers.token_aware import TokenAware, load_bias
+
+    settings = TokenAware.from_config(settings)
+    vocab = model.get_output_embeddings().weight.shape[0]  # the logits' width
+    bias = load_bias(tokenizer, settings, vocab, cache_dir, allow_network)
+    return settings, None if bias is None else bias.to(device)
 
 
 class RowSampler:

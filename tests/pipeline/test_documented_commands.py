@@ -59,7 +59,8 @@ def documented() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, real_texts) -> Path:
-    """What the documented paths point at: a seed file, a corpus (Parquet and JSONL), evaluation sets."""
+    """What the documented paths point at: a seed file, a corpus (Parquet and JSONL), evaluation sets, a
+    SentencePiece student tokenizer."""
     root = tmp_path_factory.mktemp("data")
     texts = [" ".join(t.split()[:80]) for t in real_texts[:12]]  # short: the LM scorer runs in seconds
     (root / "corpus").mkdir()
@@ -70,6 +71,11 @@ def data(tmp_path_factory, real_texts) -> Path:
     pq.write_table(pa.table({"text": texts[-2:]}), root / "eval.parquet")
     for name in ("web.jsonl", "corpus.jsonl"):
         (root / name).write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    import sentencepiece as spm  # a student tokenizer for the token-aware commands
+
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_prefix=str(root / "student"), vocab_size=300, minloglevel=2
+    )
     rows = [{"question": t.split(".")[0], "answer": "42"} for t in texts[-2:]]
     (root / "gsm8k_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root

@@ -77,6 +77,9 @@ class FastEngine:
         self.graphs = GraphCache(self, enabled=use_cuda_graphs and self.dec.device.type == "cuda")
         self.state: RowState | None = None
         self.stats: dict[str, int] = {}
+        # A static [V] float32 tensor on the model's device added to every step's logits (token-aware
+        # generation); set it before the first generate(): captured graphs read this very tensor.
+        self.logit_bias: torch.Tensor | None = None
 
     def generate(
         self,
@@ -193,7 +196,7 @@ class FastEngine:
         ids, slots = ids.to(dev), torch.tensor(chosen, device=dev)
         lens = torch.tensor([len(prompts[r]) for r in group], device=dev)
         st.admit(slots, self.words[torch.tensor(group, device=dev)], ids, lens)
-        logits = self.dec.prefill(ids, lens, slots)
+        logits = self._biased(self.dec.prefill(ids, lens, slots))
         history = st.history[slots, :width] if self.mode.penalty else None
         u = None if self.mode.greedy else sampling.uniforms(st.words[slots], torch.zeros_like(lens))
         first = choose(logits, self.mode, st.scalars, history, u, self.host_checks)
@@ -248,6 +251,10 @@ class FastEngine:
             bisect.insort(free, s)
         self.stats["compactions"] += 1
 
+    def _biased(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` plus the token-aware bias, when there is one (a tensor add: CUDA-graph safe)."""
+        return logits if self.logit_bias is None else logits + self.logit_bias
+
     @property
     def host_checks(self) -> bool:
         """Whether the sampler may read a flag on the host: not inside captured CUDA graphs."""
@@ -256,7 +263,7 @@ class FastEngine:
     def step(self, batch: int, kv_len: int) -> None:
         """One decode token for slots ``[0, batch)``; only device work, no host reads (with graphs)."""
         st, mode = self.state, self.mode
-        logits = self.dec.decode(st.cur_tok[:batch], st.pos[:batch], kv_len)
+        logits = self._biased(self.dec.decode(st.cur_tok[:batch], st.pos[:batch], kv_len))
         history = st.history[:batch, :kv_len] if mode.penalty else None
         u = None if mode.greedy else sampling.uniforms(st.words[:batch], st.n_gen[:batch])
         st.advance(batch, choose(logits, mode, st.scalars, history, u, self.host_checks), mode.penalty)

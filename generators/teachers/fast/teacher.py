@@ -49,6 +49,8 @@ class FastTeacher:
         sync_every: Decode steps between host checks (stop strings, finished rows, refill).
         use_cuda_graphs: Capture one decode step per batch bucket on CUDA and replay it.
         refill: Give finished rows' slots to waiting requests (continuous batching).
+        token_aware: Keyword arguments of :class:`generators.teachers.token_aware.TokenAware`; the bias is
+            added to the logits before the penalty and the draw, as in ``HFTeacher``.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class FastTeacher:
         sync_every: int = 16,
         use_cuda_graphs: bool = True,
         refill: bool = True,
+        token_aware: dict | None = None,
     ):
         from transformers import AutoConfig
 
@@ -91,10 +94,21 @@ class FastTeacher:
                 self.fallback_reason,
             )
             self._fallback = HFTeacher(
-                model, self.name, device, dtype, batch_size, threads, allow_network, cache_dir, sampling
+                model,
+                self.name,
+                device,
+                dtype,
+                batch_size,
+                threads,
+                allow_network,
+                cache_dir,
+                sampling,
+                token_aware,
             )
+            self.token_aware = self._fallback.token_aware
             return
         from generators.teachers.fast.engine import FastEngine
+        from generators.teachers.hf import _token_aware_bias
 
         self._hf = None  # built on the first request with a structure (see _with_constrained)
 
@@ -112,6 +126,14 @@ class FastTeacher:
             use_cuda_graphs,
             refill,
         )
+        self.token_aware, self.engine.logit_bias = _token_aware_bias(
+            token_aware, self.tokenizer, self.model, self.device, cache_dir, allow_network
+        )
+
+    @property
+    def sampling_extra(self) -> dict:
+        """Settings beyond :class:`SamplingParams` that the row's ``sampling`` column records."""
+        return self.token_aware.record()
 
     @property
     def backend(self) -> str:
@@ -173,6 +195,7 @@ class FastTeacher:
             self._hf = HFTeacher.wrap(
                 self.model, self.tokenizer, self.device, self.name, self.sampling, self.batch_size
             )
+            self._hf.token_aware, self._hf.logit_bias = self.token_aware, self.engine.logit_bias
         self._hf.sampling = self.sampling
         out: list[Completion | None] = [None] * len(requests)
         for i, completion in zip(constrained, self._hf.generate([requests[i] for i in constrained])):
