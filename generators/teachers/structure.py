@@ -210,7 +210,13 @@ class GrammarMask:
         if open_rows:
             index = torch.tensor(open_rows, device=scores.device)
             part = scores[index, :vocab].float().contiguous()
-            self._ll.apply_token_bitmask_inplace(part, self.mask[open_rows].to(scores.device))
+            bits = self.mask[open_rows].to(scores.device)
+            self._ll.apply_token_bitmask_inplace(part, bits)
+            dead = torch.isneginf(part).all(dim=1)
+            if dead.any():  # an earlier processor (teacher.token_aware's ban) removed every allowed token:
+                allowed = torch.zeros_like(part[dead])  # the grammar wins, the allowed tokens tie
+                self._ll.apply_token_bitmask_inplace(allowed, bits[dead])
+                part[dead] = allowed
             scores[index, :vocab] = part.to(scores.dtype)
             scores[index, vocab:] = float("-inf")  # ids past the tokenizer's vocabulary
         return scores

@@ -179,3 +179,21 @@ def test_properties_keep_the_order_they_were_given_in(model_dir):
     teacher = HFTeacher(model_dir, device="cpu", sampling=dict(max_new_tokens=120, temperature=0.0))
     [done] = teacher.generate([Request("o", ASK, Structure.from_config({"json_schema": schema}))])
     assert done.invalid is None and list(json.loads(done.text)) == ["title", "summary"], done.text
+
+
+def test_the_grammar_wins_when_an_earlier_processor_removed_every_allowed_token(model_dir):
+    import torch
+    from transformers import AutoTokenizer
+
+    from generators.teachers.structure import GrammarMask, ll_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    vocab = len(tok)
+    mask = GrammarMask(
+        ll_tokenizer(tok, [tok.eos_token_id], vocab), [Structure(regex="a")], 1, [tok.eos_token_id]
+    )
+    a = tok.convert_tokens_to_ids("a")
+    scores = torch.zeros((1, vocab))
+    scores[0, a] = float("-inf")  # "a", the only token the grammar allows, was banned (token_aware's ban)
+    out = mask(torch.zeros((1, 1), dtype=torch.long), scores)
+    assert out[0].argmax().item() == a and torch.isfinite(out[0]).sum().item() == 1
