@@ -57,12 +57,14 @@ LAYERS_JSON = {
 # What an item may look like: it starts with a letter (terms and relation parts also with a digit, _ or
 # "(") and holds no newline, bracket or brace, so the teacher cannot close the JSON inside a string
 # ('["]}  # note ...') or number items ("1.1.1.1"). Measured with bench/bench_structured.py.
+# Claims and steps also need as many words as their checks ask (MIN_WORDS): "Claim 1" and "step1"
+# were the teacher's most common items before.
 NAME_PATTERN = r'^[A-Za-z0-9_(][^\n\[\]{}"]*$'
-SENTENCE_PATTERN = r"^[A-Za-z(][^\n\[\]{}]*$"
+_WORD = r"[^\n\[\]{} ]+"
 ITEM_PATTERN = {
     "terms": NAME_PATTERN,
-    "claims": SENTENCE_PATTERN,
-    "steps": SENTENCE_PATTERN,
+    "claims": rf"^[A-Za-z(][^\n\[\]{{}} ]*( {_WORD}){{{MIN_WORDS['claims'] - 1},}}$",
+    "steps": rf"^[A-Za-z(][^\n\[\]{{}} ]*( {_WORD}){{{MIN_WORDS['steps'] - 1},}}$",
     "relations": NAME_PATTERN,
 }
 ITEM_CHARS = {"terms": 60, "claims": 200, "steps": 200, "relations": 60}

@@ -12,10 +12,11 @@ import pytest
 from generators.errors import ConfigError
 from generators.prompts.dense import DenseGenerator
 from generators.prompts.instruct import InstructGenerator, clean_user_turn
-from generators.prompts.layered import LayeredGenerator, parse_layer, render
+from generators.prompts.layered import LayeredGenerator, layer_schema, parse_layer, render
 from generators.prompts.protocol import MultiStep
 from generators.prompts.rephrase import RephraseGenerator
 from generators.teachers.contract import Completion
+from generators.teachers.structure import Structure
 
 SOURCE = "The loop runs while the condition holds. A break statement ends it at once."
 
@@ -221,6 +222,9 @@ def test_structured_layers_ask_for_json_and_parse_cut_answers():
     assert structure.validate('{"terms": ["Moon", "tidal force"]}') is None
     assert structure.validate('{"terms": ["Moon"]}')  # at least two
     assert structure.validate('{"terms": ["]}  # a note", "x y"]}')  # an item may not hold brackets
+    claims = Structure.json(layer_schema("claims", 12))
+    assert claims.validate('{"claims": ["A moon pulls seas.", "Tides rise twice."]}') is None
+    assert claims.validate('{"claims": ["Claim 1", "Tides rise twice."]}')  # a claim has three words
     assert relations["properties"]["relations"]["items"]["required"] == ["head", "relation", "tail"]
     steps = _done(body)
     assert gen.followup(row, steps)[1]["content"].endswith('Answer in JSON: {"terms": [...]}')
