@@ -33,7 +33,6 @@ import argparse
 import gzip
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from generators.teachers import token_aware as ta  # noqa: E402
+from generators.text import man_page_text  # noqa: E402
 
 TEACHER = "embedded:smollm2"
 PY = sys.executable
@@ -58,13 +58,7 @@ def man_texts(limit: int = 400) -> list[str]:
     """Plain text of man pages (roff requests stripped), as tests/conftest.py reads them."""
     texts = []
     for path in sorted(Path("/usr/share/man/man1").glob("*.gz"))[:limit]:
-        raw = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
-        lines = [
-            re.sub(r"\\f[BIRP]|\\-|\\\(..|\\&", "", ln)
-            for ln in raw.splitlines()
-            if not ln.startswith((".", "'"))
-        ]
-        text = "\n".join(ln.strip() for ln in lines if ln.strip())
+        text = man_page_text(gzip.decompress(path.read_bytes()).decode("utf-8", "replace"))
         if len(text.split()) > 100:
             texts.append(text)
     return texts

@@ -75,3 +75,13 @@ def jsonl_records(path, key: str) -> list[dict]:
                 )
             records.append(record)
     return records
+
+
+ROFF = re.compile(r"\\f[BIRP]|\\-|\\\(..|\\&")  # font switches, escaped hyphens, special chars
+
+
+def man_page_text(raw: str, joiner: str = "\n") -> str:
+    """The prose of a man page's roff source: request lines (``.TH``, ``'\\"``) dropped, inline escapes
+    removed, the remaining lines stripped and joined. For tests and benchmarks on real text."""
+    lines = [ROFF.sub("", ln) for ln in raw.splitlines() if not ln.startswith((".", "'"))]
+    return joiner.join(ln.strip() for ln in lines if ln.strip())
