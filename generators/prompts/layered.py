@@ -43,6 +43,7 @@ INLINE_NUMBER = re.compile(r"(?<=[.!?])\s+(?=\d+[.)]\s)")
 QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”|`([^`]+)`')
 ARROW = re.compile(r"\s*(?:-+>|→|=>|—>|⟶)\s*")
 MIN_WORDS = {"terms": 1, "claims": 3, "steps": 2}
+MAX_WORDS = 32  # words of one claim or step in structured mode
 MAX_TERM_WORDS = 6
 # Structured mode: each layer is a JSON object the teacher's decoding is held to (generators/teachers/structure.py).
 # No quoted placeholders in the examples: a 135M teacher copies "..." and "term" into its answer.
@@ -63,11 +64,13 @@ NAME_PATTERN = r'^[A-Za-z0-9_(][^\n\[\]{}"]*$'
 _WORD = r"[^\n\[\]{} ]+"
 ITEM_PATTERN = {
     "terms": NAME_PATTERN,
-    "claims": rf"^[A-Za-z(][^\n\[\]{{}} ]*( {_WORD}){{{MIN_WORDS['claims'] - 1},}}$",
-    "steps": rf"^[A-Za-z(][^\n\[\]{{}} ]*( {_WORD}){{{MIN_WORDS['steps'] - 1},}}$",
+    "claims": rf"^[A-Za-z(][^\n\[\]{{}} ]*( {_WORD}){{{MIN_WORDS['claims'] - 1},{MAX_WORDS - 1}}}$",
+    "steps": rf"^[A-Za-z(][^\n\[\]{{}} ]*( {_WORD}){{{MIN_WORDS['steps'] - 1},{MAX_WORDS - 1}}}$",
     "relations": NAME_PATTERN,
 }
-ITEM_CHARS = {"terms": 60, "claims": 200, "steps": 200, "relations": 60}
+# Terms and relation parts are bounded in characters, claims and steps in words: llguidance cannot
+# intersect a pattern that repeats a group with a length bound (the matcher would refuse every token).
+ITEM_CHARS = {"terms": 60, "relations": 60}
 
 
 class LayeredGenerator(PlannedGenerator):
@@ -222,7 +225,9 @@ def annotate_messages(body: str, layer: str, structured: bool = False) -> list[d
 def layer_schema(name: str, max_items: int) -> dict:
     """The JSON schema of one layer's answer: ``{name: [items]}``, items bounded in number and length
     so that an answer fits the token limit."""
-    text = {"type": "string", "minLength": 2, "maxLength": ITEM_CHARS[name], "pattern": ITEM_PATTERN[name]}
+    text = {"type": "string", "minLength": 2, "pattern": ITEM_PATTERN[name]}
+    if name in ITEM_CHARS:
+        text["maxLength"] = ITEM_CHARS[name]
     if name == "relations":
         keys = ("head", "relation", "tail")
         item = {"type": "object", "properties": dict.fromkeys(keys, text), "required": list(keys),

@@ -88,9 +88,13 @@ class Structure:
             ConfigError: llguidance cannot build a grammar from it (an unsupported schema keyword).
         """
         try:
-            return _grammar(self)
+            grammar = _grammar(self)
         except ValueError as exc:
             raise ConfigError(f"structure not supported by llguidance: {str(exc)[:300]}") from None
+        problem = _grammar_error(grammar)
+        if problem:  # e.g. a string's pattern with maxLength: the matcher would refuse every token
+            raise ConfigError(f"structure not supported by llguidance: {problem[:300]}")
+        return grammar
 
     def validate(self, text: str) -> str | None:
         """Why ``text`` does not match (one line), or None when it does."""
@@ -118,6 +122,15 @@ def _grammar(structure: Structure) -> str:
     if structure.regex is not None:
         return LLMatcher.grammar_from_regex(structure.regex)
     return LLMatcher.grammar_from_json_schema(structure.json_schema, defaults=JSON_OPTIONS)
+
+
+@lru_cache(maxsize=256)
+def _grammar_error(grammar: str) -> str | None:
+    """Why llguidance cannot run ``grammar`` (it builds but every matcher starts in error), or None."""
+    from llguidance import LLMatcher
+
+    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+    return "; ".join(messages) or "invalid grammar" if failed else None
 
 
 @lru_cache(maxsize=256)
@@ -166,7 +179,10 @@ class GrammarMask:
 
         rows = [i for i, s in enumerate(structures) if s is not None]
         self.matchers = {i: llguidance.LLMatcher(tokenizer, structures[i].grammar()) for i in rows}
-        self.live = set(rows)
+        for i, matcher in self.matchers.items():  # never an empty answer: the final check flags the row
+            if matcher.is_error():
+                log.warning("grammar: row %d left unconstrained: %s", i, matcher.get_error()[:300])
+        self.live = {i for i in rows if not self.matchers[i].is_error()}
         self.width, self.eos = prompt_width, list(eos_ids)
         self._ll = llguidance.torch
         self.mask = llguidance.torch.allocate_token_bitmask(len(structures), tokenizer.vocab_size)

@@ -197,3 +197,21 @@ def test_the_grammar_wins_when_an_earlier_processor_removed_every_allowed_token(
     scores[0, a] = float("-inf")  # "a", the only token the grammar allows, was banned (token_aware's ban)
     out = mask(torch.zeros((1, 1), dtype=torch.long), scores)
     assert out[0].argmax().item() == a and torch.isfinite(out[0]).sum().item() == 1
+
+
+def test_a_grammar_llguidance_cannot_run_is_a_config_error():
+    # A pattern that repeats a group, with maxLength: llguidance builds it, but every matcher
+    # starts in error and would refuse every token (the rows came back empty before this check).
+    item = {"type": "string", "pattern": r"^[a-z]+( [a-z]+){2,}$", "maxLength": 200}
+    with pytest.raises(ConfigError, match="structure not supported by llguidance: .*regex is empty"):
+        Structure.from_config({"json_schema": {"type": "array", "items": item}})
+
+
+def test_every_schema_litho_asks_for_runs_in_llguidance():
+    from filters.scores.judge import rating_schema
+    from generators.prompts.instruct import MESSAGE, QUESTION, user_schema
+    from generators.prompts.layered import LAYERS, layer_schema
+
+    schemas = [layer_schema(n, 12) for n in LAYERS] + [user_schema(QUESTION), user_schema(MESSAGE)]
+    for schema in [*schemas, rating_schema(1, 10)]:
+        Structure.json(schema).grammar()  # raises ConfigError when a matcher would start in error
