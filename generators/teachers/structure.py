@@ -257,6 +257,12 @@ def parse_partial_json(text: str):
         return json.loads(text)
     except ValueError:
         pass
+    closers = _closers(text)  # cut after a complete value, before its brackets closed
+    if closers:
+        try:
+            return json.loads(text + closers)
+        except ValueError:
+            pass
     cuts = [m.start() for m in re.finditer(r",", text)]
     for cut in reversed(cuts):
         head = text[:cut]

@@ -61,6 +61,7 @@ def test_partial_json_keeps_complete_items():
     }
     assert parse_partial_json('{"terms": ["a, b", "c') == {"terms": ["a, b"]}  # a comma inside a string
     assert parse_partial_json('{"message": "cut') is None
+    assert parse_partial_json('{"message": "Why?"') == {"message": "Why?"}  # cut before its closing brace
     assert parse_partial_json("[1, 2]") == [1, 2]
 
 
