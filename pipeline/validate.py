@@ -107,6 +107,10 @@ def check_generate(cfg: DictConfig) -> None:
         aware = TokenAware.from_config(OmegaConf.to_container(cfg.teacher.token_aware, resolve=True))
         if aware.active:
             check_tokenizer_spec(aware.target, f"{KEY}.target", bool(cfg.teacher.get("allow_network", False)))
+    if cfg.teacher.get("guided") is not None:  # teacher=openai: how structures are sent
+        from generators.teachers.openai import check_guided
+
+        check_guided(cfg.teacher.guided, cfg.teacher.get("structure_retries", 0))
     model = cfg.teacher.get("model")
     if model is None:
         return

@@ -91,10 +91,7 @@ class OpenAITeacher:
         structure_retries: int = 2,
         sampling: dict | None = None,
     ):
-        if guided not in GUIDED:
-            raise ConfigError(f"teacher.guided={guided}: use one of {list(GUIDED)}")
-        if not isinstance(structure_retries, int) or structure_retries < 0:
-            raise ConfigError(f"teacher.structure_retries={structure_retries}: give an integer >= 0")
+        check_guided(guided, structure_retries)
         self.guided, self.structure_retries = guided, structure_retries
         if endpoint not in ENDPOINTS:
             raise ConfigError(f"teacher.endpoint={endpoint}: use one of {sorted(ENDPOINTS)}")
@@ -224,6 +221,18 @@ class OpenAITeacher:
             finish,
             extra=extra,
         )
+
+
+def check_guided(guided, structure_retries) -> None:
+    """``teacher.guided`` and ``teacher.structure_retries`` (the driver checks them before Ray starts).
+
+    Raises:
+        ConfigError: an unknown mode or a negative retry count.
+    """
+    if guided not in GUIDED:
+        raise ConfigError(f"teacher.guided={guided}: use one of {list(GUIDED)}")
+    if not isinstance(structure_retries, int) or isinstance(structure_retries, bool) or structure_retries < 0:
+        raise ConfigError(f"teacher.structure_retries={structure_retries}: give an integer >= 0")
 
 
 def guided_fields(structure: Structure | None, guided: str) -> dict:

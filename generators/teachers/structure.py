@@ -106,10 +106,6 @@ class Structure:
             return f"not JSON: {exc}"
         return _schema_error(self.json_schema, value)
 
-    def record(self) -> dict:
-        """How the structure is written to a row's ``sampling`` column and to fingerprints."""
-        return {"json_schema": self.schema} if self.json_schema else {"regex": self.regex}
-
 
 # Separators the grammar allows between JSON tokens: compact ones, as json.dumps(..., separators) writes.
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
