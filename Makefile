@@ -10,7 +10,7 @@ ARGS ?=
 TORCH_SPEC ?= torch==2.13.0
 RAY_ADDRESS ?= http://127.0.0.1:8265
 
-.PHONY: install install-vllm test-vllm generate score dedup report submit test test-fast bench lint format clean
+.PHONY: install install-vllm test-vllm generate score dedup probe report submit test test-fast bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,10 @@ dedup: install
 # report.html of an existing output: make report ARGS=/data/run1 (default runs/latest)
 report: install
 	$(LITHO) report $(ARGS)
+
+# Train small students on arms of a scored pool at one token budget; compare bits/byte (docs/probe.md).
+probe: install
+	$(LITHO) probe $(ARGS)
 
 # Send the same job to a running Ray cluster (RAY_ADDRESS, the dashboard/job address).
 submit: install

@@ -6,11 +6,19 @@ is the SmolLM2-135M shape with random weights (speed does not depend on the weig
 (EOS is ignored), so both sides do the same work; tok/s counts generated tokens over the wall
 time of the whole call, prefill included. Greedy agreement is the share of rows whose first 64
 generated tokens are identical on both sides (random bf16 weights have near-tied logits, so a
-real model agrees more).
+real model agrees more). With ``--sample`` both sides sample with litho's default settings
+(temperature 0.7, top-p 0.9, repetition penalty 1.1): ``generate()`` through transformers' own
+warpers, the engine through litho's sampler (generators/teachers/sampling.py).
+
+``--dtype-agreement N`` instead measures what bf16 does to a real model's greedy text: the first N
+plan prompts of the default textbook generator (needs Hydra: not for the bare GPU machine), greedy
+``generate()`` in fp32 and in bf16, share of rows whose first 64 tokens are identical and the mean
+length of the identical prefix.
 
     python bench/bench_teacher.py                      # GPU: batches 64, 256, 1024
     python bench/bench_teacher.py --quick              # CPU smoke run
     python bench/bench_teacher.py --mixed 256          # continuous batching on/off, mixed lengths
+    python bench/bench_teacher.py --dtype-agreement 32 --model embedded:smollm2   # CPU: bf16 vs fp32
 """
 
 from __future__ import annotations
@@ -26,16 +34,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generators.teachers.fast.engine import FastEngine  # noqa: E402
+from generators.teachers.models import materialize, resolve, resolve_dtype  # noqa: E402
 from tests.helpers.random_models import random_model  # noqa: E402
 
+SAMPLED = dict(temperature=0.7, top_p=0.9, repetition_penalty=1.1)  # conf/teacher/sampling/default.yaml
 
-def load(args) -> torch.nn.Module:
-    dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    dtype = dtype or (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+
+def load(args, dtype_name: str | None = None) -> torch.nn.Module:
+    dtype, _ = resolve_dtype(dtype_name or args.dtype, args.device, "--dtype")
     if args.model:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+        where = materialize(resolve(args.model, "--model"))
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
     else:
         model = random_model(args.shape, seed=args.seed)
     model = model.to(device=args.device, dtype=dtype).eval()
@@ -54,7 +65,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_hf(model, prompts: list[list[int]], new_tokens: int, device: str) -> tuple[float, list[list[int]]]:
+def run_hf(model, prompts: list[list[int]], new_tokens: int, device: str, sample: bool = False):
     width = max(map(len, prompts))
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -69,17 +80,17 @@ def run_hf(model, prompts: list[list[int]], new_tokens: int, device: str) -> tup
             attention_mask=mask,
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
-            do_sample=False,
             pad_token_id=0,
+            **(dict(do_sample=True, **SAMPLED) if sample else dict(do_sample=False)),
         )
     sync(device)
     return time.perf_counter() - start, out[:, width:].tolist()
 
 
-def run_fast(engine: FastEngine, prompts, new_tokens: int, device: str, limits=None) -> tuple[float, list]:
+def run_fast(engine: FastEngine, prompts, new_tokens: int, device: str, limits=None, sample=False):
     sync(device)
     start = time.perf_counter()
-    results = engine.generate(prompts, limits or new_tokens)
+    results = engine.generate(prompts, limits or new_tokens, **(SAMPLED if sample else {}))
     sync(device)
     return time.perf_counter() - start, [r.tokens for r in results]
 
@@ -99,10 +110,10 @@ def compare(model, args) -> list[dict]:
             max_seq_len=2 * args.prompt_len + args.new_tokens,
             use_cuda_graphs=not args.no_graphs,
         )
-        run_fast(engine, prompts, args.new_tokens, args.device)  # warm-up: kernels, cuBLAS, graph capture
-        fast_s, fast_tokens = run_fast(engine, prompts, args.new_tokens, args.device)
+        run_fast(engine, prompts, args.new_tokens, args.device, sample=args.sample)  # warm-up: graph capture
+        fast_s, fast_tokens = run_fast(engine, prompts, args.new_tokens, args.device, sample=args.sample)
         run_hf(model, prompts[: min(batch, 8)], 4, args.device)  # warm-up
-        hf_s, hf_tokens = run_hf(model, prompts, args.new_tokens, args.device)
+        hf_s, hf_tokens = run_hf(model, prompts, args.new_tokens, args.device, sample=args.sample)
         generated = batch * args.new_tokens
         assert all(len(t) == args.new_tokens for t in fast_tokens), "fast rows must decode the fixed length"
         rows.append(
@@ -113,7 +124,9 @@ def compare(model, args) -> list[dict]:
                 fast_tok_s=generated / fast_s,
                 fast_ms_step=1000 * fast_s / args.new_tokens,
                 ratio=hf_s / fast_s,
-                greedy_agree_64=agreement(hf_tokens, fast_tokens, min(64, args.new_tokens)),
+                greedy_agree_64=float("nan")
+                if args.sample
+                else agreement(hf_tokens, fast_tokens, min(64, args.new_tokens)),
                 graphs=engine.stats["graphs"],
             )
         )
@@ -139,6 +152,45 @@ def mixed(model, args) -> list[dict]:
     return rows
 
 
+def dtype_agreement(args) -> dict:
+    """Greedy fp32 vs bf16 on the default plan's first ``args.dtype_agreement`` prompts (a real model)."""
+    from hydra import compose, initialize_config_module
+    from transformers import AutoTokenizer
+
+    from pipeline.generate import build_generator, make_plan
+
+    with initialize_config_module(config_module="conf", version_base=None):
+        cfg = compose(config_name="config", overrides=[f"n={args.dtype_agreement}"])
+    plan = make_plan(cfg, build_generator(cfg))
+    tok = AutoTokenizer.from_pretrained(materialize(resolve(args.model, "--model")))
+    chats = [json.loads(row["prompt"]) for row in plan]
+    prompts = [
+        list(tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True)["input_ids"])
+        for c in chats
+    ]
+    out, n = {}, 64
+    for name in ("float32", "bfloat16"):
+        model = load(args, name)
+        seconds, out[name] = run_hf(model, prompts, n, args.device)
+        print(f"# {name}: {len(prompts)} x {n} greedy tokens in {seconds:.1f} s", flush=True)
+    pairs = list(zip(out["float32"], out["bfloat16"], strict=True))
+    prefix = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), n) for a, b in pairs]
+    result = {
+        "model": args.model,
+        "prompts": len(prompts),
+        "tokens": n,
+        "identical_first_64": agreement(out["float32"], out["bfloat16"], n),
+        "mean_identical_prefix": sum(prefix) / len(prefix),
+        "token_agreement": sum(x == y for a, b in pairs for x, y in zip(a, b)) / (n * len(pairs)),
+    }
+    print(
+        f"bf16 vs fp32 greedy, {result['prompts']} prompts: {result['identical_first_64']:.1%} of rows identical "
+        f"over {n} tokens; identical prefix {result['mean_identical_prefix']:.1f} tokens on average; "
+        f"{result['token_agreement']:.1%} of positions equal"
+    )
+    return result
+
+
 def print_row(r: dict) -> None:
     print(
         f"{r['batch']:>6} {r['hf_tok_s']:>11,.0f} {r['hf_ms_step']:>9.2f} {r['fast_tok_s']:>11,.0f} "
@@ -158,6 +210,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     parser.add_argument("--no-graphs", action="store_true", help="fast engine without CUDA graphs")
     parser.add_argument("--mixed", type=int, default=0, help="also time refill on/off with this many slots")
+    parser.add_argument(
+        "--sample", action="store_true", help="both sides sample with litho's default settings"
+    )
+    parser.add_argument(
+        "--dtype-agreement", type=int, default=0, help="bf16 vs fp32 greedy on N plan prompts"
+    )
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: batches 2,4; 8 new tokens")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
@@ -168,10 +226,15 @@ def main() -> None:
     args.batches = [int(b) for b in args.batches.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dtype_agreement:
+        result = dtype_agreement(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return
     model = load(args)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"# {args.model or args.shape} on {name}, {next(model.parameters()).dtype}, torch {torch.__version__}, "
-          f"{args.new_tokens} new tokens, prompts ~{args.prompt_len}")  # fmt: skip
+          f"{args.new_tokens} new tokens, prompts ~{args.prompt_len}, {'sampled' if args.sample else 'greedy'}")  # fmt: skip
     print(f"{'batch':>6} {'hf tok/s':>11} {'hf ms/st':>9} {'fast tok/s':>11} {'fast ms/st':>9} {'ratio':>8} "
           f"{'agree64':>8} {'graphs':>6}")  # fmt: skip
     results = {"args": vars(args), "device": name, "compare": compare(model, args)}

@@ -99,8 +99,8 @@ def one(backend: str, sizes: list[int], new_tokens: int) -> dict:
 def table(results: list[dict], sizes: list[int]) -> str:
     base = {r["n"]: r["tok_s"] for res in results if res["backend"] == "hf" for r in res["runs"]}
     lines = [
-        "| backend | start (s) | prompts | tokens | seconds | tok/s | vs hf |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | venv | start (s) | prompts | tokens | seconds | tok/s | vs hf |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for r in res["runs"]:

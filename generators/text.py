@@ -39,3 +39,49 @@ def normalize(text: str) -> str:
 def normalized_words(text: str) -> list[str]:
     """NFKC, lower case, split on whitespace: the words that MinHash shingles are made of."""
     return unicodedata.normalize("NFKC", text).lower().split()
+
+
+def jsonl_records(path, key: str) -> list[dict]:
+    """Every record of a JSONL file (blank lines skipped).
+
+    Raises:
+        ConfigError: ``key: PATH line N is ...`` for the first line that is not UTF-8, not JSON or not
+            an object, so a corrupt file is named with its line instead of a decoder traceback.
+    """
+    import json
+
+    from generators.errors import ConfigError
+
+    records = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"{key}: {path} line {number} is not UTF-8 (byte {exc.start}); re-encode the file as UTF-8"
+                ) from None
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{key}: {path} line {number} is not JSON ({exc}); fix or remove that line"
+                ) from None
+            if not isinstance(record, dict):
+                raise ConfigError(
+                    f"{key}: {path} line {number} is not a JSON object; each line must be one object"
+                )
+            records.append(record)
+    return records
+
+
+ROFF = re.compile(r"\\f[BIRP]|\\-|\\\(..|\\&")  # font switches, escaped hyphens, special chars
+
+
+def man_page_text(raw: str, joiner: str = "\n") -> str:
+    """The prose of a man page's roff source: request lines (``.TH``, ``'\\"``) dropped, inline escapes
+    removed, the remaining lines stripped and joined. For tests and benchmarks on real text."""
+    lines = [ROFF.sub("", ln) for ln in raw.splitlines() if not ln.startswith((".", "'"))]
+    return joiner.join(ln.strip() for ln in lines if ln.strip())

@@ -5,7 +5,7 @@ Every finished teacher batch is written as one Parquet file per plan block it ho
 request ids, to a temporary name and then renamed — so a crash leaves only whole files, and a rerun
 of the same config compares each plan block's ids with that block's checkpoints (pipeline/plan.py,
 one task per block) and asks the teacher only for the rest. The teacher
-fingerprint (model, sampling) keeps a rerun with another teacher from reusing these texts.
+fingerprint (model, sampling, dtype, device, sampler version) keeps a rerun with another teacher from reusing these texts.
 """
 
 from __future__ import annotations
@@ -22,40 +22,52 @@ import xxhash
 TIMING_KEY = b"litho_batch"  # Parquet metadata key of a batch file's timing
 
 # Teacher keys that change how fast texts are made, not which texts: they keep the cache valid.
+# Batch sizes and actor counts are among them because every request samples from its own counter
+# (generators/teachers/sampling.py), so its text does not depend on its batch (tested in fp32 in
+# tests/generators/teachers/test_determinism.py). dtype and device are not: bf16 and fp32, or CPU and
+# CUDA, give different logits and so different texts.
 OPERATIONAL_KEYS = {
-    "device",
-    "dtype",
-    "batch_size",
+    "batch_size",  # hf: rows per generate() call; fast: rows handed to one call
     "threads",
     "cache_dir",
     "allow_network",
-    "max_concurrency",
+    "max_concurrency",  # openai: requests in flight; each request is answered on its own
     "timeout_s",
     "max_retries",
-    "use_cuda_graphs",
-    "max_batch",
-    "prompt_bucket",
-    "prefill_tokens",
-    "sync_every",
     "api_key_env",
     "backoff_s",
     "backoff_max_s",
-    "max_seq_len",
+    "use_cuda_graphs",  # fast: a replayed step computes what the eager step computes
+    "max_batch",
+    "prompt_bucket",
+    "prefill_tokens",
+    "sync_every",  # fast: rows past a stop string are cut at it, whenever the host checks
+    "refill",
+    "max_seq_len",  # fast: only decides which requests fail (failures are never checkpointed)
     # teacher=vllm: engine sizing and scheduling; the texts depend only on each request's seed.
     "max_num_seqs",
     "kv_cache_gib",
     "gpu_memory_utilization",
     "chunked_prefill",
     "enforce_eager",
-    "engine_kwargs",
+    # Not engine_kwargs: it takes any vllm.LLM argument, and some (quantization, max_model_len,
+    # a tokenizer) change the texts. A needless cache miss costs a rerun; a wrong hit, wrong texts.
 }
 
 
 def teacher_fingerprint(teacher_cfg: dict) -> str:
-    """Hash of the teacher config minus operational keys: another model or sampling = other texts."""
+    """Hash of the teacher config minus operational keys, plus litho's sampler version: another model,
+    sampling config, dtype, sampler or token-aware strength / target means other texts."""
+    from generators.teachers.sampling import SAMPLER_VERSION
+
     keep = {k: v for k, v in teacher_cfg.items() if k not in OPERATIONAL_KEYS}
+    aware = keep.get("token_aware") or {}
+    if not aware.get("strength") and not aware.get("ban_byte_fallback"):
+        # Off, the bias is zero and the texts are the plain teacher's (tested): keep their checkpoints.
+        keep.pop("token_aware", None)
     if "_target_" in keep:  # the backend's class, not its module path: moving a module keeps the cache
         keep["_target_"] = str(keep["_target_"]).rsplit(".", 1)[-1]
+    keep["_sampler"] = SAMPLER_VERSION
     return xxhash.xxh3_64_hexdigest(json.dumps(keep, sort_keys=True, default=str).encode())
 
 
@@ -72,7 +84,11 @@ def write_batch(directory: Path, table: pa.Table, timing: dict | None = None) ->
         return path
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+    except OSError:  # a full disk: no partial file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 

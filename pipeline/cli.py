@@ -1,8 +1,8 @@
-"""The ``litho`` command: ``litho generate|score|dedup [hydra overrides]``.
+"""The ``litho`` command: ``litho generate|score|dedup|probe [hydra overrides]`` and ``litho report [OUT_DIR]``.
 
 Each subcommand is a Hydra app over its own primary config in conf/, so every Hydra feature
-(``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name; each runs
-:func:`pipeline.run.run`. ``python -m pipeline.cli generate ...`` is the same command without the
+(``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name; ``generate``, ``score``
+and ``dedup`` run :func:`pipeline.run.run`, ``probe`` runs :func:`pipeline.probe.run.run_probe`. ``python -m pipeline.cli generate ...`` is the same command without the
 installed script (what ``make submit`` runs inside ``ray job submit``).
 """
 
@@ -10,31 +10,63 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 
 from generators.errors import ConfigError
 
-# command -> its primary config in conf/; every command runs pipeline.run:run.
-COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus"}
+# command -> its primary config in conf/.
+COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus", "probe": "probe"}
 USAGE = (
-    "usage: litho {generate,score,dedup} [key=value ...]   (litho COMMAND --help for its config)\n"
-    "       litho report [OUT_DIR]                          (report.html of an existing output)"
+    "usage: litho {generate,score,dedup,probe} [key=value ...]   (litho COMMAND --help for its config)\n"
+    "       litho report [OUT_DIR]                                (report.html of an existing output)"
 )
 
 
-def report_and_exit(work: Callable[[], dict], cfg) -> None:
-    """Run ``work``; print the summary table, or a one-line error and exit 2 on bad input."""
+def report_and_exit(work: Callable[[], dict], cfg, table: Callable[[dict], str] | None = None) -> None:
+    """Run ``work``; print its summary table (``table``, default the run's), or a one-line error and
+    exit 2 on bad input."""
     logging.getLogger().setLevel(logging.INFO)
     try:
         manifest = work()
     except Exception as exc:
         cause = _config_error(exc)
-        if cause is None:
+        full = _disk_full(exc) if cause is None else None
+        if cause is None and full is None:
             raise
+        if full is not None:
+            where = f" (writing {full.filename})" if full.filename else ""
+            cause = (
+                f"output.dir={cfg.output.dir}: no space left on its device{where}; free space (or set output.dir "
+                "elsewhere) and rerun: finished teacher batches and the shards published before are kept"
+            )
         print(f"litho: error: {cause}", file=sys.stderr)
         sys.exit(2)
-    print(summary_table(manifest))
+    print((table or summary_table)(manifest))
+
+
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC behind ``exc`` (raised here or in a Ray task), or None.
+
+    A task's OSError reaches the driver only as text inside Ray's RayTaskError (Ray Data wraps it in
+    a UserCodeException without the original), so the remote traceback's last error line is read.
+    """
+    import errno
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for candidate in (exc, getattr(exc, "cause", None)):
+            if isinstance(candidate, OSError) and candidate.errno == errno.ENOSPC:
+                return candidate
+        remote = re.search(rf"\[Errno {errno.ENOSPC}\] [^:\n]+(?:: '([^'\n]+)')?", str(exc))
+        if remote:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), remote[1])
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
 
 
 def _config_error(exc: BaseException | None) -> ConfigError | None:
@@ -42,6 +74,13 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
     from omegaconf.errors import MissingMandatoryValue
 
     while exc is not None:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ConfigError):
+            return cause
+        # Raised in a Ray task: the driver gets Ray's wrapper, whose text is the remote traceback.
+        remote = re.findall(r"generators\.errors\.ConfigError: (.+)", str(exc))
+        if remote:
+            return ConfigError(remote[-1])
         if isinstance(exc, ConfigError):
             return exc
         if isinstance(exc, MissingMandatoryValue):  # a `???` key of the chosen config left unset
@@ -93,6 +132,7 @@ def check_overrides(command: str, config_name: str, overrides: list[str]) -> str
             given = next((o for o in overrides if o.split("=")[0] == key), key)
             known = _known_keys(config_name, [o for o in overrides if o != given])
             close = closest_key(key, known)
+            close = None if close == key else close  # the key exists in another option of its group
             value = given.partition("=")[2]
             hint = f"did you mean {close}={value}? " if close else "check the spelling "
             return (
@@ -218,11 +258,25 @@ def main(argv: list[str] | None = None) -> None:
         if problem:
             print(f"litho: error: {problem}", file=sys.stderr)
             sys.exit(2)
-    from pipeline.run import run
+    if command == "probe":
+        from pipeline.probe.report import summary
+        from pipeline.probe.run import run_probe
+
+        def work(cfg) -> dict:
+            return run_probe(cfg)
+
+        table = summary
+    else:
+        from pipeline.run import run
+
+        def work(cfg) -> dict:
+            return run(cfg, command)
+
+        table = summary_table
 
     @hydra.main(version_base=None, config_path="../conf", config_name=config_name)
     def app(cfg) -> None:
-        report_and_exit(lambda: run(cfg, command), cfg)
+        report_and_exit(lambda: work(cfg), cfg, table)
 
     sys.argv = [f"litho {command}", *argv]
     app()

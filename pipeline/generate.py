@@ -19,8 +19,11 @@ import numpy as np
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
+from generators.errors import ConfigError
 from generators.prompts.protocol import MultiStep
 from generators.teachers.contract import FINISH_ERROR, Completion, Request
+from generators.teachers.structure import Structure
+from pipeline import faults
 from pipeline.checkpoint import block_dir, read_block, write_batch
 from pipeline.plan import BLOCK, Plan, blocks_dataset, find_finished, plan_blocks
 from pipeline.stages import StageSpec, apply_one, resources
@@ -53,13 +56,13 @@ class GenerateStage:
             row runs all its teacher calls here and is checkpointed only once complete.
     """
 
-    def __init__(self, teacher: dict, checkpoint_dir: str | None = None, generator=None):
+    def __init__(self, teacher: dict, checkpoint_dir: str | None = None, generator=None, structure=None):
         from hydra.utils import instantiate
 
         self.teacher = instantiate(teacher, _convert_="all")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.generator = generator
-        self.done_rows = self.done_tokens = 0
+        self.structure = Structure.from_config(structure)
 
     def __call__(self, batch: dict) -> dict:
         ids = [str(i) for i in batch["id"]]
@@ -68,7 +71,6 @@ class GenerateStage:
         started_at, started = time.time(), time.perf_counter()
         steps = self._run_steps(batch, ids)
         seconds = time.perf_counter() - started
-        self._report(steps, seconds)
         completions = [row_steps[-1] for row_steps in steps]
         out = {k: list(v) for k, v in batch.items()}
         out.update(
@@ -78,8 +80,10 @@ class GenerateStage:
             prompt_tokens=[sum(c.prompt_tokens for c in s) for s in steps],
             completion_tokens=[sum(c.completion_tokens for c in s) for s in steps],
             teacher=[self.teacher.name] * len(ids),
-            sampling=[self.teacher.sampling.to_json()] * len(ids),
+            sampling=[sampling_record(self.teacher)] * len(ids),
         )
+        if self.structure is not None:  # generator.structure: the filter drops what does not match
+            out["structure_error"] = [s[-1].invalid or "" for s in steps]
         if isinstance(self.generator, MultiStep):
             rows = [{k: v[i] for k, v in out.items()} for i in range(len(ids))]
             finished = [self.generator.finish(row, s) for row, s in zip(rows, steps)]
@@ -88,6 +92,7 @@ class GenerateStage:
             out["steps"] = [json.dumps([c.text for c in s], ensure_ascii=False) for s in steps]
         blocks = np.asarray(out.pop(BLOCK, np.zeros(len(ids), np.int64)))
         failed = np.asarray(out["finish_reason"], dtype=object) == FINISH_ERROR
+        faults.actor_batch(self.checkpoint_dir)  # reliability tests only (LITHO_FAULT=actor:N)
         if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
             good = np.flatnonzero(~failed)
             start = started_at
@@ -107,28 +112,24 @@ class GenerateStage:
             return arrays
         return {k: v[failed] for k, v in arrays.items()}
 
-    def _report(self, steps: list[list[Completion]], seconds: float) -> None:
-        """One progress line per batch: long generations are otherwise silent. Printed, not logged:
-        Ray forwards a worker's stdout to the driver, prefixed with the actor's name and pid."""
-        tokens = sum(c.completion_tokens for s in steps for c in s)
-        self.done_rows += len(steps)
-        self.done_tokens += tokens
-        print(
-            f"teacher: {len(steps)} rows, {tokens} tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} tok/s);"
-            f" this actor so far: {self.done_rows} rows, {self.done_tokens} tokens",
-            flush=True,
-        )
-
     def _run_steps(self, batch: dict, ids: list[str]) -> list[list[Completion]]:
         """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for
         multi-step ones (all rows of the batch advance together, one ``generate`` call per step)."""
         multi = isinstance(self.generator, MultiStep)
-        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(ids))] if multi else []
+        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(ids))]
         steps: list[list[Completion]] = [[] for _ in ids]
         pending = [(i, json.loads(p)) for i, p in enumerate(batch["prompt"])]
+        structure_of = getattr(self.generator, "step_structure", None)
         for step in range(self.generator.max_steps if multi else 1):
             # Later steps get their own request ids, so backends seed their sampling differently.
-            requests = [Request(ids[i] if step == 0 else f"{ids[i]}/{step}", tuple(m)) for i, m in pending]
+            requests = [
+                Request(
+                    ids[i] if step == 0 else f"{ids[i]}/{step}",
+                    tuple(m),
+                    structure_of(rows[i], step) if structure_of else self.structure,
+                )
+                for i, m in pending
+            ]
             completions = self.teacher.generate(requests)
             if [c.id for c in completions] != [r.id for r in requests]:
                 raise RuntimeError(f"teacher {self.teacher.name} returned completions out of order")
@@ -145,6 +146,14 @@ class GenerateStage:
         return steps
 
 
+def sampling_record(teacher) -> str:
+    """The row's ``sampling`` column: the teacher's :class:`SamplingParams` plus what else changes its texts
+    (``sampling_extra``, e.g. the token-aware settings), as sorted JSON."""
+    record = json.loads(teacher.sampling.to_json())
+    record.update(getattr(teacher, "sampling_extra", None) or {})
+    return json.dumps(record, sort_keys=True)
+
+
 def _finish_reason(steps: list[Completion]) -> str:
     """A row failed if any step failed; otherwise it ended as its last step did."""
     return FINISH_ERROR if any(c.finish_reason == FINISH_ERROR for c in steps) else steps[-1].finish_reason
@@ -159,14 +168,38 @@ def build_generator(cfg: DictConfig):
     check_missing(cfg, "generator")
     settings = OmegaConf.to_container(cfg.generator, resolve=True)
     settings.pop("filters", None)
-    return instantiate(settings, _convert_="all")
+    settings.pop("structure", None)
+    generator = instantiate(settings, _convert_="all")
+    if user_structure(cfg) is not None and hasattr(generator, "step_structure"):
+        raise ConfigError(
+            f"generator.structure: the {generator.name} generator constrains its own steps; "
+            "use generator.structured=true|false, or a single-step generator (textbook, rephrase)"
+        )
+    return generator
+
+
+def user_structure(cfg: DictConfig) -> dict | None:
+    """``generator.structure``: a JSON schema or regex every answer of a single-step generator must match.
+
+    Raises:
+        ConfigError: a structure that is not one (checked before Ray starts).
+    """
+    value = cfg.generator.get("structure") if "generator" in cfg else None
+    if value is None:
+        return None
+    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    Structure.from_config(value)
+    return value
 
 
 def generator_filters(cfg: DictConfig) -> dict[str, dict]:
     """The generator's own scorers and rules, ``{name: {_target_: ..., **kwargs}}`` (conf/generator/*.yaml)."""
-    if "generator" not in cfg or not cfg.generator.get("filters"):
-        return {}
-    return OmegaConf.to_container(cfg.generator.filters, resolve=True)
+    rules = {}
+    if "generator" in cfg and cfg.generator.get("filters"):
+        rules = OmegaConf.to_container(cfg.generator.filters, resolve=True)
+    if user_structure(cfg) is not None:
+        rules["structure"] = {"_target_": "filters.rules.generated.StructureFilter"}
+    return rules
 
 
 def make_plan(cfg: DictConfig, generator) -> Plan:
@@ -180,11 +213,14 @@ def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
     multi = isinstance(generator, MultiStep)
+    structure = user_structure(cfg)
     adds = TEACHER_COLUMNS + (tuple(getattr(generator, "output_columns", ())) + ("steps",) if multi else ())
+    adds += ("structure_error",) if structure is not None else ()
+    kwargs = {"teacher": teacher, "checkpoint_dir": str(checkpoint_dir), "generator": generator}
     return StageSpec(
         name="generate",
         fn=GenerateStage,
-        kwargs={"teacher": teacher, "checkpoint_dir": str(checkpoint_dir), "generator": generator},
+        kwargs={**kwargs, "structure": structure},
         kind="generate",
         pool="actors",
         needs=("id", "prompt"),

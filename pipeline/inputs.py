@@ -9,6 +9,7 @@ import numpy as np
 import xxhash
 
 from generators.errors import ConfigError
+from generators.text import jsonl_records
 
 SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
 
@@ -60,6 +61,9 @@ def input_columns(spec: str, text_column: str, id_column: str | None) -> tuple[l
             numeric = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
         else:
             record = _first_record(path)
+            if record is None:
+                continue  # an empty file: no rows, no columns to check
+            _check_json(path)
             names = list(record)
             numeric = [k for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)]
         if text_column not in names:
@@ -67,11 +71,13 @@ def input_columns(spec: str, text_column: str, id_column: str | None) -> tuple[l
         if id_column and id_column not in names:
             raise ConfigError(f"id_column={id_column}: no such column in {path}; it has {sorted(names)}")
         first = first or (names, numeric)
+    if first is None:
+        raise ConfigError(f"input={spec}: every file is empty; point it at files with rows")
     return first
 
 
-def _first_record(path: str) -> dict:
-    """The first JSON object of a JSONL file ({} for an empty file)."""
+def _first_record(path: str) -> dict | None:
+    """The first JSON object of a JSONL file (None for a file without one)."""
     import json
 
     with open(path, encoding="utf-8", errors="replace") as handle:
@@ -84,7 +90,7 @@ def _first_record(path: str) -> dict:
                 if not isinstance(record, dict):
                     raise ConfigError(f"input: {path} line {number} is not a JSON object")
                 return record
-    return {}
+    return None
 
 
 def _read_file(batch: dict, kind: str, text_column: str, id_column: str | None):
@@ -94,9 +100,11 @@ def _read_file(batch: dict, kind: str, text_column: str, id_column: str | None):
 
     for path in batch["path"]:
         if kind == "parquet":
-            batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+            batches = _parquet_batches(path, pq)
+        elif Path(path).stat().st_size == 0:
+            continue  # an empty JSONL file holds no rows
         else:
-            batches = pajson.read_json(path).to_batches(max_chunksize=4096)
+            batches = _json_table(path, pajson).to_batches(max_chunksize=4096)
         row = 0
         for record_batch in batches:
             out = {
@@ -111,6 +119,10 @@ def _read_file(batch: dict, kind: str, text_column: str, id_column: str | None):
                 raise ConfigError(f"id_column={id_column}: no such column in {path}; it has {sorted(out)}")
             n = record_batch.num_rows
             rows = np.arange(row, row + n)
+            # A null text is kept, empty, with its reason: never scored as the string "None".
+            null = np.asarray([t is None for t in out[text_column]], dtype=bool)
+            if null.any():
+                out[text_column] = np.where(null, "", out[text_column]).astype(object)
             row += n
             out["source_file"] = np.full(n, path, dtype=object)
             out["source_row"] = rows
@@ -121,8 +133,64 @@ def _read_file(batch: dict, kind: str, text_column: str, id_column: str | None):
                 out["id"] = np.asarray(
                     [xxhash.xxh3_64_hexdigest(f"{path}:{r}".encode()) for r in rows], dtype=object
                 )
-            out["drop_reason"] = np.full(n, "", dtype=object)
+            out["drop_reason"] = np.where(null, "null_text", "").astype(object)
             yield out
+
+
+def _check_json(path: str) -> None:
+    """Parse a whole JSONL file once, streaming, before Ray starts: a bad line is a one-line error
+    naming the file and line now, not a task failure later.
+
+    Raises:
+        ConfigError: the first line that is not UTF-8, not JSON or not an object.
+    """
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    try:
+        for batch in pajson.open_json(path):
+            batch.validate(full=True)  # pyarrow's JSON reader does not check the bytes of strings
+    except pa.ArrowInvalid:
+        problem = _bad_line(path)
+        if problem:  # else only the streaming reader's fixed schema disliked a later record: fine
+            raise ConfigError(problem) from None
+
+
+def _parquet_batches(path: str, pq):
+    """A Parquet file's record batches; a damaged page is an error naming the file, not a traceback."""
+    import pyarrow as pa
+
+    try:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=4096)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ConfigError(
+            f"input: {path} is not a readable Parquet file ({exc}); rewrite or remove it"
+        ) from None
+
+
+def _json_table(path: str, pajson):
+    """A JSONL file as a table, every string valid UTF-8.
+
+    Raises:
+        ConfigError: naming the file and the first line that is not UTF-8, not JSON or not an object.
+    """
+    import pyarrow as pa
+
+    try:
+        table = pajson.read_json(path)
+        table.validate(full=True)  # pyarrow's JSON reader does not check the bytes of strings
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(_bad_line(path) or f"input: {path} is not readable JSONL ({exc})") from None
+    return table
+
+
+def _bad_line(path: str) -> str | None:
+    """What is wrong with the first bad line of a JSONL file, as one line; None if no line is bad."""
+    try:
+        jsonl_records(path, "input")
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def read_corpus(spec: str, text_column: str, id_column: str | None):

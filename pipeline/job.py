@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import checkpoint, stages, validate
-from pipeline.generate import build_generator, generate_spec, generator_filters, make_plan
+from pipeline.generate import build_generator, generate_spec, generator_filters, make_plan, user_structure
 from pipeline.plan import Plan
 from pipeline.process import stage_list
 from pipeline.select import select_stages
@@ -77,7 +77,9 @@ class Job:
         validate.check_format(cfg, generator)
         plan = make_plan(cfg, generator)
         teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
-        ckpt_dir = out / ".litho" / "generations" / checkpoint.teacher_fingerprint(teacher)
+        structure = user_structure(cfg)  # constrained texts are other texts: their own checkpoints
+        keyed = {**teacher, "_structure": structure} if structure is not None else teacher
+        ckpt_dir = out / ".litho" / "generations" / checkpoint.teacher_fingerprint(keyed)
         teach = generate_spec(cfg, generator, ckpt_dir)
         process = stage_list(cfg, "generate", generator_filters=generator_filters(cfg))
         # The plan's columns from one planned row: the stage list is checked before Ray starts.

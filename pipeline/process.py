@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from filters.dedup.decontaminate import Decontaminate
 from filters.dedup.exact import ExactHash, duplicates_to_drop
 from filters.rules.base import Filter, current_reasons, record_drops
-from filters.rules.sanity import SanityFilter
+from filters.rules.sanity import LengthFilter, SanityFilter
 from filters.rules.thresholds import ThresholdFilter, check_bands, check_bounds
 from filters.scores.clean import Cleaner
 from filters.scores.judge import JudgeScores
@@ -75,6 +75,9 @@ def stage_list(
         if command == "generate":  # teacher output only: an existing corpus is scored as it is
             truncated = {"truncated": filters["truncated"], **text}
             specs.append(class_stage("clean", Cleaner, truncated, tasks("clean"), kind="prepare"))
+        if filters.get("max_chars") is not None:  # first: a huge text is never tokenized or scored
+            length = {"max_chars": int(filters["max_chars"]), **text}
+            specs.append(class_stage("length", LengthFilter, length, tasks("length")))
         tokenizer = {"tokenizer": filters["tokenizer"], "cache_dir": filters.get("cache_dir"), **text}
         if cfg.output.get("pack_seq_len"):  # packing reuses these ids (pipeline/output/packing.py)
             tokenizer["keep_ids"] = True

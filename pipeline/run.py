@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, command: str = "generate") -> dict:
     """Run one command for a composed config; return the manifest."""
-    from pipeline import aggregate, stages
+    from pipeline import aggregate, faults, stages
     from pipeline.cluster import connect
     from pipeline.generate import generate, generated, to_generate
     from pipeline.inputs import read_corpus
@@ -30,6 +30,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output.snapshot import write_json
     from pipeline.output.store import is_uri, publish_to_store
     from pipeline.output.writer import publish, split_counter
+    from pipeline.progress import teacher_progress
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -50,7 +51,14 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             timings["plan_s"] += time.perf_counter() - t0
             # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
             t0 = time.perf_counter()
-            errors = generate(todo, job.generate) if n_todo else None
+            with teacher_progress(
+                job.checkpoint_dir,
+                n_todo,
+                float(job.cluster.get("progress_interval") or 30),
+                bool(job.cluster.get("progress", True)),
+            ):
+                faults.phase("generate", watch=job.checkpoint_dir)
+                errors = generate(todo, job.generate) if n_todo else None
             failed = errors.count() if errors is not None else 0
             ds = generated(plan, job.checkpoint_dir, blocks, errors)
             counts = {
@@ -66,9 +74,13 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
         # Process and select: score, filter, dedup, best-of-n. Rows are marked, never removed.
         t0 = time.perf_counter()
         stage_seconds: dict[str, float] = {}
+        faults.phase("process")
         ds = stages.apply(ds, job.process, stage_seconds)
         ds = stages.apply(ds, job.select, stage_seconds).materialize()
         timings["score_filter_dedup_s"] = time.perf_counter() - t0
+        log.info(
+            "scored, filtered and deduplicated %d rows in %.1f s", ds.count(), timings["score_filter_dedup_s"]
+        )
 
         # Write: kept rows to data/, dropped rows to rejected/, swapped in whole.
         t0 = time.perf_counter()
@@ -84,11 +96,13 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             "source": job.source,
             "scores": job.score_versions(),
         }
+        faults.phase("write")
         published = publish(ds, stats.get("splits", {}), out, output, metadata)
         minhash = OmegaConf.to_container(cfg.dedup, resolve=True).get("minhash") if "dedup" in cfg else None
         kept = sum(n for (reason, _), n in stats.get("reasons", {}).items() if reason == "")
         if kept and minhash and minhash.get("index_dir"):
             # After the shards: an interrupted run leaves the index as it was.
+            faults.phase("index")
             write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
         timings["write_s"] = time.perf_counter() - t0
         manifest = manifests.build(job, stats, quantiles, counts, published, stage_seconds, timings, scores)
@@ -99,6 +113,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             seq_len = int(cfg.output.pack_seq_len)
             max_bytes = cfg.output.get("max_shard_bytes")
             rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
+            faults.phase("pack")
             manifest["packed"] = pack_run(
                 out,
                 seq_len,

@@ -69,22 +69,28 @@ def check_common(cfg: DictConfig, tokenizer: bool = True) -> Path:
             f"shares, e.g. {key}=/mnt/shared/run1"
         )
     spec = cfg.filters.get("tokenizer") if tokenizer else None
+    if spec:
+        check_tokenizer_spec(spec, "filters.tokenizer", bool(cfg.filters.get("allow_network", False)))
+    check_output_and_dedup(cfg)
+    return writable_dir(work, key)
+
+
+def check_tokenizer_spec(spec, key: str, allow_network: bool = False) -> None:
+    """A target tokenizer spec names something on this disk (cheap: nothing is loaded).
+
+    A tokenizer-only spec (SentencePiece .model, tokenizer.json or a tokenizer folder) is checked
+    where it is loaded (generators/tokenizers.py); model specs are resolved here, before Ray starts.
+    """
     path = Path(str(spec)).expanduser()
-    # A tokenizer-only spec (SentencePiece .model, tokenizer.json or a tokenizer folder) is checked
-    # where it is loaded (filters/tokenizers.py); model specs are resolved here, before Ray starts.
     tokenizer_only = (
         path.suffix == ".model"
         or path.name == "tokenizer.json"
         or (path.is_dir() and not (path / "config.json").is_file())
     )
-    if spec and not tokenizer_only:
-        resolve(spec, "filters.tokenizer", allow_network=bool(cfg.filters.get("allow_network", False)))
-    if spec and path.suffix == ".model" and not path.is_file():
-        raise ConfigError(
-            f"filters.tokenizer={spec}: no such SentencePiece model file; give an existing *.model"
-        )
-    check_output_and_dedup(cfg)
-    return writable_dir(work, key)
+    if not tokenizer_only:
+        resolve(spec, key, allow_network=allow_network)
+    if path.suffix == ".model" and not path.is_file():
+        raise ConfigError(f"{key}={spec}: no such SentencePiece model file; give an existing *.model")
 
 
 def check_output_and_dedup(cfg: DictConfig) -> None:
@@ -117,6 +123,16 @@ def check_generate(cfg: DictConfig) -> None:
         from generators.teachers.contract import SamplingParams
 
         SamplingParams.from_config(OmegaConf.to_container(cfg.teacher.sampling, resolve=True))
+    if cfg.teacher.get("token_aware") is not None:
+        from generators.teachers.token_aware import KEY, TokenAware
+
+        aware = TokenAware.from_config(OmegaConf.to_container(cfg.teacher.token_aware, resolve=True))
+        if aware.active:
+            check_tokenizer_spec(aware.target, f"{KEY}.target", bool(cfg.teacher.get("allow_network", False)))
+    if cfg.teacher.get("guided") is not None:  # teacher=openai: how structures are sent
+        from generators.teachers.openai import check_guided
+
+        check_guided(cfg.teacher.guided, cfg.teacher.get("structure_retries", 0))
     model = cfg.teacher.get("model")
     if model is None:
         return

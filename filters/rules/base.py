@@ -17,6 +17,20 @@ DROP_REASON = "drop_reason"
 DROPPED_BY = "_litho_dropped_by"  # internal: never written to a shard
 
 
+# Rows dropped for a reason here are too big to score: scorers see them as empty texts (their score
+# columns are an empty text's), so one 50 MB document cannot stall a tokenizer or the LM scorer.
+UNSCORED = ("too_long",)
+
+
+def texts_to_score(batch: dict, text_column: str) -> list[str]:
+    """The batch's texts as strings, "" for rows dropped for a reason in :data:`UNSCORED`."""
+    texts = batch[text_column]
+    reasons = batch.get(DROP_REASON)
+    if reasons is None:
+        return [str(t) for t in texts]
+    return ["" if r in UNSCORED else str(t) for t, r in zip(texts, reasons)]
+
+
 def current_reasons(batch: dict) -> np.ndarray:
     """The batch's ``drop_reason`` as a fresh object array ("" for every row when it has none)."""
     n = len(next(iter(batch.values()))) if batch else 0

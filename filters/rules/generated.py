@@ -1,7 +1,9 @@
-"""Structure checks of generated rows: complete conversations, parsed annotation layers.
+"""Structure checks of generated rows: complete conversations, parsed annotation layers, answers
+that match the configured JSON schema or regex.
 
-These rules read columns the generators write (``n_turns``, ``layers_missing``); a generator's
-``conf/generator/*.yaml`` names them under ``filters:``, so they run only for its own rows.
+These rules read columns the generators write (``n_turns``, ``layers_missing``, ``structure_error``);
+a generator's ``conf/generator/*.yaml`` names them under ``filters:`` (the structure rule is added
+when ``generator.structure`` is set), so they run only for its own rows.
 """
 
 from __future__ import annotations
@@ -57,3 +59,23 @@ class LayerFilter(Filter):
     def checks(self, batch: dict):
         missing = [set(filter(None, str(m).split(","))) for m in batch["layers_missing"]]
         yield np.array([bool(m & self.required) for m in missing], dtype=bool), "layers_unparsed"
+
+
+class StructureFilter(Filter):
+    """Drops rows whose text does not match ``generator.structure`` as ``structure_invalid``.
+
+    The teacher enforces the structure while decoding (hf, fast) or asks the server for it (openai);
+    what still fails (a JSON answer cut by ``max_new_tokens``, a server that ignored the schema after
+    its retries) carries the reason in ``structure_error``.
+    """
+
+    name = "structure"
+
+    def needs(self) -> tuple[str, ...]:
+        return ("structure_error",)
+
+    def reasons(self) -> tuple[str, ...]:
+        return ("structure_invalid",)
+
+    def checks(self, batch: dict):
+        yield np.array([bool(e) for e in batch["structure_error"]], dtype=bool), "structure_invalid"

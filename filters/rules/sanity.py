@@ -62,3 +62,31 @@ class SanityFilter(Filter):
             column = f"rep_dup_ngram_frac_{n}"
             if column in batch:
                 yield np.asarray(batch[column]) > bound, "repetition"
+
+
+class LengthFilter(Filter):
+    """Drops texts longer than ``max_chars`` characters as ``too_long``, before anything scores them.
+
+    Args:
+        max_chars: Longest text kept; None = no bound.
+        text_column: Column holding the text.
+    """
+
+    name = "length"
+
+    def __init__(self, max_chars: int | None = 1_000_000, text_column: str = "text"):
+        self.max_chars = max_chars
+        self.text_column = text_column
+
+    def needs(self) -> tuple[str, ...]:
+        return (self.text_column,)
+
+    def reasons(self) -> tuple[str, ...]:
+        return ("too_long",)
+
+    def checks(self, batch: dict):
+        if self.max_chars is not None:
+            yield (
+                np.array([len(str(t)) > self.max_chars for t in batch[self.text_column]], dtype=bool),
+                "too_long",
+            )

@@ -1,7 +1,9 @@
 """Judge scores: a teacher model rates each text on rubrics from config (``filters.judge``).
 
 For every kept row and every rubric the judge (any teacher backend, usually a larger model than the
-generator) is asked for a JSON object ``{"score": <integer in the scale>}``; the rating becomes the
+generator) is asked for a JSON object ``{"score": <integer in the scale>}``, with structured output
+(:func:`rating_schema`: local teachers hold their decoding to it, ``openai`` sends it as
+``response_format`` and checks the answer); the rating becomes the
 row's ``judge_<rubric>`` column (NaN when the judge failed or answered out of the scale), which
 thresholds, quantile bands, best-of-n expressions and the probe can use like any score. The answer
 is parsed with :func:`parse_rating` (JSON first, then the first in-scale integer after ``score``).
@@ -27,7 +29,7 @@ import xxhash
 from generators.errors import ConfigError
 
 log = logging.getLogger(__name__)
-VERSION = "judge_v1"  # bump when the prompt changes: it is part of the fingerprint
+VERSION = "judge_v2"  # bump when the prompt or the answer's schema changes: it is part of the fingerprint
 SYSTEM = "You are a strict, fair grader of texts. You answer only with the JSON object asked for."
 PROMPT = (
     "Rubric: {rubric}\n\nText:\n<<<\n{text}\n>>>\n\nRate the text on the rubric with an integer from "
@@ -93,6 +95,18 @@ def parse_rating(text: str, low: int, high: int) -> float:
         if low <= value <= high:
             return value
     return float("nan")
+
+
+def rating_schema(low: int, high: int) -> dict:
+    """The judge's answer, ``{"score": <integer in [low, high]>}``: the teacher's decoding is held to it
+    (generators/teachers/structure.py), so a rating parses unless the token limit cut it."""
+    score = {"type": "integer", "minimum": low, "maximum": high}
+    return {
+        "type": "object",
+        "properties": {"score": score},
+        "required": ["score"],
+        "additionalProperties": False,
+    }
 
 
 def judge_sampling(sampling: dict | None) -> dict:
@@ -165,7 +179,9 @@ class JudgeScores:
 
     def __call__(self, batch: dict) -> dict:
         from generators.teachers.contract import Request
+        from generators.teachers.structure import Structure
 
+        structure = Structure.json(rating_schema(*self.scale))
         texts = [str(t) for t in batch[self.text_column]]
         ids = [str(i) for i in batch["id"]]
         kept = np.array([str(r or "") == "" for r in batch.get("drop_reason", [""] * len(texts))], bool)
@@ -180,7 +196,7 @@ class JudgeScores:
                 )
                 messages = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": user})
                 wanted.append(key)
-                requests.append(Request(f"{ids[i]}/judge/{name}", messages))
+                requests.append(Request(f"{ids[i]}/judge/{name}", messages, structure))
         if requests:
             completions = self.teacher.generate(requests)
             scores = [

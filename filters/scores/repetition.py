@@ -11,6 +11,8 @@ from collections import Counter
 
 import numpy as np
 
+from filters.rules.base import texts_to_score
+
 
 def dup_line_frac(text: str) -> float:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -53,7 +55,7 @@ class RepetitionMetrics:
         self.text_column = text_column
 
     def __call__(self, batch: dict) -> dict:
-        texts = [str(t) for t in batch[self.text_column]]
+        texts = texts_to_score(batch, self.text_column)
         words = [t.lower().split() for t in texts]
         batch["rep_dup_line_frac"] = np.array([dup_line_frac(t) for t in texts])
         for n in self.ngrams:

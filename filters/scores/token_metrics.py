@@ -12,6 +12,7 @@ import zlib
 
 import numpy as np
 
+from filters.rules.base import texts_to_score
 from filters.tokenizers import load_target_tokenizer
 
 WORD = re.compile(r"\S+")
@@ -108,7 +109,7 @@ class TokenMetrics:
         self.keep_ids = keep_ids
 
     def __call__(self, batch: dict) -> dict:
-        texts = [str(t) for t in batch[self.text_column]]
+        texts = texts_to_score(batch, self.text_column)
         ids, spans = self.tokenizer.encode_offsets(texts)
         n_tokens = np.array([len(x) for x in ids], dtype=np.int64)
         n_chars = np.array([len(t) for t in texts], dtype=np.int64)

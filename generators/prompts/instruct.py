@@ -20,6 +20,7 @@ from generators.prompts.seeds import SeedSource, subject_columns
 from generators.prompts.textbook import AUDIENCES, _pick
 from generators.prompts.topics import load_topics
 from generators.teachers.contract import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, Completion
+from generators.teachers.structure import Structure, parse_partial_json
 
 KINDS = {
     "question": "one question that {who} might ask an AI assistant about {topic} ({subdomain})",
@@ -29,6 +30,20 @@ KINDS = {
     "a summary, a list or an example",
 }
 ONLY = "Write only the user's message, nothing else."
+# Structured mode: the user turn comes back as {"message": ...}, decoding held to a schema: a
+# question (one sentence from a capital letter to its only "?", no newline) where the turn asks one
+# (question and howto kinds, seed documents, follow-ups), any one-paragraph message for tasks.
+ONLY_JSON = 'Answer in JSON: {"message": ...}'
+QUESTION = r"^[A-Z][^\n?]*\?$"
+MESSAGE = r"^[A-Z][^\n]*$"
+
+
+def user_schema(pattern: str) -> dict:
+    message = {"type": "string", "minLength": 10, "maxLength": 300, "pattern": pattern}
+    return {"type": "object", "properties": {"message": message}, "required": ["message"],
+            "additionalProperties": False}  # fmt: skip
+
+
 SYSTEM = "You are a helpful, accurate and concise AI assistant."
 WRITER_SYSTEM = "You write realistic messages that users send to an AI assistant."
 LABEL = re.compile(
@@ -54,6 +69,9 @@ class InstructGenerator(PlannedGenerator):
         min_words: Chunks shorter than this are skipped.
         max_docs: Read at most this many seed documents (all when null).
         system: System prompt of the answering calls (and of the stored conversation: not stored).
+        structured: The user-turn calls answer ``{"message": ...}`` with decoding held to
+            :func:`user_schema` (:mod:`generators.teachers.structure`), so no greeting, label or
+            second message surrounds the turn; off: free text, cleaned by :func:`clean_user_turn`.
     """
 
     name = "instruct"
@@ -75,7 +93,9 @@ class InstructGenerator(PlannedGenerator):
         min_words: int = 30,
         max_docs: int | None = None,
         system: str = SYSTEM,
+        structured: bool = True,
     ):
+        self.structured = bool(structured)
         if not isinstance(turns, int) or turns < 1:
             raise ConfigError(f"generator.turns={turns}: give a positive integer (1 = single-turn pairs)")
         self.turns = turns
@@ -92,14 +112,35 @@ class InstructGenerator(PlannedGenerator):
         if row.get("source_text"):
             user = (
                 f"Here is a text:\n\n{row['source_text']}\n\nWrite one question that {who} reading this text "
-                f"might ask an AI assistant. The question must make sense without the text. {ONLY}"
+                f"might ask an AI assistant. The question must make sense without the text. {self.only}"
             )
         else:
             user = "Write " + KINDS[row["kind"]].format(
                 who=who, topic=row["topic"], subdomain=row["subdomain"]
             )
-            user += f". {ONLY}"
+            user += f". {self.only}"
         return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": user}]
+
+    @property
+    def only(self) -> str:
+        """How a user-turn prompt ends: what to answer with."""
+        return ONLY_JSON if self.structured else ONLY
+
+    def step_structure(self, row: dict, step: int) -> Structure | None:
+        """User turns (even steps) are JSON in structured mode; answers are free text."""
+        if not self.structured or step % 2:
+            return None
+        asks = step > 0 or row.get("source_text") or row.get("kind") != "task"
+        return Structure.json(user_schema(QUESTION if asks else MESSAGE))
+
+    def user_turn(self, completion: Completion) -> str:
+        """The user's message of a writer call: the JSON ``message`` (structured), or the free text;
+        either way cleaned by :func:`clean_user_turn`."""
+        if not self.structured:
+            return clean_user_turn(step_text(completion))
+        value = parse_partial_json(completion.text)
+        message = value.get("message") if isinstance(value, dict) else None
+        return clean_user_turn(message) if isinstance(message, str) else ""
 
     def conversation(self, completions: list[Completion]) -> list[dict]:
         """The user / assistant turns written so far (user turns cleaned of labels and extra lines)."""
@@ -107,7 +148,7 @@ class InstructGenerator(PlannedGenerator):
         for k, completion in enumerate(completions):
             if completion.finish_reason == FINISH_ERROR:
                 break
-            text = clean_user_turn(step_text(completion)) if k % 2 == 0 else step_text(completion)
+            text = self.user_turn(completion) if k % 2 == 0 else step_text(completion)
             if not text:
                 break
             turns.append({"role": "user" if k % 2 == 0 else "assistant", "content": text})
@@ -125,7 +166,7 @@ class InstructGenerator(PlannedGenerator):
         transcript = "\n\n".join(f"{t['role'].capitalize()}: {t['content']}" for t in turns)
         user = (
             f"Here is a conversation between a user and an AI assistant:\n\n{transcript}\n\nWrite the user's "
-            f"next message: one short follow-up question about the same subject. {ONLY}"
+            f"next message: one short follow-up question about the same subject. {self.only}"
         )
         return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": user}]
 
@@ -164,6 +205,7 @@ class InstructGenerator(PlannedGenerator):
             "turns": self.turns,
             "system": self.system,
             "version": VERSION,
+            **({"structured": [user_schema(QUESTION), user_schema(MESSAGE)]} if self.structured else {}),
         }
 
 

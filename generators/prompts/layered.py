@@ -1,10 +1,11 @@
 """Texts with explicit annotation layers: key terms, claims, reasoning steps, relations.
 
-The teacher is small, so each layer is its own short request in a line-based format ("one per
-line"), asked about a text that is either written first by the teacher (from a topic) or taken
-from a seed corpus. Parsing is forgiving (bullets, numbering, bold, ``;``-joined lists) and
-checks what it can: a key term must occur in the text, a relation must read
-``head -> relation -> tail``. Layers become structured columns; with ``inline`` they are also
+The teacher is small, so each layer is its own short request, asked about a text that is either
+written first by the teacher (from a topic) or taken from a seed corpus. By default
+(``structured``) a layer is asked for as a JSON object whose schema the teacher's decoding is held
+to (:mod:`generators.teachers.structure`); otherwise in a line-based format ("one per line") parsed
+forgivingly (bullets, numbering, bold, ``;``-joined lists). Either way the items are checked where
+they can be: a key term must occur in the text, a relation must have a head, a relation and a tail. Layers become structured columns; with ``inline`` they are also
 rendered into ``text`` in the markup documented in docs/formats.md.
 """
 
@@ -20,6 +21,7 @@ from generators.prompts.seeds import SeedSource, subject_columns
 from generators.prompts.textbook import AUDIENCES, _pick
 from generators.prompts.topics import load_topics
 from generators.teachers.contract import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP, Completion
+from generators.teachers.structure import Structure, parse_partial_json
 from generators.text import STOPWORDS
 
 LAYERS = {
@@ -41,7 +43,34 @@ INLINE_NUMBER = re.compile(r"(?<=[.!?])\s+(?=\d+[.)]\s)")
 QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”|`([^`]+)`')
 ARROW = re.compile(r"\s*(?:-+>|→|=>|—>|⟶)\s*")
 MIN_WORDS = {"terms": 1, "claims": 3, "steps": 2}
+MAX_WORDS = 32  # words of one claim or step in structured mode
 MAX_TERM_WORDS = 6
+# Structured mode: each layer is a JSON object the teacher's decoding is held to (generators/teachers/structure.py).
+# No quoted placeholders in the examples: a 135M teacher copies "..." and "term" into its answer.
+LAYERS_JSON = {
+    "terms": "List the key terms of the text, most important first, each copied from the text. "
+    'Answer in JSON: {"terms": [...]}',
+    "claims": 'List the main claims the text makes, one short sentence each. Answer in JSON: {"claims": [...]}',
+    "steps": 'List the steps of reasoning or explanation in the text, in order. Answer in JSON: {"steps": [...]}',
+    "relations": "List relations between key terms of the text. Answer in JSON: "
+    '{"relations": [{"head": ..., "relation": ..., "tail": ...}, ...]}, each head and tail a key term of the text',
+}
+# What an item may look like: it starts with a letter (terms and relation parts also with a digit, _ or
+# "(") and holds no newline, bracket or brace, so the teacher cannot close the JSON inside a string
+# ('["]}  # note ...') or number items ("1.1.1.1"). Measured with bench/bench_structured.py.
+# Claims and steps also need as many words as their checks ask (MIN_WORDS): "Claim 1" and "step1"
+# were the teacher's most common items before.
+NAME_PATTERN = r'^[A-Za-z0-9_(][^\n\[\]{}"]*$'
+_WORD = r"[^\n\[\]{} ]+"
+ITEM_PATTERN = {
+    "terms": NAME_PATTERN,
+    "claims": rf"^[A-Za-z(][^\n\[\]{{}} ]*( {_WORD}){{{MIN_WORDS['claims'] - 1},{MAX_WORDS - 1}}}$",
+    "steps": rf"^[A-Za-z(][^\n\[\]{{}} ]*( {_WORD}){{{MIN_WORDS['steps'] - 1},{MAX_WORDS - 1}}}$",
+    "relations": NAME_PATTERN,
+}
+# Terms and relation parts are bounded in characters, claims and steps in words: llguidance cannot
+# intersect a pattern that repeats a group with a length bound (the matcher would refuse every token).
+ITEM_CHARS = {"terms": 60, "relations": 60}
 
 
 class LayeredGenerator(PlannedGenerator):
@@ -60,6 +89,8 @@ class LayeredGenerator(PlannedGenerator):
         text_column, id_column, seed_split, max_words, min_words, max_docs: Seed corpus settings
             (as for the rephrase generator).
         system: System prompt of the writing call.
+        structured: Ask for each layer as JSON and hold the teacher's decoding to its schema
+            (:func:`layer_schema`); off: the line-based format with forgiving parsing.
     """
 
     name = "layered"
@@ -90,7 +121,9 @@ class LayeredGenerator(PlannedGenerator):
         min_words: int = 30,
         max_docs: int | None = None,
         system: str = SYSTEM,
+        structured: bool = True,
     ):
+        self.structured = bool(structured)
         self.layers = _pick(layers, LAYERS, "generator.layers")
         self.required = _pick(required_layers, LAYERS, "generator.required_layers") if required_layers else []
         if set(self.required) - set(self.layers):
@@ -110,7 +143,7 @@ class LayeredGenerator(PlannedGenerator):
     def build_messages(self, row: dict) -> list[dict]:
         """The first call: write the text, or (seed texts) ask for the first layer (pure: no I/O)."""
         if row.get("source_text"):
-            return annotate_messages(row["source_text"], self.layers[0])
+            return annotate_messages(row["source_text"], self.layers[0], self.structured)
         user = WRITE.format(
             topic=row["topic"],
             domain=row["domain"],
@@ -132,7 +165,14 @@ class LayeredGenerator(PlannedGenerator):
         k = len(completions) - self.offset
         if not body or k >= len(self.layers):
             return None
-        return annotate_messages(body, self.layers[k])
+        return annotate_messages(body, self.layers[k], self.structured)
+
+    def step_structure(self, row: dict, step: int) -> Structure | None:
+        """The schema of a layer's call (structured mode); the writing call is free text."""
+        k = step - (0 if row.get("source_text") else 1)
+        if not self.structured or k < 0 or k >= len(self.layers):
+            return None
+        return Structure.json(layer_schema(self.layers[k], self.max_items))
 
     def finish(self, row: dict, completions: list[Completion]) -> dict:
         body = self.body(row, completions)
@@ -141,7 +181,10 @@ class LayeredGenerator(PlannedGenerator):
             for i, name in enumerate(self.layers)
             if self.offset + i < len(completions)
         }
-        parsed = {name: parse_layer(name, step_text(c), body, self.max_items) for name, c in raw.items()}
+        parse = parse_json_layer if self.structured else parse_layer
+        # A JSON answer is parsed as it came (a cut one keeps its complete items), lines after trimming.
+        texts = {name: c.text if self.structured else step_text(c) for name, c in raw.items()}
+        parsed = {name: parse(name, texts[name], body, self.max_items) for name in raw}
         layers = {name: parsed.get(name, []) for name in LAYERS}
         out = {f"layer_{name}": json.dumps(items, ensure_ascii=False) for name, items in layers.items()}
         out.update({f"n_{name}": len(items) for name, items in layers.items()})
@@ -164,15 +207,53 @@ class LayeredGenerator(PlannedGenerator):
         return {"generator": self.name, "audience": audience, "variant": variant, **subject_columns(subject)}
 
     def id_content(self, row: dict, messages: list[dict]) -> dict:
-        prompts = [LAYERS[name] for name in self.layers]
-        return {**super().id_content(row, messages), "layers": self.layers, "prompts": prompts}
+        prompts = [(LAYERS_JSON if self.structured else LAYERS)[name] for name in self.layers]
+        content = {**super().id_content(row, messages), "layers": self.layers, "prompts": prompts}
+        if self.structured:
+            content["schemas"] = [layer_schema(name, self.max_items) for name in self.layers]
+        return content
 
 
-def annotate_messages(body: str, layer: str) -> list[dict]:
+def annotate_messages(body: str, layer: str, structured: bool = False) -> list[dict]:
+    ask = (LAYERS_JSON if structured else LAYERS)[layer]
     return [
         {"role": "system", "content": ANNOTATOR},
-        {"role": "user", "content": f"Text:\n{body}\n\n{LAYERS[layer]}"},
+        {"role": "user", "content": f"Text:\n{body}\n\n{ask}"},
     ]
+
+
+def layer_schema(name: str, max_items: int) -> dict:
+    """The JSON schema of one layer's answer: ``{name: [items]}``, items bounded in number and length
+    so that an answer fits the token limit."""
+    text = {"type": "string", "minLength": 2, "pattern": ITEM_PATTERN[name]}
+    if name in ITEM_CHARS:
+        text["maxLength"] = ITEM_CHARS[name]
+    if name == "relations":
+        keys = ("head", "relation", "tail")
+        item = {"type": "object", "properties": dict.fromkeys(keys, text), "required": list(keys),
+                "additionalProperties": False}  # fmt: skip
+    else:
+        item = text
+    fewest = 1 if name == "relations" else min(2, max_items)  # one term alone is mostly the topic's name
+    items = {"type": "array", "items": item, "minItems": fewest, "maxItems": max_items}
+    return {"type": "object", "properties": {name: items}, "required": [name], "additionalProperties": False}
+
+
+def parse_json_layer(name: str, text: str, body: str, max_items: int = 12) -> list:
+    """A structured layer's items (a JSON answer cut by the token limit keeps its complete items),
+    checked as :func:`parse_layer` checks lines."""
+    value = parse_partial_json(text)
+    items = value.get(name) if isinstance(value, dict) else None
+    if not isinstance(items, list):
+        return []
+    if name == "relations":
+        keys = ("head", "relation", "tail")
+        items = [
+            " -> ".join(str(i[k]) for k in keys)
+            for i in items
+            if isinstance(i, dict) and all(i.get(k) for k in keys)
+        ]
+    return check_items(name, [str(i) for i in items if isinstance(i, str | int | float)], body, max_items)
 
 
 def _items(text: str) -> list[str]:
@@ -189,10 +270,16 @@ def _items(text: str) -> list[str]:
 
 
 def parse_layer(name: str, text: str, body: str, max_items: int = 12) -> list:
-    """Parse one layer's answer; items that fail the layer's check are left out."""
+    """Parse one layer's line-based answer; items that fail the layer's check are left out."""
+    return check_items(name, _items(text), body, max_items)
+
+
+def check_items(name: str, lines: list[str], body: str, max_items: int = 12) -> list:
+    """The items of a layer that pass its check, without repeats: a key term must occur in the text,
+    a relation must read ``head -> relation -> tail``, claims and steps need a few words."""
     seen, out = set(), []
     lowered = body.lower()
-    for line in _items(text):
+    for line in lines:
         for item in _term_candidates(line) if name == "terms" else [line]:
             if name == "relations":
                 parts = [p.strip(" .") for p in ARROW.split(item)]

@@ -9,13 +9,15 @@ teacher saw, so a generated row can always be traced back to its source.
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from generators.errors import ConfigError
-from generators.text import SENTENCE_BREAK
+from generators.text import SENTENCE_BREAK, jsonl_records
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json")
 
@@ -101,17 +103,21 @@ def _rows(path: Path, column: str, id_column: str | None, split: str) -> Iterato
         return
     for file in _files(path):
         if file.suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            names = pq.read_schema(file).names
-            _check_columns(names, column, id_column, file)
-            table = pq.read_table(file, columns=[column] + ([id_column] if id_column else []))
+            try:
+                names = pq.read_schema(file).names
+                _check_columns(names, column, id_column, file)
+                table = pq.read_table(file, columns=[column] + ([id_column] if id_column else []))
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise ConfigError(
+                    f"generator.seed_file: {file} is not a readable Parquet file ({exc}); rewrite or remove it"
+                ) from None
             texts = table.column(column).to_pylist()
             ids = table.column(id_column).to_pylist() if id_column else [""] * len(texts)
         else:
-            records = [
-                json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
+            records = jsonl_records(file, "generator.seed_file")
             _check_columns(
                 set().union(*(r.keys() for r in records)) if records else [], column, id_column, file
             )
@@ -151,6 +157,7 @@ def load_seeds(
     if source.is_dir() and not _is_saved_dataset(source) and not _files(source):
         raise ConfigError(f"generator.seed_file={path}: no .parquet or .jsonl files in this directory")
     seeds: list[Seed] = []
+    skipped: dict[str, int] = {}
     seen: set[str] = (
         set()
     )  # a repeated chunk (copied paragraphs, duplicate documents) would repeat a request id
@@ -158,11 +165,16 @@ def load_seeds(
         if max_docs is not None and docs >= max_docs:
             break
         if not isinstance(text, str):
+            skipped[file] = skipped.get(file, 0) + 1
             continue
         for k, chunk in enumerate(chunk_text(text, max_words)):
             if len(chunk.split()) >= min_words and chunk not in seen:
                 seen.add(chunk)
                 seeds.append(Seed(file, row, rid, k, chunk))
+    for file, count in skipped.items():  # said, not silent: a row without text cannot become a seed
+        log.warning(
+            "generator.seed_file: %d rows of %s have no text in %s (null): skipped", count, file, text_column
+        )
     if not seeds:
         raise ConfigError(
             f"generator.seed_file={path}: no text of at least {min_words} words in column {text_column}; "

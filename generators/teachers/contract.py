@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from generators.errors import ConfigError
+
+if TYPE_CHECKING:
+    from generators.teachers.structure import Structure
 
 FINISH_STOP = "stop"  # the model ended the text (EOS or a stop string)
 FINISH_LENGTH = "length"  # max_new_tokens was reached: the text may be cut mid-sentence
@@ -86,10 +89,12 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Request:
-    """One generation request: a stable id and a chat conversation to continue."""
+    """One generation request: a stable id, a chat conversation to continue and, optionally, the
+    structure (JSON schema or regex, :mod:`generators.teachers.structure`) its answer must match."""
 
     id: str
     messages: tuple[dict, ...]
+    structure: Structure | None = None
 
 
 @dataclass
@@ -103,6 +108,7 @@ class Completion:
     finish_reason: str = FINISH_STOP
     error: str | None = None
     extra: dict = field(default_factory=dict)
+    invalid: str | None = None  # why the text fails the request's structure (None: none asked, or it matches)
 
 
 @runtime_checkable

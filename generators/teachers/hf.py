@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import xxhash
-
 from generators.teachers.contract import (
     FINISH_ERROR,
     FINISH_LENGTH,
@@ -16,6 +14,8 @@ from generators.teachers.contract import (
     SamplingParams,
     cut_at_stop,
 )
+from generators.teachers.structure import GrammarMask, check, ll_tokenizer
+from generators.teachers.token_aware import TokenAware, TokenAwareBias
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +24,26 @@ class HFTeacher:
     """Batched chat generation with a transformers causal LM.
 
     Prompts go through the model's chat template, are sorted by length and padded on the left
-    in micro-batches of ``batch_size``, so rows of similar length share a forward pass.
+    in micro-batches of ``batch_size``, so rows of similar length share a forward pass. Sampling
+    and the repetition penalty run in :class:`RowSampler` (litho's sampler,
+    :mod:`generators.teachers.sampling`): each row draws from its own request's counter, so a
+    text does not depend on the rows it shares a micro-batch with.
 
     Args:
         model: Model spec (``embedded:smollm2``, a ``.gguf`` file or a model directory); see
             :func:`generators.teachers.models.resolve`.
         name: Name recorded in the output; defaults to the spec.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:i]``.
-        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``float32`` (default: a text is the same in any batch shape), ``auto`` (bf16 on CUDA and
+            on CPUs with AMX / AVX512-BF16, else fp32; faster, batch-dependent), ``bfloat16`` or
+            ``float16``; see :func:`generators.teachers.models.resolve_dtype`.
         batch_size: Rows per ``generate()`` call.
         threads: torch CPU threads (0: all cores, also inside a Ray worker).
         allow_network: Let transformers reach the hub (off: runs are offline by default).
         cache_dir: Where dequantized GGUF models are cached (default ``$LITHO_CACHE``).
         sampling: Keyword arguments of :class:`SamplingParams`.
+        token_aware: Keyword arguments of :class:`generators.teachers.token_aware.TokenAware`: a logit
+            bias toward tokens the student's tokenizer encodes cheaply (off by default).
     """
 
     def __init__(
@@ -44,12 +51,13 @@ class HFTeacher:
         model: str,
         name: str | None = None,
         device: str = "auto",
-        dtype: str = "auto",
+        dtype: str = "float32",
         batch_size: int = 32,
         threads: int = 0,
         allow_network: bool = False,
         cache_dir: str | None = None,
         sampling: dict | None = None,
+        token_aware: dict | None = None,
     ):
         import torch
 
@@ -64,6 +72,31 @@ class HFTeacher:
             model, "teacher.model", self.device, dtype, allow_network, cache_dir
         )
         self._torch = torch
+        self._ll_tokenizer = None
+        self.token_aware, self.logit_bias = _token_aware_bias(
+            token_aware, self.tokenizer, self.model, self.device, cache_dir, allow_network
+        )
+
+    @classmethod
+    def wrap(cls, model, tokenizer, device: str, name: str, sampling: SamplingParams, batch_size: int):
+        """A teacher over an already loaded model (the fast teacher's path for constrained requests)."""
+        import torch
+
+        teacher = cls.__new__(cls)
+        teacher.model, teacher.tokenizer, teacher.device, teacher.name = model, tokenizer, device, name
+        teacher.sampling, teacher.batch_size, teacher._torch, teacher._ll_tokenizer = (
+            sampling,
+            batch_size,
+            torch,
+            None,
+        )
+        teacher.token_aware, teacher.logit_bias = TokenAware(), None  # the fast teacher sets its own
+        return teacher
+
+    @property
+    def sampling_extra(self) -> dict:
+        """Settings beyond :class:`SamplingParams` that the row's ``sampling`` column records."""
+        return self.token_aware.record()
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         prompts = [self._render(r) for r in requests]
@@ -90,25 +123,34 @@ class HFTeacher:
         return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
     def _generate_chunk(self, requests: list[Request], prompts: list[list[int]]) -> list[Completion]:
+        from transformers import GenerationConfig
+
         torch = self._torch
         sp = self.sampling
         batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
-        # Sampling is reproducible for the same requests in the same micro-batch.
-        seed = xxhash.xxh64_intdigest("|".join(r.id for r in requests).encode(), seed=sp.seed) % (2**63)
-        generator_kwargs = dict(
+        # transformers' own warpers are off (greedy): RowSampler does the penalty and the draws. The
+        # penalty is set to 1 here because an unset field takes the model's generation_config.json value.
+        config = GenerationConfig(
             max_new_tokens=sp.max_new_tokens,
-            do_sample=sp.temperature > 0,
+            do_sample=False,
+            repetition_penalty=1.0,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self._eos_ids(),
-            repetition_penalty=sp.repetition_penalty,
         )
-        if sp.temperature > 0:
-            generator_kwargs.update(temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k or None)
+        extra = {}
         if sp.stop:
-            generator_kwargs.update(stop_strings=list(sp.stop), tokenizer=self.tokenizer)
-        torch.manual_seed(seed)
+            extra.update(stop_strings=list(sp.stop), tokenizer=self.tokenizer)
+        width = batch["input_ids"].shape[1]
+        # The token-aware bias first, as in fast; then the grammar mask: the sampler draws from the masked logits.
+        processors = [
+            TokenAwareBias(self.logit_bias) if self.logit_bias is not None else None,
+            GrammarMask.of(self._grammar_tokenizer, [r.structure for r in requests], width, self._eos_ids()),
+            RowSampler.of(sp, [r.id for r in requests], batch["attention_mask"]),
+        ]
+        if any(processors):
+            extra["logits_processor"] = [p for p in processors if p is not None]
         with torch.inference_mode():
-            generated = self.model.generate(**batch, **generator_kwargs)
+            generated = self.model.generate(**batch, generation_config=config, **extra)
         new_tokens = generated[:, batch["input_ids"].shape[1] :].tolist()
         eos = set(self._eos_ids())
         completions = []
@@ -118,8 +160,16 @@ class HFTeacher:
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
             text, stopped = cut_at_stop(text, sp.stop)
             finish = FINISH_STOP if ended is not None or stopped else FINISH_LENGTH
-            completions.append(Completion(request.id, text.strip(), len(prompt), len(kept), finish))
+            text = text.strip()
+            completion = Completion(request.id, text, len(prompt), len(kept), finish)
+            completion.invalid = check(request.structure, text)
+            completions.append(completion)
         return completions
+
+    def _grammar_tokenizer(self):
+        if self._ll_tokenizer is None:
+            self._ll_tokenizer = ll_tokenizer(self.tokenizer, self._eos_ids(), self.model.config.vocab_size)
+        return self._ll_tokenizer
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -127,3 +177,63 @@ class HFTeacher:
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
         return ids
+
+
+def _token_aware_bias(settings, tokenizer, model, device, cache_dir, allow_network):
+    """The ``token_aware`` settings and their logit bias on ``device`` (None when off)."""
+    from generators.teachers.token_aware import TokenAware, load_bias
+
+    settings = TokenAware.from_config(settings)
+    vocab = model.get_output_embeddings().weight.shape[0]  # the logits' width
+    bias = load_bias(tokenizer, settings, vocab, cache_dir, allow_network)
+    return settings, None if bias is None else bias.to(device)
+
+
+class RowSampler:
+    """A transformers logits processor running litho's sampler with one counter per row.
+
+    ``generate()`` runs greedy and this processor leaves only the drawn token finite, so the
+    draw is :func:`generators.teachers.sampling.choose` with the row's own uniforms. The
+    repetition penalty sees the prompt and the generated tokens but not the left padding.
+
+    Args:
+        warpers: The sampling settings.
+        keys: One row key per batch row (:func:`generators.teachers.sampling.row_key`).
+        attention_mask: The left-padded prompt mask [B, T].
+    """
+
+    def __init__(self, warpers, keys: Sequence[int], attention_mask):
+        import torch
+
+        from generators.teachers.sampling import split_keys
+
+        self.w, self.width = warpers, attention_mask.shape[1]
+        self.words = split_keys(keys, attention_mask.device)
+        self.pads = attention_mask == 0
+        self._torch = torch
+
+    @classmethod
+    def of(cls, sp: SamplingParams, ids: Sequence[str], attention_mask) -> RowSampler | None:
+        """The processor for these requests, or None when plain greedy decoding needs none."""
+        from generators.teachers.sampling import Warpers, row_key
+
+        warpers = Warpers(sp.temperature, sp.top_k, sp.top_p, sp.repetition_penalty)
+        if warpers.greedy and not warpers.penalty:
+            return None
+        return cls(warpers, [row_key(i, sp.seed) for i in ids], attention_mask)
+
+    def __call__(self, input_ids, scores):
+        from generators.teachers.sampling import choose, penalize, uniforms
+
+        torch = self._torch
+        if self.w.penalty:
+            # Pad positions repeat the row's last prompt token, which is penalised anyway.
+            prompt = input_ids[:, : self.width]
+            seen = input_ids.clone()
+            seen[:, : self.width] = torch.where(self.pads, prompt[:, -1:], prompt)
+            scores = penalize(scores, seen, self.w.repetition_penalty)
+        if self.w.greedy:
+            return scores
+        step = torch.full((len(scores),), input_ids.shape[1] - self.width, device=scores.device)
+        tokens = choose(scores, self.w, uniforms(self.words, step))
+        return torch.full_like(scores, float("-inf")).scatter_(1, tokens[:, None], 0.0)

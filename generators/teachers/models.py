@@ -136,21 +136,69 @@ def load_tokenizer(spec: str, key: str = "tokenizer", allow_network: bool = Fals
     return tok
 
 
-def load_causal_lm(spec: str, key: str, device: str, dtype: str, allow_network: bool = False, cache_dir=None):
-    """Load a causal LM and its tokenizer from a model spec onto ``device``."""
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_logged: set[tuple[str, str]] = set()
+
+
+def cpu_bf16_support() -> tuple[bool, str]:
+    """Whether this CPU multiplies bf16 matrices natively (AMX-BF16 or AVX512-BF16), and why.
+
+    Read from torch's own capability report (``torch.cpu.get_capabilities``, torch >= 2.8), else
+    from the kernel's CPU flags (/proc/cpuinfo): the same instructions oneDNN's bf16 kernels need.
+    Without them bf16 is emulated and slower than fp32.
+    """
     import torch
+
+    try:
+        caps = dict(torch.cpu.get_capabilities())
+        source = "torch.cpu.get_capabilities()"
+    except AttributeError:
+        try:
+            flags = next(
+                line.split(":", 1)[1].split()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("flags")
+            )
+        except (OSError, StopIteration):
+            return False, "CPU flags unknown (no torch.cpu.get_capabilities, no /proc/cpuinfo)"
+        caps = {name: True for name in flags}
+        source = "/proc/cpuinfo"
+    found = [name for name in ("amx_bf16", "avx512_bf16") if caps.get(name)]
+    if found:
+        return True, f"CPU has {' and '.join(found)} ({source})"
+    return False, f"CPU has neither amx_bf16 nor avx512_bf16 ({source}): bf16 would be emulated"
+
+
+def resolve_dtype(dtype: str, device: str, key: str = "teacher.dtype"):
+    """The torch dtype for ``dtype`` on ``device`` and the reason; ``auto`` is bf16 on CUDA, and on a CPU
+    with native bf16 matrix support, else fp32.
+
+    Raises:
+        ModelSpecError: an unknown dtype name, naming ``key``.
+    """
+    import torch
+
+    if dtype not in DTYPES:
+        raise ModelSpecError(f"{key}={dtype}: use one of {sorted(DTYPES)}")
+    if dtype != "auto":
+        return getattr(torch, dtype), f"{key}={dtype}"
+    if device.startswith("cuda"):
+        return torch.bfloat16, f"{key}=auto on CUDA"
+    native, why = cpu_bf16_support()
+    return (torch.bfloat16 if native else torch.float32), f"{key}=auto on CPU: {why}"
+
+
+def load_causal_lm(spec: str, key: str, device: str, dtype: str, allow_network: bool = False, cache_dir=None):
+    """Load a causal LM and its tokenizer from a model spec onto ``device``, in ``dtype`` (see
+    :func:`resolve_dtype`; the choice and its reason are logged once per process and key)."""
     from transformers import AutoModelForCausalLM
 
     where = materialize(resolve(spec, key, allow_network), cache_dir)
-    torch_dtype = {
-        "auto": None,
-        "float32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "float16": torch.float16,
-    }
-    if dtype not in torch_dtype:
-        raise ModelSpecError(f"{key.rsplit('.', 1)[0]}.dtype={dtype}: use one of {sorted(torch_dtype)}")
-    chosen = torch_dtype[dtype] or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    dtype_key = f"{key.rsplit('.', 1)[0]}.dtype"
+    chosen, why = resolve_dtype(dtype, device, dtype_key)
+    if (dtype_key, why) not in _logged:
+        _logged.add((dtype_key, why))
+        log.info("%s: %s on %s (%s)", dtype_key, str(chosen).replace("torch.", ""), device, why)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=chosen, local_files_only=not allow_network).to(
         device
     )

@@ -33,12 +33,16 @@ from generators.teachers.contract import (
     SamplingParams,
     cut_at_stop,
 )
+from generators.teachers.structure import Structure, check
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions"}
 MAX_STOP = 4  # the OpenAI API takes at most four stop strings; the rest are cut here
+# How a request's structure (generators/teachers/structure.py) is sent: OpenAI's response_format
+# (JSON schemas only), vLLM's structured_outputs (JSON schema or regex), or not at all.
+GUIDED = ("response_format", "structured_outputs", "none")
 
 
 class RequestFailed(RuntimeError):
@@ -61,6 +65,11 @@ class OpenAITeacher:
         backoff_s: First retry delay; doubles per retry (with up to 25% deterministic jitter).
         backoff_max_s: Cap on one retry delay, ``Retry-After`` included.
         extra_body: Extra JSON fields sent with every request (server-specific options).
+        guided: How a request's structure is sent: ``response_format`` (OpenAI's ``json_schema``;
+            a regex is then only checked), ``structured_outputs`` (vLLM >= 0.12: JSON schema or
+            regex) or ``none`` (only checked). Every answer is validated either way.
+        structure_retries: Times a request whose answer fails its structure is asked again, with
+            another seed; what still fails is returned with :attr:`Completion.invalid` set.
         sampling: Keyword arguments of :class:`SamplingParams`. ``top_k`` and
             ``repetition_penalty`` are sent only when set (not all servers accept them).
     """
@@ -78,8 +87,12 @@ class OpenAITeacher:
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
         extra_body: dict | None = None,
+        guided: str = "response_format",
+        structure_retries: int = 2,
         sampling: dict | None = None,
     ):
+        check_guided(guided, structure_retries)
+        self.guided, self.structure_retries = guided, structure_retries
         if endpoint not in ENDPOINTS:
             raise ConfigError(f"teacher.endpoint={endpoint}: use one of {sorted(ENDPOINTS)}")
         if not str(base_url).startswith(("http://", "https://")):
@@ -111,22 +124,38 @@ class OpenAITeacher:
 
     def _complete(self, request: Request) -> Completion:
         try:
-            answer = self._post(self._payload(request), request.id)
-            return self._parse(request, answer)
+            for attempt in range(self.structure_retries + 1 if request.structure else 1):
+                answer = self._post(self._payload(request, attempt), request.id)
+                completion = self._parse(request, answer)
+                completion.invalid = check(request.structure, completion.text)
+                if completion.invalid is None:
+                    break
+                log.info(
+                    "teacher %s: %s: answer %d fails its structure: %s",
+                    self.name,
+                    request.id,
+                    attempt + 1,
+                    completion.invalid,
+                )
+            if attempt:
+                completion.extra["structure_attempts"] = attempt + 1
+            return completion
         except Exception as exc:  # one failed request must not kill the run
             log.warning("teacher %s: request %s failed: %s", self.name, request.id, exc)
             return Completion(request.id, "", finish_reason=FINISH_ERROR, error=str(exc)[:500])
 
-    def _payload(self, request: Request) -> dict:
+    def _payload(self, request: Request, attempt: int = 0) -> dict:
         sp = self.sampling
+        key = request.id if attempt == 0 else f"{request.id}#{attempt}"  # a retry draws anew
         body = {
             "model": self.model,
             "max_tokens": sp.max_new_tokens,
             "temperature": sp.temperature,
             "top_p": sp.top_p,
             # A per-request seed: the same config gives the same draws whatever the batching.
-            "seed": xxhash.xxh64_intdigest(request.id.encode(), seed=sp.seed) % (2**31),
+            "seed": xxhash.xxh64_intdigest(key.encode(), seed=sp.seed) % (2**31),
         }
+        body.update(guided_fields(request.structure, self.guided))
         if sp.top_k:
             body["top_k"] = sp.top_k
         if sp.repetition_penalty != 1.0:
@@ -192,6 +221,31 @@ class OpenAITeacher:
             finish,
             extra=extra,
         )
+
+
+def check_guided(guided, structure_retries) -> None:
+    """``teacher.guided`` and ``teacher.structure_retries`` (the driver checks them before Ray starts).
+
+    Raises:
+        ConfigError: an unknown mode or a negative retry count.
+    """
+    if guided not in GUIDED:
+        raise ConfigError(f"teacher.guided={guided}: use one of {list(GUIDED)}")
+    if not isinstance(structure_retries, int) or isinstance(structure_retries, bool) or structure_retries < 0:
+        raise ConfigError(f"teacher.structure_retries={structure_retries}: give an integer >= 0")
+
+
+def guided_fields(structure: Structure | None, guided: str) -> dict:
+    """The request fields that ask the server to enforce ``structure`` (see ``GUIDED``)."""
+    if structure is None or guided == "none":
+        return {}
+    if guided == "structured_outputs":
+        kind = {"json": structure.schema} if structure.json_schema else {"regex": structure.regex}
+        return {"structured_outputs": kind}
+    if structure.json_schema is None:
+        return {}  # response_format has no regex: the answer is only checked
+    spec = {"name": "litho", "schema": structure.schema, "strict": True}
+    return {"response_format": {"type": "json_schema", "json_schema": spec}}
 
 
 def render_plain(messages: Sequence[dict]) -> str:

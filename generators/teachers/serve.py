@@ -5,7 +5,9 @@ requests are micro-batched: a single worker thread collects what arrives within
 ``batch_wait_s`` (up to ``max_batch`` requests) and answers it with one ``teacher.generate()``
 call per distinct sampling setting, so a batched backend sees batches, not single rows.
 ``/v1/completions`` prompts are sent to the teacher as one user message: the teacher always
-applies its chat template. Sampling draws depend on which requests share a batch (one seed per
+applies its chat template. ``response_format`` (``json_schema`` or ``json_object``) and vLLM's
+``structured_outputs`` (``json`` or ``regex``) become the request's structure, which an ``hf`` or
+``fast`` teacher enforces while decoding (generators/teachers/structure.py). Sampling draws depend on which requests share a batch (one seed per
 ``generate()`` call), so a request's ``seed`` is honoured per micro-batch, not per request.
 
     python -m generators.teachers.serve --model embedded:smollm2 --backend fast --port 8000
@@ -26,7 +28,9 @@ from concurrent.futures import Future
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from generators.errors import ConfigError
 from generators.teachers.contract import FINISH_ERROR, Completion, Request, SamplingParams, Teacher
+from generators.teachers.structure import Structure
 
 log = logging.getLogger(__name__)
 ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
@@ -239,8 +243,34 @@ def parse_request(kind: str, body, defaults: SamplingParams, number: int) -> tup
         if not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
             raise BadRequest("stop must be a string or a list of strings")
         changes["stop"] = tuple(stop)
-    request = Request(f"{kind}-{number}", tuple(dict(role=m["role"], content=m["content"]) for m in messages))
-    return request, replace(defaults, **changes)
+    structure = parse_structure(body)
+    messages = tuple(dict(role=m["role"], content=m["content"]) for m in messages)
+    return Request(f"{kind}-{number}", messages, structure), replace(defaults, **changes)
+
+
+def parse_structure(body: dict) -> Structure | None:
+    """The structure a request asks for: OpenAI's ``response_format`` (``json_schema``, or
+    ``json_object`` for any JSON object) or vLLM's ``structured_outputs`` (``json`` or ``regex``)."""
+    fmt, outputs = body.get("response_format"), body.get("structured_outputs")
+    try:
+        if isinstance(outputs, dict) and outputs.get("regex") is not None:
+            return Structure.from_config({"regex": outputs["regex"]}, "structured_outputs")
+        if isinstance(outputs, dict) and outputs.get("json") is not None:
+            return Structure.from_config({"json_schema": outputs["json"]}, "structured_outputs")
+        if outputs is not None:
+            raise BadRequest("structured_outputs: give {json: <schema>} or {regex: <pattern>}")
+        if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+            return None
+        if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+            return Structure.json({"type": "object"})
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            spec = fmt.get("json_schema") or {}
+            return Structure.from_config({"json_schema": spec.get("schema")}, "response_format")
+    except ConfigError as exc:
+        raise BadRequest(str(exc)) from None
+    raise BadRequest(
+        "response_format: give {type: json_schema, json_schema: {schema: ...}}, json_object or text"
+    )
 
 
 def render_response(kind: str, completion: Completion, model: str) -> dict:

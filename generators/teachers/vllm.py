@@ -29,6 +29,7 @@ from generators.teachers.contract import (
     SamplingParams,
     cut_at_stop,
 )
+from generators.teachers.structure import Structure, check
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,21 @@ def sampling_kwargs(sp: SamplingParams, request_id: str) -> dict:
     if sp.temperature > 0:  # greedy decoding draws nothing: no seed, no truncation
         kwargs.update(top_p=sp.top_p, top_k=sp.top_k or -1, seed=request_seed(request_id, sp.seed))
     return kwargs
+
+
+def structured(structure: Structure | None) -> dict:
+    """``vllm.SamplingParams`` keyword for a request's structure: ``structured_outputs`` (vLLM >= 0.12),
+    ``guided_decoding`` on older engines."""
+    if structure is None:
+        return {}
+    kind = {"json": structure.schema} if structure.json_schema else {"regex": structure.regex}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(**kind)}
+    return {"structured_outputs": StructuredOutputsParams(**kind)}
 
 
 def isolate_failures(run: Callable[[list], list], items: list, describe: Callable[[Exception], str]) -> list:
@@ -209,7 +225,12 @@ class VLLMTeacher:
         from vllm import SamplingParams as VSamplingParams
 
         prompts = [{"prompt_token_ids": ids} for _, ids in items]
-        params = [VSamplingParams(**sampling_kwargs(self.sampling, requests[i].id)) for i, _ in items]
+        params = [
+            VSamplingParams(
+                **sampling_kwargs(self.sampling, requests[i].id), **structured(requests[i].structure)
+            )
+            for i, _ in items
+        ]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [o.outputs[0] for o in outputs]
 
@@ -220,7 +241,10 @@ class VLLMTeacher:
         reason = answer.finish_reason
         finish = FINISH_LENGTH if reason == "length" and not stopped else FINISH_STOP
         extra = {"finish_reason": reason} if reason not in ("stop", "length", None) else {}
-        return Completion(request.id, text.strip(), len(prompt), len(answer.token_ids), finish, extra=extra)
+        text = text.strip()
+        completion = Completion(request.id, text, len(prompt), len(answer.token_ids), finish, extra=extra)
+        completion.invalid = check(request.structure, text)
+        return completion
 
     def _stop(self) -> None:
         log.warning("vllm engine for %s died; it is restarted for the next batch", self.name)

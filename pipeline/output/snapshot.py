@@ -12,6 +12,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from pipeline import faults
+
 
 class Snapshot:
     """Stages a new set of output folders and swaps them in atomically per folder."""
@@ -19,6 +21,19 @@ class Snapshot:
     def __init__(self, out: Path):
         self.out = out
         self.staging = out / ".litho" / f"staging-{uuid.uuid4().hex[:8]}"
+        self.recover()
+
+    def recover(self) -> None:
+        """Undo a swap cut short (the process killed between two renames): a published folder that
+        was moved aside and not yet replaced goes back, so the old set stays whole until the new one
+        is swapped in; leftover staging folders are removed."""
+        for trash in sorted((self.out / ".litho").glob("staging-*-old")):
+            for moved in sorted(trash.iterdir()):
+                if not (self.out / moved.name).exists():
+                    os.replace(moved, self.out / moved.name)
+            shutil.rmtree(trash, ignore_errors=True)
+        for staging in (self.out / ".litho").glob("staging-*"):
+            shutil.rmtree(staging, ignore_errors=True)
 
     def commit(self, names: tuple[str, ...], unchanged: bool) -> None:
         """Replace ``out/<name>`` by the staged folder (or keep the old one when ``unchanged``)."""
@@ -32,6 +47,7 @@ class Snapshot:
             if current.exists():
                 (trash / name).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(current, trash / name)
+                faults.phase("commit")
             if staged.exists():
                 current.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staged, current)

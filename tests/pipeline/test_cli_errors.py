@@ -31,6 +31,11 @@ CASES = [
     (["teacher.sampling.top_p=1.5"], "teacher.sampling.top_p=1.5: give in (0, 1]"),
     (["output.validation_fraction=1.5"], "output.validation_fraction=1.5: give a fraction in [0, 1)"),
     (["dedup=minhash", "dedup.minhash.num_perm=64"], "dedup.minhash.num_perm=64: must equal bands*rows=20*5"),
+    (["generator.structure={regex: '['}"], "generator.structure.regex='[': "),
+    (
+        ["teacher=openai", "teacher.model=m", "filters.tokenizer=embedded:smollm2", "teacher.guided=xml"],
+        "teacher.guided=xml: use one of",
+    ),  # fmt: skip
 ]
 
 

@@ -266,3 +266,34 @@ def test_layered_topic_rows_run_one_writing_call_and_one_call_per_layer(tmp_path
     for terms, text, body in zip(out["layer_terms"], out["text"], out["body"]):
         assert all(t.lower() in body.lower() for t in json.loads(terms))
         assert text.endswith(body)
+
+
+SCHEMA_OVERRIDE = (
+    "generator.structure={json_schema: {type: object, properties: {title: {type: string, maxLength: 30}, "
+    "tags: {type: array, items: {type: string}, minItems: 2, maxItems: 2}}, required: [title, tags]}}"
+)
+
+
+def test_a_user_structure_is_checked_before_the_run():
+    from pipeline.generate import build_generator
+
+    with pytest.raises(ConfigError, match="generator.structure.regex='\\[': "):
+        build_generator(compose("teacher=dummy", "generator.structure={regex: '['}"))
+    with pytest.raises(ConfigError, match="the layered generator constrains its own steps"):
+        build_generator(compose("teacher=dummy", "generator=layered", "+generator.structure={regex: a}"))
+
+
+@pytest.mark.slow
+def test_user_structure_rows_match_it_or_drop_as_structure_invalid(ray_session, tmp_path):
+    from generators.teachers.structure import Structure
+
+    manifest = _run(tmp_path / "json", "n=6", SCHEMA_OVERRIDE, "filters.min_words=1")
+    rows = _rows(tmp_path / "json" / "data")
+    assert manifest["counts"]["kept"] == len(rows) == 6
+    from omegaconf import OmegaConf
+
+    structure = Structure.from_config(OmegaConf.to_container(compose(SCHEMA_OVERRIDE).generator.structure))
+    assert all(structure.validate(r["text"]) is None and r["structure_error"] == "" for r in rows)
+    # The dummy teacher cannot write to a regex: every row fails it and is dropped with the reason.
+    manifest = _run(tmp_path / "regex", "n=4", "generator.structure={regex: 'never'}", "filters.min_words=1")
+    assert manifest["counts"]["kept"] == 0 and manifest["dropped_by_reason"]["structure_invalid"] == 4

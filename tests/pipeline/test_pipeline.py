@@ -41,7 +41,7 @@ def test_every_row_is_accounted_for(ray_session, tmp_path):
     assert {"teacher_error", "truncated", "exact_duplicate"} <= set(reasons)
     assert counts["teacher_errors"] == reasons["teacher_error"]
     stages = {s["name"]: s for s in manifest["stages"]}
-    assert list(stages)[:4] == ["clean", "token_metrics", "repetition", "sanity"]
+    assert list(stages)[:5] == ["clean", "length", "token_metrics", "repetition", "sanity"]
     assert stages["sanity"]["dropped"]["teacher_error"] == reasons["teacher_error"]
     assert stages["exact_dedup"]["dropped"] == {"exact_duplicate": reasons["exact_duplicate"]}
     by_stage = {}

@@ -15,6 +15,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
+# What a default run printed before issue #15: none of it may come back.
+NOISE = (
+    "Token authentication is enabled",  # Ray's notice at every local start
+    "core_worker.cc",  # the native error line about actor constructor arguments
+    "Loading weights",  # transformers' bar from inside a worker
+    "dequantiz",  # the GGUF dequantization bar
+    "PYTHON worker processes",  # raylet: more workers than expected
+    "UserWarning",  # Ray Data's concurrency warning
+    "Failed to convert column",  # pyarrow falling back to pickled objects
+    "pid=",  # any worker line forwarded to the driver
+)
+
 
 def _offline_prefix() -> list[str]:
     """`unshare -n` with loopback up (Ray needs it); empty where namespaces are not permitted."""
@@ -57,7 +69,12 @@ def test_embedded_teacher_end_to_end_without_network(tmp_path):
         assert 0 < row["n_tokens"] <= row["completion_tokens"] + 2
     assert len({r["id"] for r in kept}) == len(kept)
     assert "Summary" not in result.stderr
-    assert f"shards: {out}/data" in result.stdout
+    assert f"shards: {out}/data" in result.stdout and f"report: {out}/report.html" in result.stdout
+    # A quiet terminal (issue #15): the run's own lines stay, Ray's and the workers' noise does not.
+    terminal = result.stdout + result.stderr
+    assert "teacher: 4/4 rows (100%)" in result.stderr
+    noisy = [ln for ln in terminal.splitlines() if any(n in ln for n in NOISE)]
+    assert not noisy, noisy
 
     from datasets import load_dataset
 

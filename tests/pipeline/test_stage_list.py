@@ -56,7 +56,7 @@ def test_corpus_commands_validate_against_the_input_columns(tmp_path, real_texts
         compose(f"input={corpus}", f"output.dir={tmp_path / 'o'}", "text_column=body", config_name="score"),
         "score",
     )
-    assert [s.name for s in job.process] == ["token_metrics", "repetition", "sanity", "lm_scores"]
+    assert [s.name for s in job.process] == ["length", "token_metrics", "repetition", "sanity", "lm_scores"]
     assert job.input_scores == ("n",)
     with pytest.raises(ConfigError, match="text_column=text: no such column in .*in.jsonl; it has"):
         Job.from_config(

@@ -87,7 +87,7 @@ def test_generate_with_the_vllm_teacher(tmp_path):
         assert row["teacher"] == "embedded:smollm2" and 0 < row["completion_tokens"] <= 48
         assert row["finish_reason"] in ("stop", "length") and row["prompt_tokens"] > 10
         assert len(words) >= 3 and sum(w.isalpha() for w in words) / len(words) > 0.5  # prose, not noise
-    assert "teacher: 8 rows" in result.stdout + result.stderr
+    assert "teacher: 8/8 rows (100%)" in result.stdout + result.stderr
 
 
 def _free_port() -> int:

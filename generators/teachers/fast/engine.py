@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from generators.teachers import sampling
 from generators.teachers.fast.graphs import GraphCache
 from generators.teachers.fast.model import SlotDecoder
 from generators.teachers.fast.sampling import SamplingMode, choose
@@ -76,6 +77,9 @@ class FastEngine:
         self.graphs = GraphCache(self, enabled=use_cuda_graphs and self.dec.device.type == "cuda")
         self.state: RowState | None = None
         self.stats: dict[str, int] = {}
+        # A static [V] float32 tensor on the model's device added to every step's logits (token-aware
+        # generation); set it before the first generate(): captured graphs read this very tensor.
+        self.logit_bias: torch.Tensor | None = None
 
     def generate(
         self,
@@ -87,11 +91,17 @@ class FastEngine:
         top_k: int = 0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
+        keys: Sequence[int] | None = None,
         eos_ids: Sequence[int] = (),
         stop_fn: Callable[[list[int]], bool] | None = None,
         stop_window: int = 8,
     ) -> list[RowResult]:
-        """Generate for every prompt; ``stop_fn(tail_tokens)`` may end a row early (finish ``stop``)."""
+        """Generate for every prompt; ``stop_fn(tail_tokens)`` may end a row early (finish ``stop``).
+
+        ``keys`` are the prompts' row keys (:func:`generators.teachers.sampling.row_key` of their
+        request ids): a prompt's draws depend on its key only. Default: keys of the prompt indices
+        under ``seed``.
+        """
         limits = [max_new] * len(prompts) if isinstance(max_new, int) else list(max_new)
         results: list[RowResult | None] = [None] * len(prompts)
         valid = []
@@ -108,26 +118,30 @@ class FastEngine:
             with torch.inference_mode():
                 length = max(len(prompts[i]) + limits[i] for i in valid)
                 slots = bucket(len(valid), self.max_batch)
-                self._prepare(slots, length, max(limits[i] for i in valid), seed)
+                self._prepare(slots, length, max(limits[i] for i in valid))
                 self.state.reset(eos_ids, temperature, top_p, repetition_penalty)
+                keys = (
+                    keys
+                    if keys is not None
+                    else [sampling.row_key(str(i), seed) for i in range(len(prompts))]
+                )
+                self.words = sampling.split_keys(keys, self.dec.device)
                 self._loop(prompts, limits, valid, slots, results, set(eos_ids), stop_fn, stop_window)
         self.stats["graphs"] = len(self.graphs)
         return results  # type: ignore[return-value]
 
-    def _prepare(self, slots: int, length: int, width: int, seed: int) -> None:
-        dev, mode = self.dec.device, self.mode
+    def _prepare(self, slots: int, length: int, width: int) -> None:
+        mode = self.mode
         moved = self.dec.allocate(slots, bucket(length, self.max_seq_len, floor=64))
         st = self.state
-        if moved or st is None or not st.fits(self.dec.rows, width, mode.penalty, not mode.greedy):
-            rows, width = self.dec.rows, max(width, st.width if st else 0)
-            penalty, sampling = (
-                mode.penalty or (st and st.seen is not None),
-                not mode.greedy or (st and st.noise is not None),
-            )
+        if moved or st is None or not st.fits(self.dec.rows, width, self.dec.length, mode.penalty):
+            width = max(width, st.width if st else 0)
+            penalty = mode.penalty or (st is not None and st.history is not None)
             self.state = None  # free the old buffers first
-            self.state = RowState(rows, width, self.dec.vocab_size, dev, bool(penalty), bool(sampling))
+            self.state = RowState(
+                self.dec.rows, width, self.dec.vocab_size, self.dec.device, self.dec.length, penalty
+            )
             self.graphs.clear()  # captured graphs point at the old buffers
-        self.gen = torch.Generator(device=dev).manual_seed(seed)
 
     def _loop(self, prompts, limits, valid, slots, results, eos, stop_fn, stop_window) -> None:
         queue = deque(sorted(valid, key=lambda i: len(prompts[i])))
@@ -151,8 +165,6 @@ class FastEngine:
                 ends = (len(prompts[owner[s]]) + min(steps[s] + chunk, limits[owner[s]]) for s in owner)
                 kv_len = bucket(max(ends), self.dec.length, floor=64)
                 for _ in range(chunk):
-                    if not self.mode.greedy:
-                        self.state.noise[:batch].exponential_(generator=self.gen)
                     self.graphs.step(batch, kv_len)
                 for s in owner:
                     steps[s] += chunk
@@ -183,16 +195,11 @@ class FastEngine:
             ids[row, : len(prompts[r])] = torch.tensor(prompts[r])
         ids, slots = ids.to(dev), torch.tensor(chosen, device=dev)
         lens = torch.tensor([len(prompts[r]) for r in group], device=dev)
-        logits = self.dec.prefill(ids, lens, slots)
-        seen = None
-        if self.mode.penalty:
-            st.seen[slots] = False
-            rows = [row for row, r in enumerate(group) for _ in prompts[r]]
-            cols = [c for r in group for c in range(len(prompts[r]))]
-            st.seen[slots[rows], ids[rows, cols]] = True
-            seen = st.seen[slots]
-        noise = None if self.mode.greedy else torch.empty_like(logits).exponential_(generator=self.gen)
-        first = choose(logits, self.mode, st.scalars, seen, noise)
+        st.admit(slots, self.words[torch.tensor(group, device=dev)], ids, lens)
+        logits = self._biased(self.dec.prefill(ids, lens, slots))
+        history = st.history[slots, :width] if self.mode.penalty else None
+        u = None if self.mode.greedy else sampling.uniforms(st.words[slots], torch.zeros_like(lens))
+        first = choose(logits, self.mode, st.scalars, history, u, self.host_checks)
         st.start(slots, first, lens, torch.tensor([limits[r] for r in group], device=dev), self.mode.penalty)
         self.stats["prefills"] += 1
 
@@ -244,10 +251,19 @@ class FastEngine:
             bisect.insort(free, s)
         self.stats["compactions"] += 1
 
+    def _biased(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` plus the token-aware bias, when there is one (a tensor add: CUDA-graph safe)."""
+        return logits if self.logit_bias is None else logits + self.logit_bias
+
+    @property
+    def host_checks(self) -> bool:
+        """Whether the sampler may read a flag on the host: not inside captured CUDA graphs."""
+        return not self.graphs.enabled
+
     def step(self, batch: int, kv_len: int) -> None:
-        """One decode token for slots ``[0, batch)``; only device work, no host reads."""
+        """One decode token for slots ``[0, batch)``; only device work, no host reads (with graphs)."""
         st, mode = self.state, self.mode
-        logits = self.dec.decode(st.cur_tok[:batch], st.pos[:batch], kv_len)
-        seen = st.seen[:batch] if mode.penalty else None
-        noise = None if mode.greedy else st.noise[:batch]
-        st.advance(batch, choose(logits, mode, st.scalars, seen, noise), mode.penalty)
+        logits = self._biased(self.dec.decode(st.cur_tok[:batch], st.pos[:batch], kv_len))
+        history = st.history[:batch, :kv_len] if mode.penalty else None
+        u = None if mode.greedy else sampling.uniforms(st.words[:batch], st.n_gen[:batch])
+        st.advance(batch, choose(logits, mode, st.scalars, history, u, self.host_checks), mode.penalty)

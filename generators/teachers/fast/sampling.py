@@ -1,14 +1,12 @@
-"""Next-token choice on the device: repetition penalty, temperature, top-k, top-p, seeded noise.
+"""The fast engine's token choice: litho's sampler (generators/teachers/sampling.py) on device buffers.
 
-Everything here is tensor math with shapes fixed by the batch, so it runs inside the captured
-decode graph. The random part is Gumbel-max sampling: ``argmax(logits - log(E))`` with
-``E ~ Exponential(1)`` draws from ``softmax(logits)``; the engine fills ``E`` from a seeded
-``torch.Generator`` just before each step (outside the graph, one kernel), which keeps the
-graph free of RNG state and the draws reproducible for a given seed and schedule.
-
-The warpers follow transformers' ``RepetitionPenaltyLogitsProcessor``, ``TemperatureLogitsWarper``,
-``TopKLogitsWarper`` and ``TopPLogitsWarper`` (Holtzman et al., 2020, "The Curious Case of Neural
-Text Degeneration"), in that order, so greedy decoding matches ``generate()`` token for token.
+Everything a step needs is on the device and has a fixed shape, so the step can be captured in a
+CUDA graph: the sampling scalars (temperature, top-p, penalty) are a device tensor, the
+repetition penalty gathers the row's token history, and the random draw of slot ``s`` at its
+``n``-th generated token is the counter hash of ``(row key of s, n)``: no generator state, and the
+draws of a request do not depend on the slot it got, its neighbours or the batch bucket. Inside
+a graph the top-p prefilter cannot read its flag on the host, so every row takes the full sort
+there, which gives the same tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from generators.teachers import sampling
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,19 @@ class SamplingMode:
             penalty=repetition_penalty != 1.0,
         )
 
+    @property
+    def warpers(self) -> sampling.Warpers:
+        """The mode as :class:`~generators.teachers.sampling.Warpers` (values come from the scalars)."""
+        return sampling.Warpers(0.0 if self.greedy else 1.0, self.top_k, 0.5 if self.top_p else 1.0)
+
 
 def choose(
     logits: torch.Tensor,
     mode: SamplingMode,
     scalars: torch.Tensor,
-    seen: torch.Tensor | None,
-    noise: torch.Tensor | None,
+    history: torch.Tensor | None,
+    u: torch.Tensor | None,
+    host_checks: bool,
 ) -> torch.Tensor:
     """Pick one token per row of float32 ``logits`` [B, V].
 
@@ -51,23 +57,10 @@ def choose(
         logits: Next-token logits, float32.
         mode: Which warpers run.
         scalars: Device tensor ``[temperature, top_p, repetition_penalty]``.
-        seen: Bool [B, V], tokens already in the row (prompt and output); needed for the penalty.
-        noise: Exponential(1) draws [B, V]; needed unless greedy.
+        history: Token ids [B, L] each row has seen (prompt and output; repeats allowed); for the penalty.
+        u: The rows' uniforms [B] (:func:`generators.teachers.sampling.uniforms`); unused when greedy.
+        host_checks: Let the top-p prefilter read one flag on the host (off inside a CUDA graph).
     """
     if mode.penalty:
-        penalty = scalars[2]
-        penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
-        logits = torch.where(seen, penalized, logits)
-    if mode.greedy:
-        return logits.argmax(-1)
-    logits = logits / scalars[0]
-    if mode.top_k:
-        kth = torch.topk(logits, min(mode.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if mode.top_p:
-        ordered, order = torch.sort(logits, descending=False, dim=-1)
-        cumulative = ordered.softmax(-1).cumsum(-1)
-        drop = cumulative <= (1 - scalars[1])
-        drop[:, -1] = False  # always keep the most likely token
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return (logits - noise.log()).argmax(-1)
+        logits = sampling.penalize(logits, history, scalars[2])
+    return sampling.choose(logits, mode.warpers, u, scalars[0], scalars[1], host_checks)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import xxhash
-
 from generators.teachers.contract import (
     FINISH_ERROR,
     FINISH_LENGTH,
@@ -23,6 +21,7 @@ from generators.teachers.contract import (
     SamplingParams,
     cut_at_stop,
 )
+from generators.teachers.sampling import row_key
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,9 @@ class FastTeacher:
             :func:`generators.teachers.models.resolve`.
         name: Name recorded in the output; defaults to the spec.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:i]``.
-        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``float32`` (default: a text is the same in any batch shape), ``auto`` (bf16 on CUDA and
+            on CPUs with AMX / AVX512-BF16, else fp32; faster, batch-dependent), ``bfloat16`` or
+            ``float16``; see :func:`generators.teachers.models.resolve_dtype`.
         batch_size: Rows the pipeline should hand to one ``generate()`` call (any number works).
         threads: torch CPU threads (0: all cores, also inside a Ray worker).
         allow_network: Let transformers reach the hub (off: runs are offline by default).
@@ -48,6 +49,8 @@ class FastTeacher:
         sync_every: Decode steps between host checks (stop strings, finished rows, refill).
         use_cuda_graphs: Capture one decode step per batch bucket on CUDA and replay it.
         refill: Give finished rows' slots to waiting requests (continuous batching).
+        token_aware: Keyword arguments of :class:`generators.teachers.token_aware.TokenAware`; the bias is
+            added to the logits before the penalty and the draw, as in ``HFTeacher``.
     """
 
     def __init__(
@@ -55,7 +58,7 @@ class FastTeacher:
         model: str,
         name: str | None = None,
         device: str = "auto",
-        dtype: str = "auto",
+        dtype: str = "float32",
         batch_size: int = 256,
         threads: int = 0,
         allow_network: bool = False,
@@ -68,6 +71,7 @@ class FastTeacher:
         sync_every: int = 16,
         use_cuda_graphs: bool = True,
         refill: bool = True,
+        token_aware: dict | None = None,
     ):
         from transformers import AutoConfig
 
@@ -90,10 +94,23 @@ class FastTeacher:
                 self.fallback_reason,
             )
             self._fallback = HFTeacher(
-                model, self.name, device, dtype, batch_size, threads, allow_network, cache_dir, sampling
+                model,
+                self.name,
+                device,
+                dtype,
+                batch_size,
+                threads,
+                allow_network,
+                cache_dir,
+                sampling,
+                token_aware,
             )
+            self.token_aware = self._fallback.token_aware
             return
         from generators.teachers.fast.engine import FastEngine
+        from generators.teachers.hf import _token_aware_bias
+
+        self._hf = None  # built on the first request with a structure (see _with_constrained)
 
         set_threads(threads)
         self.model, self.tokenizer = load_causal_lm(
@@ -109,6 +126,14 @@ class FastTeacher:
             use_cuda_graphs,
             refill,
         )
+        self.token_aware, self.engine.logit_bias = _token_aware_bias(
+            token_aware, self.tokenizer, self.model, self.device, cache_dir, allow_network
+        )
+
+    @property
+    def sampling_extra(self) -> dict:
+        """Settings beyond :class:`SamplingParams` that the row's ``sampling`` column records."""
+        return self.token_aware.record()
 
     @property
     def backend(self) -> str:
@@ -118,6 +143,9 @@ class FastTeacher:
         if self.fallback_reason:
             self._fallback.sampling = self.sampling
             return self._fallback.generate(requests)
+        constrained = [i for i, r in enumerate(requests) if r.structure is not None]
+        if constrained:
+            return self._with_constrained(requests, constrained)
         sp = self.sampling
         prompts, errors = [], {}
         for i, request in enumerate(requests):
@@ -126,8 +154,8 @@ class FastTeacher:
             except Exception as exc:  # a malformed conversation fails alone
                 prompts.append([])
                 errors[i] = f"chat template failed: {exc!r}"[:500]
-        # Sampling is reproducible for the same requests in the same call, as in HFTeacher.
-        seed = xxhash.xxh64_intdigest("|".join(r.id for r in requests).encode(), seed=sp.seed) % (2**63)
+        # Each request draws from its own counter (generators/teachers/sampling.py), as in HFTeacher.
+        keys = [row_key(r.id, sp.seed) for r in requests]
         stop_fn = self._stop_fn(sp.stop) if sp.stop else None
         try:
             results = self.engine.generate(
@@ -137,7 +165,7 @@ class FastTeacher:
                 top_p=sp.top_p,
                 top_k=sp.top_k,
                 repetition_penalty=sp.repetition_penalty,
-                seed=seed,
+                keys=keys,
                 eos_ids=self._eos_ids(),
                 stop_fn=stop_fn,
                 stop_window=max((len(s) for s in sp.stop), default=0),
@@ -156,6 +184,27 @@ class FastTeacher:
             finish = FINISH_LENGTH if result.finish == "length" and not stopped else FINISH_STOP
             out.append(Completion(request.id, text.strip(), len(prompt), len(result.tokens), finish))
         return out
+
+    def _with_constrained(self, requests: Sequence[Request], constrained: list[int]) -> list[Completion]:
+        """Requests with a structure go through transformers' ``generate()`` on the same weights, with
+        the grammar mask (:class:`generators.teachers.structure.GrammarMask`): the mask needs the
+        host after every token, which the engine's device-only decode loop is built to avoid."""
+        from generators.teachers.hf import HFTeacher
+
+        if self._hf is None:
+            self._hf = HFTeacher.wrap(
+                self.model, self.tokenizer, self.device, self.name, self.sampling, self.batch_size
+            )
+            self._hf.token_aware, self._hf.logit_bias = self.token_aware, self.engine.logit_bias
+        self._hf.sampling = self.sampling
+        out: list[Completion | None] = [None] * len(requests)
+        for i, completion in zip(constrained, self._hf.generate([requests[i] for i in constrained])):
+            out[i] = completion
+        free = [i for i in range(len(requests)) if out[i] is None]
+        if free:
+            for i, completion in zip(free, self.generate([requests[i] for i in free])):
+                out[i] = completion
+        return out  # type: ignore[return-value]
 
     def _stop_fn(self, stop: Sequence[str]):
         decode = self.tokenizer.decode

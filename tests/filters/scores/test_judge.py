@@ -25,7 +25,9 @@ class LengthJudge:
         out = []
         for r in requests:
             text = r.messages[-1]["content"].split("<<<\n", 1)[1].split("\n>>>", 1)[0]
-            out.append(Completion(r.id, f'Sure. {{"score": {min(10, 1 + len(text) // 20)}}}'))
+            answer = f'{{"score": {min(10, 1 + len(text) // 20)}}}'
+            # Held to the rating schema when the request carries it (as every judge request does), chatty otherwise.
+            out.append(Completion(r.id, answer if r.structure is not None else f"Sure. {answer}"))
         return out
 
 
@@ -68,3 +70,17 @@ def test_stage_rates_kept_rows_and_reuses_checkpointed_ratings(tmp_path):
     changed = dict(batch, text=np.array(["short", "now different", "x" * 400, "dropped row"], dtype=object))
     JudgeScores(teacher, {"quality": "Is it long?"}, checkpoint_dir=str(tmp_path))(changed)
     assert CALLS == [3, 1]  # only the row whose text changed is rated again
+
+
+def test_every_judge_request_carries_the_rating_schema():
+    from filters.scores.judge import rating_schema
+
+    stage = JudgeScores(
+        {"_target_": "tests.filters.scores.test_judge.LengthJudge"}, {"q": "Long?"}, scale=[2, 7]
+    )
+    seen = []
+    generate = stage.teacher.generate
+    stage.teacher.generate = lambda requests: seen.extend(requests) or generate(requests)
+    stage({"id": np.array(["a", "b"], dtype=object), "text": np.array(["one", "two"], dtype=object)})
+    assert [r.structure.schema for r in seen] == [rating_schema(2, 7)] * 2
+    assert seen[0].structure.validate('{"score": 7}') is None and seen[0].structure.validate('{"score": 8}')

@@ -18,6 +18,8 @@ import torch
 from filters.scores.lm_scores import ATTN, BPB, METRICS, LMScorer, plan_windows
 from generators.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SINK_K, FRAC, MAX_LEN, STRIDE = 3, 0.3, 24, 9
 # bf16 model and bf16 reductions against the fp32 brute force: max abs error per row. Measured on this
 # model and these texts: bits/byte 2.2e-3; sink 5e-4, entropy 1.5e-3, long range 4e-4 (all and per-group
@@ -32,15 +34,6 @@ def real_lines() -> list[str]:
     from pydoc_data.topics import topics
 
     return [line.strip() for text in topics.values() for line in text.splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

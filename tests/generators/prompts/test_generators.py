@@ -12,10 +12,11 @@ import pytest
 from generators.errors import ConfigError
 from generators.prompts.dense import DenseGenerator
 from generators.prompts.instruct import InstructGenerator, clean_user_turn
-from generators.prompts.layered import LayeredGenerator, parse_layer, render
+from generators.prompts.layered import LayeredGenerator, layer_schema, parse_layer, render
 from generators.prompts.protocol import MultiStep
 from generators.prompts.rephrase import RephraseGenerator
 from generators.teachers.contract import Completion
+from generators.teachers.structure import Structure
 
 SOURCE = "The loop runs while the condition holds. A break statement ends it at once."
 
@@ -73,7 +74,7 @@ def test_dense_messages_literal():
 
 
 def test_instruct_first_prompt_literal():
-    gen = InstructGenerator()
+    gen = InstructGenerator(structured=False)
     row = {"kind": "question", "audience": "general", "topic": "tides", "subdomain": "earth science"}
     assert gen.build_messages(row) == [
         {"role": "system", "content": "You write realistic messages that users send to an AI assistant."},
@@ -86,7 +87,7 @@ def test_instruct_first_prompt_literal():
 
 
 def test_instruct_runs_two_calls_per_turn():
-    gen = InstructGenerator(turns=2, system="SYS")
+    gen = InstructGenerator(turns=2, system="SYS", structured=False)
     assert isinstance(gen, MultiStep) and gen.max_steps == 4
     row = {"kind": "question", "audience": "general", "topic": "tides", "subdomain": "earth science"}
     steps = _done('Question: "Why are there two tides a day?" I wonder.')
@@ -109,7 +110,7 @@ def test_instruct_runs_two_calls_per_turn():
 
 
 def test_instruct_stops_on_an_empty_turn_and_trims_cut_answers():
-    gen = InstructGenerator(turns=2)
+    gen = InstructGenerator(turns=2, structured=False)
     row = {"kind": "question", "audience": "general", "topic": "t", "subdomain": "s"}
     steps = _done("What is a tide?") + _done("A tide is a rise of the sea. It comes tw", finish="length")
     assert json.loads(gen.finish(row, steps)["messages"])[1]["content"] == "A tide is a rise of the sea."
@@ -121,7 +122,7 @@ def test_instruct_from_seed_documents_puts_the_document_in_the_answer_system_pro
     gen = InstructGenerator(seed_file=str(seed_file), text_column="body", max_words=60)
     row = gen.plan(1, seed=0)[0]
     assert row["source_text"] in json.loads(row["prompt"])[1]["content"]
-    answer_call = gen.followup(row, _done("What does it do?"))
+    answer_call = gen.followup(row, _done('{"message": "What does it do?"}'))
     assert answer_call[0]["content"].endswith(row["source_text"]) and answer_call[1]["role"] == "user"
 
 
@@ -138,7 +139,9 @@ def test_clean_user_turn(raw, clean):
 
 
 def test_layered_steps_and_parsing():
-    gen = LayeredGenerator(layers=["terms", "relations"], required_layers=["terms"], inline="after")
+    gen = LayeredGenerator(
+        layers=["terms", "relations"], required_layers=["terms"], inline="after", structured=False
+    )
     row = {"topic": "tides", "domain": "science", "subdomain": "earth science", "audience": "general"}
     assert gen.build_messages(row)[1]["content"] == (
         "Write a short explanatory text about tides (science, earth science) for curious adults without a technical "
@@ -180,7 +183,9 @@ def test_layer_parser_is_forgiving():
 
 
 def test_layered_from_seed_texts_skips_the_writing_call(seed_file):
-    gen = LayeredGenerator(seed_file=str(seed_file), text_column="body", layers=["claims"], max_words=80)
+    gen = LayeredGenerator(
+        seed_file=str(seed_file), text_column="body", layers=["claims"], max_words=80, structured=False
+    )
     row = gen.plan(1, seed=0)[0]
     assert gen.max_steps == 1 and json.loads(row["prompt"])[1]["content"].startswith(
         "Text:\n" + row["source_text"]
@@ -204,3 +209,53 @@ def test_terms_are_taken_from_quotes_and_definitions_are_cut():
     assert parse_layer(
         "terms", "1. `check prefix` (option)\n2. metadata file (meta) - where it lives", body
     ) == ["check prefix", "metadata file"]
+
+
+def test_structured_layers_ask_for_json_and_parse_cut_answers():
+    gen = LayeredGenerator(layers=["terms", "relations"], required_layers=["terms"])
+    row = {"topic": "tides", "domain": "science", "subdomain": "earth science", "audience": "general"}
+    body = "Tides are caused by the Moon. The Moon's gravity pulls the ocean."
+    assert gen.step_structure(row, 0) is None  # the writing call is free text
+    terms, relations = gen.step_structure(row, 1).schema, gen.step_structure(row, 2).schema
+    assert terms["required"] == ["terms"] and terms["properties"]["terms"]["maxItems"] == 12
+    structure = gen.step_structure(row, 1)
+    assert structure.validate('{"terms": ["Moon", "tidal force"]}') is None
+    assert structure.validate('{"terms": ["Moon"]}')  # at least two
+    assert structure.validate('{"terms": ["]}  # a note", "x y"]}')  # an item may not hold brackets
+    claims = Structure.json(layer_schema("claims", 12))
+    assert claims.validate('{"claims": ["A moon pulls seas.", "Tides rise twice."]}') is None
+    assert claims.validate('{"claims": ["Claim 1", "Tides rise twice."]}')  # a claim has three words
+    assert relations["properties"]["relations"]["items"]["required"] == ["head", "relation", "tail"]
+    steps = _done(body)
+    assert gen.followup(row, steps)[1]["content"].endswith('Answer in JSON: {"terms": [...]}')
+    # Cut by the token limit inside the third item: the two complete items are kept.
+    steps += _done('{"terms": ["Tides", "gravity", "magnet', finish="length")
+    steps += _done('{"relations": [{"head": "Moon", "relation": "causes", "tail": "tides"}, {"head": ""}]}')
+    out = gen.finish(row, steps)
+    assert json.loads(out["layer_terms"]) == ["Tides", "gravity"]
+    assert json.loads(out["layer_relations"]) == [{"head": "Moon", "relation": "causes", "tail": "tides"}]
+    assert out["layers_missing"] == ""
+    assert gen.finish(row, _done(body, "not json", "[]"))["layers_missing"] == "terms,relations"
+
+
+def test_structured_and_line_layers_have_different_request_ids():
+    plain = LayeredGenerator(layers=["terms"], structured=False).plan(3, seed=0)
+    structured = LayeredGenerator(layers=["terms"]).plan(3, seed=0)
+    assert [r["topic"] for r in plain] == [r["topic"] for r in structured]
+    assert not {r["id"] for r in plain} & {r["id"] for r in structured}
+
+
+def test_structured_user_turns():
+    gen = InstructGenerator(turns=1, system="SYS")
+    row = {"kind": "question", "audience": "general", "topic": "tides", "subdomain": "earth science"}
+    assert gen.build_messages(row)[1]["content"].endswith('Answer in JSON: {"message": ...}')
+    question, answer = gen.step_structure(row, 0), gen.step_structure(row, 1)
+    assert question.schema["required"] == ["message"] and answer is None
+    assert question.validate('{"message": "Why are there two tides a day?"}') is None
+    assert question.validate('{"message": "Hi! I wonder. Why? Thanks"}')  # one question, nothing after it
+    task = gen.step_structure({**row, "kind": "task"}, 0)
+    assert task.validate('{"message": "Summarise how tides work in three sentences."}') is None
+    assert gen.step_structure({**row, "kind": "task"}, 2) == question  # follow-ups ask
+    steps = _done('{"message": "Why are there two tides a day? Thanks"}')
+    assert gen.followup(row, steps)[1] == {"role": "user", "content": "Why are there two tides a day?"}
+    assert gen.followup(row, _done('{"message": "Why are')) is None  # a cut JSON turn ends the row

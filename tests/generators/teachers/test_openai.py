@@ -9,31 +9,18 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import torch
 
 from generators.teachers.contract import FINISH_ERROR, FINISH_STOP, Request
 from generators.teachers.fast import FastTeacher
 from generators.teachers.hf import HFTeacher
 from generators.teachers.openai import OpenAITeacher
 from generators.teachers.serve import TeacherServer
-from tests.helpers.random_models import write_random_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GREEDY = dict(max_new_tokens=12, temperature=0.0)
 QUESTIONS = ["Hi", "Tell me a story about a cat.", "Numbers?", "Rain and rivers", "The quick brown fox"]
 REQUESTS = [Request(f"r{i}", ({"role": "user", "content": q},)) for i, q in enumerate(QUESTIONS)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(write_random_model(tmp_path_factory.mktemp("tiny"), "tiny-llama"))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ vLLM needed), then the real engine on the embedded teacher (``-m vllm``, run by 
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 import types
 
@@ -12,6 +13,7 @@ import pytest
 
 from generators.teachers.contract import FINISH_ERROR, FINISH_LENGTH, Request, SamplingParams
 from generators.teachers.openai import OpenAITeacher
+from generators.teachers.structure import Structure
 from generators.teachers.vllm import VLLMTeacher, isolate_failures, request_seed, sampling_kwargs
 from tests.helpers.random_models import write_random_model
 
@@ -122,7 +124,10 @@ def scripted(monkeypatch, tmp_path):
     fake = types.ModuleType("vllm")
     fake.LLM = ScriptedLLM
     fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    fake.sampling_params = types.ModuleType("vllm.sampling_params")
+    fake.sampling_params.StructuredOutputsParams = lambda **kw: ("structured_outputs", kw)
     monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", fake.sampling_params)
     ScriptedLLM.started, ScriptedLLM.die = 0, False
     return str(write_random_model(tmp_path / "tiny", "tiny-llama"))
 
@@ -145,6 +150,23 @@ def test_rows_keep_their_order_and_bad_rows_fail_alone(scripted, monkeypatch):
     # Chat-templated prompts, per-request seeds, stripped texts, token counts from the engine.
     assert all(c.text == f"seed={request_seed(c.id, 3)} prompt={c.prompt_tokens}" for c in ok)
     assert all(c.prompt_tokens > 8 and c.completion_tokens == 16 for c in ok)
+
+
+def test_a_structure_goes_to_the_engine_and_the_answer_is_checked(scripted, monkeypatch):
+    teacher = VLLMTeacher(scripted, sampling=SAMPLED)
+    seen = []
+    run = ScriptedLLM.generate
+    monkeypatch.setattr(
+        ScriptedLLM,
+        "generate",
+        lambda self, prompts, params, **kw: seen.extend(params) or run(self, prompts, params),
+    )
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
+    requests = [Request("s", REQUESTS[0].messages, Structure.json(schema)), REQUESTS[1]]
+    got = teacher.generate(requests)
+    assert seen[0].structured_outputs == ("structured_outputs", {"json": schema})
+    assert not hasattr(seen[1], "structured_outputs")
+    assert got[0].invalid.startswith("not JSON") and got[1].invalid is None  # the scripted engine ignores it
 
 
 def test_a_dead_engine_fails_its_batch_and_is_restarted_for_the_next(scripted):
@@ -237,3 +259,20 @@ def test_rows_the_engine_refuses_fail_alone(engine, monkeypatch):
     got = engine.generate(REQUESTS)
     assert [c.finish_reason == FINISH_ERROR for c in got] == [i == 2 for i in range(len(REQUESTS))]
     assert "vocab" in got[2].error.lower() and all(c.text for i, c in enumerate(got) if i != 2)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_the_engine_holds_answers_to_a_schema_and_a_regex(engine):
+    engine.sampling = SamplingParams(**{**SAMPLED, "max_new_tokens": 24})
+    schema = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5}},
+              "required": ["score"], "additionalProperties": False}  # fmt: skip
+    requests = [
+        Request(
+            "j", ({"role": "user", "content": "Rate tides from 1 to 5 as JSON."},), Structure.json(schema)
+        ),
+        Request("r", ({"role": "user", "content": "Is the sea salty?"},), Structure(regex="(yes|no)")),
+    ]
+    got = engine.generate(requests)
+    assert got[0].invalid is None and 1 <= json.loads(got[0].text)["score"] <= 5, got[0].text
+    assert got[1].text in ("yes", "no") and got[1].invalid is None

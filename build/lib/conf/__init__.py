@@ -1,1 +1,0 @@
-"""Hydra config tree (a package so that installed litho finds it)."""

@@ -1,1 +1,0 @@
-"""Keep/drop rules on the :class:`filters.rules.base.Filter` contract: ``(failed, reason)`` checks."""

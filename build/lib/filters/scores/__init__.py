@@ -1,1 +1,0 @@
-"""Scorer stages: each adds columns to a batch and declares them (``columns(**kwargs)``)."""

@@ -1,0 +1,1 @@
+"""The student probe: does selecting by a score train a better small model than random text?"""

@@ -1,0 +1,97 @@
+"""kill -9 of a whole run, then a rerun: the outputs are byte-identical to an uninterrupted run's
+(issue #13). Every phase and several moments per phase: bench/bench_faults.py; here one kill mid-
+generation (then a rerun), one between the renames that publish the shards (the old set must come
+back whole) and a teacher actor killed mid-batch."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def litho_run(out: Path, fault: str | None = None, n: int = 48, timeout: float = 600) -> int:
+    """``litho generate`` of a small plan with the dummy teacher, packing and a cross-run dedup index."""
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "generate",
+        "teacher=dummy",
+        "teacher.seconds_per_request=0.05",  # generation lasts seconds: a kill lands mid-phase
+        "teacher.duplicate_rate=0.1",
+        f"n={n}",
+        "cluster.teacher_batch_size=8",
+        "++filters.lm=null",
+        "output.pack_seq_len=128",
+        "output.rows_per_shard=10",
+        "dedup=minhash",
+        f"dedup.minhash.index_dir={out}-index",
+        f"output.dir={out}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "LITHO_FAULT"}
+    if fault:
+        env["LITHO_FAULT"] = fault
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if fault is None:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.returncode
+
+
+def digests(out: Path) -> dict[str, str]:
+    """Every published file (shards, packed shards, card) by path, as a hash of its bytes."""
+    files = [
+        p
+        for folder in ("data", "rejected", "packed")
+        for p in sorted((out / folder).rglob("*"))
+        if p.is_file()
+    ]
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    out = tmp_path_factory.mktemp("reference") / "run"
+    litho_run(out)
+    found = digests(out)
+    assert any(k.startswith("data/") for k in found) and any(k.startswith("packed/") for k in found)
+    return out, found
+
+
+def test_killed_mid_generation_reruns_to_the_same_bytes(reference, tmp_path):
+    out = tmp_path / "run"
+    code = litho_run(out, "generate+2")
+    assert code == -9, f"the fault did not kill the run (exit {code})"
+    kept = list((out / ".litho").rglob("gen-*.parquet"))
+    assert 0 < len(kept) < 6, kept  # killed while the teacher was answering: some batches are kept
+    litho_run(out)
+    assert digests(out) == reference[1]
+    assert not list((out / ".litho").glob("staging-*"))
+
+
+def test_killed_while_publishing_keeps_the_old_set_whole(reference, tmp_path):
+    from pipeline.output.snapshot import Snapshot
+
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)  # a published run, with its checkpoints
+    code = litho_run(out, "commit", n=56)  # more rows: the new shards differ, so they are swapped in
+    assert code == -9, f"the fault did not kill the run (exit {code})"
+    assert not (out / "data").exists()  # killed between moving data/ aside and moving the new one in
+    Snapshot(out)  # what the next run does first: the swap cut short is undone
+    assert digests(out) == reference[1]
+    assert not list((out / ".litho").glob("staging-*"))
+
+
+def test_a_teacher_actor_killed_mid_batch_is_restarted_and_nothing_is_lost_or_doubled(reference, tmp_path):
+    out = tmp_path / "run"
+    assert litho_run(out, "actor:2") == 0  # the run itself finishes: Ray restarts the actor
+    assert list((out / ".litho").rglob(".litho-fault-fired")), "the actor was not killed"
+    assert digests(out) == reference[1]
