@@ -32,7 +32,7 @@ from filters.dedup.stages import (
     part_of_label,
 )
 from filters.rules.base import DROPPED_BY
-from pipeline.partition import nonempty, parts_for
+from pipeline.partition import nonempty, parts_for, shuffle_partitions
 from pipeline.stages import INTERNAL_PREFIX, run_task
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def near_dedup_dataset(
         fresh.map_batches(
             explode_bands, fn_kwargs={"id_column": id_column, "num_parts": parts, **kw}, batch_format="numpy"
         )
-        .groupby("lsh_part")
+        .groupby("lsh_part", num_partitions=shuffle_partitions(parts))
         .map_groups(bucket_edges, batch_format="numpy", **light)
     )
     edges = nonempty(edges)
@@ -181,7 +181,7 @@ def near_dedup_dataset(
     )
     clustered = (
         tagged.map_batches(_rows, fn_kwargs={"column": "lsh_part", "component": True}, batch_format="numpy")
-        .groupby("lsh_part")
+        .groupby("lsh_part", num_partitions=shuffle_partitions(cluster_parts))
         .map_groups(run_task, **stage(ClusterGroup, id_column=id_column))
     )
     return passive.union(

@@ -21,11 +21,20 @@ ROWS_PER_PART = 100_000  # rows a partition holds at most (partitions also never
 
 
 def parts_for(ds) -> int:
-    """Partitions for ``ds`` (materialized: its row count is metadata)."""
+    """Partitions for ``ds`` (materialized: its row count is metadata): ``cluster.shuffle_partitions``
+    (Ray Data's hash-shuffle parallelism), more when a partition would hold over :data:`ROWS_PER_PART` rows."""
     from ray.data import DataContext
 
     shuffle = DataContext.get_current().default_hash_shuffle_parallelism or 2
     return max(int(shuffle), math.ceil(ds.count() / ROWS_PER_PART))
+
+
+def shuffle_partitions(groups: int) -> int:
+    """``num_partitions`` of a groupby with ``groups`` distinct keys: ``cluster.shuffle_partitions``, but
+    no more than there are groups (each partition costs a task and an output however few its rows)."""
+    from ray.data import DataContext
+
+    return max(1, min(int(groups), int(DataContext.get_current().default_hash_shuffle_parallelism or 200)))
 
 
 def key_hash(values) -> np.ndarray:
@@ -57,7 +66,9 @@ def partition_map(ds, key: str, fn: Callable[[dict], dict], parts: int, **kwargs
     a dict of numpy arrays."""
     ds = nonempty(ds)
     tagged = ds.map_batches(_tag, fn_kwargs={"key": key, "parts": parts}, batch_format="numpy")
-    return tagged.groupby(PART).map_groups(_run, fn_kwargs={"fn": fn, "kwargs": kwargs}, batch_format="numpy")
+    return tagged.groupby(PART, num_partitions=shuffle_partitions(parts)).map_groups(
+        _run, fn_kwargs={"fn": fn, "kwargs": kwargs}, batch_format="numpy"
+    )
 
 
 def _tag(batch: dict, key: str, parts: int) -> dict:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pyarrow as pa
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from filters.dedup.decontaminate import Decontaminate
-from filters.dedup.exact import ExactHash, duplicates_to_drop
-from filters.rules.base import Filter, current_reasons, record_drops
+from filters.dedup.exact import duplicates_to_drop, text_hashes
+from filters.rules.base import DROPPED_BY, Filter, current_reasons, record_drops
 from filters.rules.sanity import LengthFilter, SanityFilter
 from filters.rules.thresholds import ThresholdFilter, check_bands, check_bounds
 from filters.scores.clean import Cleaner
@@ -263,7 +264,9 @@ def exact_dedup(ds, text_column: str = "text", num_cpus: float = 0.25):
     from pipeline.partition import nonempty, partition_map, parts_for
 
     ds = nonempty(
-        ds.map_batches(_hash, fn_kwargs={"text_column": text_column}, batch_format="numpy", num_cpus=num_cpus)
+        ds.map_batches(
+            _hash, fn_kwargs={"text_column": text_column}, batch_format="pyarrow", num_cpus=num_cpus
+        )
     )
     parts = parts_for(ds)
     keys = ds.select_columns(["id", "text_hash", "drop_reason"])
@@ -273,11 +276,16 @@ def exact_dedup(ds, text_column: str = "text", num_cpus: float = 0.25):
     if found > BROADCAST_DUPLICATES:
         return partition_map(ds, "text_hash", _dedup_partition, parts)
     refs = drops.to_arrow_refs() if found else []
-    return ds.map_batches(_mark_from_refs, fn_kwargs={"refs": refs}, batch_format="numpy")
+    return ds.map_batches(_mark_from_refs, fn_kwargs={"refs": refs}, batch_format="pyarrow")
 
 
-def _hash(batch: dict, text_column: str) -> dict:
-    return ExactHash(text_column)(batch)
+def _hash(table: pa.Table, text_column: str) -> pa.Table:
+    """Adds ``text_hash`` (:class:`filters.dedup.exact.ExactHash`) to an Arrow block: only the text
+    column is converted, the others pass through as they are."""
+    hashes = text_hashes(table.column(text_column).to_pylist())
+    return table.drop_columns([c for c in ("text_hash",) if c in table.column_names]).append_column(
+        "text_hash", pa.array(hashes, pa.int64())
+    )
 
 
 def _drop_map(batch: dict) -> dict:
@@ -302,8 +310,9 @@ def _dedup_partition(batch: dict) -> dict:
 _DROPS: dict[tuple, dict] = {}
 
 
-def _mark_from_refs(batch: dict, refs: list) -> dict:
-    """``_mark_duplicates`` with the duplicates read once per worker from the object store."""
+def _mark_from_refs(table: pa.Table, refs: list) -> pa.Table:
+    """``_mark_duplicates`` with the duplicates read once per worker from the object store, on an Arrow
+    block: only the bookkeeping columns are converted to numpy and replaced; the texts pass through."""
     key = tuple(r.hex() for r in refs)
     if key not in _DROPS:
         import ray
@@ -315,7 +324,17 @@ def _mark_from_refs(batch: dict, refs: list) -> dict:
             for t in tables
             for i, k in zip(t.column("id").to_pylist(), t.column("duplicate_of").to_pylist())
         }
-    return _mark_duplicates(batch, _DROPS[key])
+    names = [c for c in ("id", "drop_reason", DROPPED_BY) if c in table.column_names]
+    batch = {c: table.column(c).to_numpy(zero_copy_only=False) for c in names}
+    marked = _mark_duplicates(batch, _DROPS[key])
+    for name, values in marked.items():
+        if name in ("drop_reason", DROPPED_BY, "duplicate_of"):
+            column = pa.array(values, pa.string())
+            if name in table.column_names:
+                table = table.set_column(table.column_names.index(name), name, column)
+            else:
+                table = table.append_column(name, column)
+    return table
 
 
 def _mark_duplicates(batch: dict, drop: dict) -> dict:

@@ -118,14 +118,15 @@ def write_shards(
     """
     if not n_shards:
         return []
-    from pipeline.partition import nonempty
+    from pipeline.partition import nonempty, shuffle_partitions
 
     ds = nonempty(ds).map_batches(
         _assign,
         fn_kwargs={"n_shards": n_shards, "validation_fraction": validation_fraction},
         batch_format="numpy",
     )
-    written = ds.groupby(["_split", "_shard"]).map_groups(
+    groups = ds.groupby(["_split", "_shard"], num_partitions=shuffle_partitions(sum(n_shards.values())))
+    written = groups.map_groups(
         _write_group,
         fn_kwargs={"directory": str(directory), "n_shards": n_shards, "metadata": metadata},
         batch_format="pyarrow",

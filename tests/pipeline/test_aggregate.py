@@ -10,8 +10,8 @@ from pipeline import aggregate
 
 
 class Blocks:
-    """The parts of a Ray dataset that pipeline/aggregate.py uses, over in-memory blocks; ``aggregate``
-    runs the real AggregateFnV2 (per-block partials, then combine in a shuffled order)."""
+    """The parts of a Ray dataset that pipeline/aggregate.py uses, over in-memory blocks: a map over
+    each block, and its results streamed back in a shuffled order (as Ray may finish them)."""
 
     def __init__(self, tables: list[pa.Table]):
         self.tables = tables
@@ -22,13 +22,13 @@ class Blocks:
     def select_columns(self, columns):
         return Blocks([t.select(columns) for t in self.tables])
 
-    def aggregate(self, agg):
-        partials = [agg.aggregate_block(t) for t in self.tables]
-        order = np.random.default_rng(len(partials)).permutation(len(partials))
-        acc = partials[order[0]]
-        for i in order[1:]:
-            acc = agg.combine(acc, partials[i])
-        return {agg.name: agg.finalize(acc)}
+    def map_batches(self, fn, batch_format, batch_size):
+        assert batch_format == "pyarrow" and batch_size is None  # whole blocks
+        return Blocks([fn(t) for t in self.tables])
+
+    def iter_batches(self, batch_size, batch_format):
+        order = np.random.default_rng(len(self.tables)).permutation(len(self.tables))
+        return iter([self.tables[i] for i in order])
 
 
 def _blocks(values: np.ndarray, reasons: np.ndarray, parts: int) -> Blocks:
