@@ -244,6 +244,13 @@ def to_generate(plan: Plan, checkpoint_dir: Path):
         and how many rows that is.
     """
     ds = blocks_dataset(plan)
+    flat = next(Path(checkpoint_dir).glob("gen-*.parquet"), None) if Path(checkpoint_dir).is_dir() else None
+    if flat is not None:  # litho before plan blocks wrote every batch here, not under block=<b>/
+        log.warning(
+            "%s: checkpoints of an earlier litho version (one folder, no plan blocks) are not reused; "
+            "this run asks the teacher again for their requests",
+            checkpoint_dir,
+        )
     if not Path(checkpoint_dir).is_dir():
         return ds.map_batches(plan_blocks, fn_kwargs={"plan": plan}, **_PLAN_TASK), None, plan.rows
     kwargs = {"plan": plan, "checkpoint_dir": str(checkpoint_dir)}

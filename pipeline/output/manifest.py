@@ -1,8 +1,8 @@
 """The run's accounting: counts by drop reason and by stage, token totals, score summaries.
 
-Computed inside Ray (pipeline/aggregate.py): counts per drop reason and dropping stage, per-stage
-seconds, and per score column count, sum, min, max and exact p10/p50/p90; the driver receives a few
-KB whatever the number of rows. Which columns are scores, and their versions, come from the stage list (the specs).
+Computed per block by Ray tasks and merged in the driver (pipeline/aggregate.py): counts per drop
+reason and dropping stage, per-stage seconds, and per score column count, sum, min, max and exact
+p10/p50/p90; the driver holds a few KB whatever the number of rows. Which columns are scores, and their versions, come from the stage list (the specs).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import pyarrow as pa
 
+from pipeline.output.store import is_uri
 from pipeline.stages import StageSpec
 
 
@@ -108,10 +109,11 @@ def build(
     summaries = {c: summarize_aggregate(aggregates.get(c), quantiles.get(c)) for c in scores}
     rows = stats.get("rows", 0)
     kept = reasons.get("", 0)
+    stored = is_uri(str(job.cfg.output.dir))  # an object store: the run worked in output.work_dir
     return {
         "litho_version": litho_version(),
-        "output_dir": str(job.cfg.output.dir) if "://" in str(job.cfg.output.dir) else str(job.out),
-        **({"work_dir": str(job.out)} if "://" in str(job.cfg.output.dir) else {}),
+        "output_dir": str(job.cfg.output.dir) if stored else str(job.out),
+        **({"work_dir": str(job.out)} if stored else {}),
         "counts": {**counts, "rows_in": rows, "kept": kept, "dropped": rows - kept},
         "dropped_by_reason": {k: v for k, v in sorted(reasons.items()) if k},
         "tokens": {
