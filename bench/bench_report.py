@@ -102,7 +102,7 @@ def main() -> int:
         "",
         f"Output: {manifest['counts']['rows_in']:,} rows by the dummy teacher, `filters.lm=null`, "
         f"{manifest['counts']['kept']:,} kept, {len(manifest['scores'])} score columns, "
-        f"{len(list((out / '.litho' / 'generations').glob('*/gen-*.parquet'))):,} checkpoint files"
+        f"{len(list((out / '.litho' / 'generations').glob('*/block=*/gen-*.parquet'))):,} checkpoint files"
         + (f" (generated in {generate_s:.0f} s)." if generate_s else " (reused from an earlier run)."),
         "",
         "| measure | median of repeats | repeats | target | vs target |",

@@ -1,11 +1,11 @@
 """Per-batch generation checkpoints: what makes a rerun resume instead of regenerate.
 
-Every finished teacher batch is written as one Parquet file under
-``<output.dir>/.litho/generations/<teacher fingerprint>/``, named by a hash of its request ids,
-to a temporary name and then renamed — so a crash leaves only whole files, and a rerun of the
-same config reads the ids already answered and asks the teacher only for the rest. The teacher
-fingerprint (model, sampling, dtype, device, sampler version) keeps a rerun with another teacher
-from reusing these texts.
+Every finished teacher batch is written as one Parquet file per plan block it holds rows of, under
+``<output.dir>/.litho/generations/<teacher fingerprint>/block=<block>/``, named by a hash of its
+request ids, to a temporary name and then renamed — so a crash leaves only whole files, and a rerun
+of the same config compares each plan block's ids with that block's checkpoints (pipeline/plan.py,
+one task per block) and asks the teacher only for the rest. The teacher
+fingerprint (model, sampling, dtype, device, sampler version) keeps a rerun with another teacher from reusing these texts.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
@@ -100,12 +101,42 @@ def batch_timing(source: Path | pa.Schema) -> dict | None:
     return json.loads(raw) if raw else None
 
 
-def finished(directory: Path) -> dict[str, Path]:
-    """Map every request id already answered to the file holding it (first file wins)."""
-    done: dict[str, Path] = {}
-    if not directory.is_dir():
-        return done
-    for path in sorted(directory.glob("gen-*.parquet")):
-        for rid in pq.read_table(path, columns=["id"]).column("id").to_pylist():
-            done.setdefault(rid, path)
-    return done
+def block_dir(directory, block: int) -> Path:
+    """Where the checkpoints of plan block ``block`` live (pipeline/plan.py: ``BLOCK_ROWS`` rows a block)."""
+    return Path(directory) / f"block={block:06d}"
+
+
+def block_files(directory, block: int) -> list[Path]:
+    return sorted(block_dir(directory, block).glob("gen-*.parquet"))
+
+
+def block_ids(directory, block: int) -> list[str]:
+    """Request ids already answered in plan block ``block`` (only the id column is read)."""
+    return [
+        rid
+        for path in block_files(directory, block)
+        for rid in pq.read_table(path, columns=["id"])["id"].to_pylist()
+    ]
+
+
+def read_block(directory, block: int, ids=None) -> pa.Table | None:
+    """The checkpointed rows of plan block ``block`` (None when it has none); with ``ids`` (uint64 request
+    ids, :func:`id_numbers`), only those rows. A request held by two files counts once: the
+    first file wins."""
+    tables = [pq.read_table(path) for path in block_files(directory, block)]
+    if not tables:
+        return None
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+    rid = table.column("id").to_numpy(zero_copy_only=False)
+    _, first = np.unique(rid, return_index=True)
+    keep = np.zeros(len(rid), bool)
+    keep[first] = True
+    if ids is not None:
+        keep &= np.isin(id_numbers(rid), np.asarray(ids, dtype=np.uint64))
+    return table if keep.all() else table.filter(pa.array(keep))
+
+
+def id_numbers(ids) -> np.ndarray:
+    """Request ids (16 hex digits, :func:`generators.prompts.plan.request_id`) as uint64: 8 bytes an id."""
+    return np.fromiter((int(i, 16) for i in ids), dtype=np.uint64, count=len(ids))

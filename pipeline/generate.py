@@ -1,8 +1,9 @@
 """The generation phase: the plan, the teacher stage (one teacher per Ray actor) and its checkpoints.
 
 Generation is a phase of its own because its results are checkpointed (:mod:`pipeline.checkpoint`):
-what comes after always reads the checkpoints, so a first run and a resumed run go through exactly
-the same code.
+the teacher stage writes its texts to the checkpoints and hands on only its failed rows, and what
+comes after reads the checkpoints block by block (pipeline/plan.py), so a first run and a resumed
+run go through exactly the same code and every text crosses the object store once.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from generators.prompts.protocol import MultiStep
 from generators.teachers.contract import FINISH_ERROR, Completion, Request
 from generators.teachers.structure import Structure
 from pipeline import faults
-from pipeline.checkpoint import write_batch
-from pipeline.select import expand
+from pipeline.checkpoint import block_dir, read_block, write_batch
+from pipeline.plan import BLOCK, Plan, blocks_dataset, find_finished, plan_blocks
 from pipeline.stages import StageSpec, apply_one, resources
 
 # What the teacher stage adds to a plan row.
@@ -44,7 +45,9 @@ log = logging.getLogger(__name__)
 class GenerateStage:
     """Turns plan rows into generated rows and checkpoints every finished batch.
 
-    The teacher (model load included) is built once, in ``__init__``, inside the actor.
+    The teacher (model load included) is built once, in ``__init__``, inside the actor. With a
+    ``checkpoint_dir``, complete rows go to the checkpoints (one file per plan block of the batch) and
+    only the failed rows are returned; without one, every row is returned.
 
     Args:
         teacher: Teacher config with ``_target_`` (see conf/teacher/).
@@ -87,20 +90,27 @@ class GenerateStage:
             for key in finished[0]:
                 out[key] = [f[key] for f in finished]
             out["steps"] = [json.dumps([c.text for c in s], ensure_ascii=False) for s in steps]
+        blocks = np.asarray(out.pop(BLOCK, np.zeros(len(ids), np.int64)))
+        failed = np.asarray(out["finish_reason"], dtype=object) == FINISH_ERROR
         faults.actor_batch(self.checkpoint_dir)  # reliability tests only (LITHO_FAULT=actor:N)
         if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
-            ok = [i for i, reason in enumerate(out["finish_reason"]) if reason != "error"]
-            table = pa.table({k: [v[i] for i in ok] for k, v in out.items()})
-            timing = {
-                "started_at": started_at,
-                "seconds": seconds,
-                "worker": f"{platform.node()}:{os.getpid()}",
-            }
-            write_batch(self.checkpoint_dir, table, timing)
-        errors = sum(reason == "error" for reason in out["finish_reason"])
-        if errors:
-            log.warning("%d of %d requests failed in this batch", errors, len(ids))
-        return {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}
+            good = np.flatnonzero(~failed)
+            start = started_at
+            for block in np.unique(blocks[good]).tolist():
+                rows = np.flatnonzero(~failed & (blocks == block)).tolist()
+                table = pa.table({k: [v[i] for i in rows] for k, v in out.items()})
+                # A batch spanning plan blocks is one file per block: each gets its share of the batch's
+                # seconds, back to back, so the report's per-file rates and time span stay the batch's.
+                share = seconds * len(rows) / len(good)
+                timing = {"started_at": start, "seconds": share, "worker": f"{platform.node()}:{os.getpid()}"}
+                write_batch(block_dir(self.checkpoint_dir, block), table, timing)
+                start += share
+        if failed.any():
+            log.warning("%d of %d requests failed in this batch", int(failed.sum()), len(ids))
+        arrays = {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}
+        if self.checkpoint_dir is None:
+            return arrays
+        return {k: v[failed] for k, v in arrays.items()}
 
     def _run_steps(self, batch: dict, ids: list[str]) -> list[list[Completion]]:
         """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for
@@ -192,14 +202,10 @@ def generator_filters(cfg: DictConfig) -> dict[str, dict]:
     return rules
 
 
-def make_plan(cfg: DictConfig, generator) -> list[dict]:
-    """The requests of this config and seed, best-of-n candidates expanded; ids are unique."""
-    plan = generator.plan(int(cfg.n), int(cfg.seed))
-    if cfg.get("best_of_n") is not None:
-        plan = expand(plan, cfg.best_of_n.n_candidates, int(cfg.seed))
-    if len({row["id"] for row in plan}) != len(plan):  # ids key checkpoints, dedup and shards
-        raise RuntimeError(f"generator {generator.name} planned repeated request ids")
-    return plan
+def make_plan(cfg: DictConfig, generator) -> Plan:
+    """The requests of this config and seed, best-of-n candidates expanded (rows are planned in Ray)."""
+    bon = cfg.get("best_of_n")
+    return Plan(generator, int(cfg.n), int(cfg.seed), bon.n_candidates if bon is not None else 1)
 
 
 def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec:
@@ -225,36 +231,69 @@ def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec
     )
 
 
-def generate(todo: list[dict], spec: StageSpec):
-    """Answer ``todo`` with the teacher stage; return the (materialized) failed rows.
+def to_generate(plan: Plan, checkpoint_dir: Path):
+    """The plan rows the teacher still has to answer, and the per-block plan ids (None on a first run).
 
-    Successful rows go to checkpoint files, not into the returned dataset.
+    On a first run (no checkpoints for this teacher yet) that is the whole plan. Otherwise one task per
+    plan block compares the block's plan ids with its checkpoint ids; the result, one row per block with
+    its plan ids (8 bytes each) and the indices still to do, is kept in the object store for
+    :func:`generated`, and only the rows still to do are planned again.
+
+    Returns:
+        ``(rows, blocks, todo)``: the lazy dataset of rows to generate, the materialized blocks (or None)
+        and how many rows that is.
     """
-    import ray
+    ds = blocks_dataset(plan)
+    flat = next(Path(checkpoint_dir).glob("gen-*.parquet"), None) if Path(checkpoint_dir).is_dir() else None
+    if flat is not None:  # litho before plan blocks wrote every batch here, not under block=<b>/
+        log.warning(
+            "%s: checkpoints of an earlier litho version (one folder, no plan blocks) are not reused; "
+            "this run asks the teacher again for their requests",
+            checkpoint_dir,
+        )
+    if not Path(checkpoint_dir).is_dir():
+        return ds.map_batches(plan_blocks, fn_kwargs={"plan": plan}, **_PLAN_TASK), None, plan.rows
+    kwargs = {"plan": plan, "checkpoint_dir": str(checkpoint_dir)}
+    blocks = ds.map_batches(find_finished, fn_kwargs=kwargs, **_PLAN_TASK).materialize()
+    todo = int(blocks.sum("n_todo") or 0)
+    from ray.data.expressions import col
 
-    ds = apply_one(ray.data.from_arrow(pa.Table.from_pylist(todo)), spec)
-    return ds.map_batches(_only_errors, batch_format="numpy").materialize()
+    rows = blocks.filter(expr=col("n_todo") > 0).select_columns(["block", "todo"])
+    return rows.map_batches(plan_blocks, fn_kwargs={"plan": plan}, **_PLAN_TASK), blocks, todo
 
 
-def generated(files: list[Path], plan_ids: frozenset, errors=None):
-    """The generated rows of this plan: checkpoints (and this run's failures) as one dataset."""
-    import ray
+_PLAN_TASK = {"batch_size": 1, "batch_format": "numpy", "num_cpus": 0.25}  # one plan block per task call
 
-    ds = ray.data.read_parquet([str(f) for f in files]) if files else None
-    if ds is not None:
-        ds = ds.map_batches(_only_ids, fn_kwargs={"ids": plan_ids}, batch_format="numpy")
+
+def generate(todo, spec: StageSpec):
+    """Answer the plan rows ``todo`` with the teacher stage; return the (materialized) failed rows.
+
+    Successful rows go to checkpoint files, not into the returned dataset. The rows to generate are
+    planned first (into the object store, spilled to disk when large): teacher actors may hold every
+    CPU of a small cluster for their whole pass, and plan tasks upstream of them would then never run.
+    """
+    return apply_one(todo.materialize(), spec).materialize()
+
+
+def generated(plan: Plan, checkpoint_dir: Path, blocks=None, errors=None):
+    """The generated rows of this plan: its checkpoints, read one plan block per task (only the block's
+    plan ids when ``blocks`` comes from :func:`to_generate`), and this run's failed rows."""
+    if blocks is None:
+        source = blocks_dataset(plan)
+    else:
+        source = blocks.select_columns(["block", "ids"])
+    ds = source.map_batches(_read_blocks, fn_kwargs={"checkpoint_dir": str(checkpoint_dir)}, batch_size=1,
+                            batch_format="numpy")  # fmt: skip
     if errors is not None and errors.count():
-        ds = errors if ds is None else ds.union(errors)
-    if ds is None:
-        raise ConfigError("every request failed; see the log above for the teacher's errors")
+        ds = ds.union(errors)
     return ds
 
 
-def _only_errors(batch: dict) -> dict:
-    keep = np.asarray(batch["finish_reason"], dtype=object) == "error"
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}
-
-
-def _only_ids(batch: dict, ids: frozenset) -> dict:
-    keep = np.array([i in ids for i in batch["id"]], dtype=bool)
-    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+def _read_blocks(batch: dict, checkpoint_dir: str) -> pa.Table:
+    ids = batch.get("ids")
+    tables = [
+        read_block(checkpoint_dir, int(b), None if ids is None else ids[i])
+        for i, b in enumerate(batch["block"])
+    ]
+    tables = [t for t in tables if t is not None]
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})

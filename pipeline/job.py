@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import checkpoint, stages, validate
 from pipeline.generate import build_generator, generate_spec, generator_filters, make_plan, user_structure
+from pipeline.plan import Plan
 from pipeline.process import stage_list
 from pipeline.select import select_stages
 from pipeline.stages import StageSpec
@@ -37,7 +38,7 @@ class Job:
         source: What the rows came from (shard metadata).
         generate: The teacher stage (generate only).
         generator: The configured generator (generate only).
-        plan: The planned requests (generate only).
+        plan: The planned requests, by index (generate only; its rows are planned inside Ray).
         checkpoint_dir: Where finished teacher batches are kept (generate only).
         input_scores: Numeric input columns, summarized as they came (score and dedup only).
     """
@@ -51,7 +52,7 @@ class Job:
     source: str = ""
     generate: StageSpec | None = None
     generator: object = None
-    plan: list[dict] | None = None
+    plan: Plan | None = None
     checkpoint_dir: Path | None = None
     input_scores: tuple[str, ...] = ()
 
@@ -81,7 +82,8 @@ class Job:
         ckpt_dir = out / ".litho" / "generations" / checkpoint.teacher_fingerprint(keyed)
         teach = generate_spec(cfg, generator, ckpt_dir)
         process = stage_list(cfg, "generate", generator_filters=generator_filters(cfg))
-        select = _select(cfg, [teach, *process], [*plan[0], "drop_reason"])
+        # The plan's columns from one planned row: the stage list is checked before Ray starts.
+        select = _select(cfg, [teach, *process], [*plan.columns(), "drop_reason"])
         return cls(
             "generate",
             cfg,

@@ -17,10 +17,10 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from filters.dedup.decontaminate import Decontaminate
-from filters.dedup.exact import ExactHash, duplicates_to_drop
-from filters.rules.base import Filter, current_reasons, record_drops
+from filters.dedup.exact import duplicates_to_drop, text_hashes
+from filters.rules.base import DROPPED_BY, Filter, current_reasons, record_drops
 from filters.rules.sanity import LengthFilter, SanityFilter
-from filters.rules.thresholds import ThresholdFilter, band_bounds, check_bands, check_bounds
+from filters.rules.thresholds import ThresholdFilter, check_bands, check_bounds
 from filters.scores.clean import Cleaner
 from filters.scores.judge import JudgeScores
 from filters.scores.lm_scores import LMScorer
@@ -80,6 +80,8 @@ def stage_list(
             length = {"max_chars": int(filters["max_chars"]), **text}
             specs.append(class_stage("length", LengthFilter, length, tasks("length")))
         tokenizer = {"tokenizer": filters["tokenizer"], "cache_dir": filters.get("cache_dir"), **text}
+        if cfg.output.get("pack_seq_len"):  # packing reuses these ids (pipeline/output/packing.py)
+            tokenizer["keep_ids"] = True
         specs.append(class_stage("token_metrics", TokenMetrics, tokenizer, actors("token_metrics")))
         ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
         repetition = {"ngrams": tuple(sorted(ngram_bounds)), **text}
@@ -192,7 +194,9 @@ def _judge_stage(cfg: DictConfig, judge: dict, text: dict, cluster: dict) -> Sta
         raise ConfigError(
             f"filters.judge: unknown keys {unknown}; use teacher, rubrics, scale, sampling, max_chars"
         )
-    out = Path(str(cfg.output.dir)).expanduser().resolve()
+    from pipeline.validate import work_dir
+
+    out = Path(work_dir(cfg)[1]).expanduser().resolve()
     made_by = fingerprint(
         teacher, judge.get("rubrics") or {}, judge.get("scale", (1, 10)), judge.get("sampling")
     )
@@ -222,36 +226,19 @@ def _generator_stage(name: str, settings: dict, pool: dict) -> StageSpec:
     return spec
 
 
-def pull(ds, columns: list[str]) -> pa.Table:
-    """Bring a few narrow columns of a materialized dataset to the driver (no text)."""
-    import ray
-
-    refs = ds.select_columns(columns).to_arrow_refs()
-    tables = [t for t in ray.get(refs) if t.num_rows]
-    # Blocks may type a column differently (an all-null block reads as null): unify their schemas.
-    return (
-        pa.concat_tables(tables, promote_options="permissive")
-        if tables
-        else pa.table({c: [] for c in columns})
-    )
-
-
 def quantile_bands(ds, bands: dict):
     """Dataset stage: keep each score inside a quantile band of the rows still kept, e.g.
     ``{bits_per_byte_v1: [0.1, 0.9]}``.
 
-    Quantiles are global, so they are computed in the driver from the score columns (8 bytes a
-    row), turned into absolute bounds, and applied like ``filters.thresholds``; a row outside is
-    dropped as ``{column}_below_min`` / ``{column}_above_max``.
+    Quantiles are global: they are computed exactly inside Ray (:func:`pipeline.aggregate.quantiles`,
+    the same floats as ``np.quantile`` over all the kept values), turned into absolute bounds, and
+    applied like ``filters.thresholds``; a row outside is dropped as ``{column}_below_min`` /
+    ``{column}_above_max``.
     """
-    table = pull(ds, ["drop_reason", *bands])
-    kept = np.asarray(table.column("drop_reason").to_pylist(), dtype=object) == ""
-    bounds = {}
-    for column, band in bands.items():
-        values = table.column(column).to_numpy(zero_copy_only=False).astype(float)[kept]
-        found = band_bounds(values, band)
-        if found:
-            bounds[column] = found
+    from pipeline.aggregate import quantiles
+
+    found = quantiles(ds, {c: list(band) for c, band in bands.items()})
+    bounds = {c: {"min": lo, "max": hi} for c, (lo, hi) in found.items()}
     log.info("quantile bands as bounds: %s", bounds)
     if not bounds:
         return ds
@@ -262,27 +249,92 @@ def _threshold(batch: dict, bounds: dict) -> dict:
     return ThresholdFilter(bounds, name="quantile_bands")(batch)
 
 
+BROADCAST_DUPLICATES = 2_000_000  # duplicate ids every task reads (~40 MB); more: the rows are shuffled
+
+
 def exact_dedup(ds, text_column: str = "text", num_cpus: float = 0.25):
     """Dataset stage: mark all but the smallest id of each group of identical (normalised) kept texts.
 
-    Only ids, 8-byte hashes and drop reasons reach the driver (about 40 bytes a row), which
-    groups them in one pass; the marks go back out with a map over the blocks.
+    Ids and text hashes (not the texts) are hash-partitioned by text hash (:mod:`pipeline.partition`),
+    so every group of identical texts is decided inside one task. The duplicates found are marked by
+    a map whose tasks read them from the object store by reference; when there are more than
+    :data:`BROADCAST_DUPLICATES`, the whole rows are partitioned by text hash instead and marked where
+    they are decided. Nothing per row reaches the driver.
     """
-    ds = ds.map_batches(
-        _hash, fn_kwargs={"text_column": text_column}, batch_format="numpy", num_cpus=num_cpus
+    from pipeline.partition import nonempty, partition_map, parts_for
+
+    ds = nonempty(
+        ds.map_batches(
+            _hash, fn_kwargs={"text_column": text_column}, batch_format="pyarrow", num_cpus=num_cpus
+        )
     )
-    ds = ds.materialize()
-    table = pull(ds, ["id", "text_hash", "drop_reason"])
-    kept = np.asarray(table.column("drop_reason").to_pylist(), dtype=object) == ""
-    ids = np.asarray(table.column("id").to_pylist(), dtype=object)[kept]
-    hashes = table.column("text_hash").to_numpy()[kept]
-    drop = duplicates_to_drop(list(ids), [int(h) for h in hashes])
-    log.info("exact dedup: %d duplicates", len(drop))
-    return ds.map_batches(_mark_duplicates, fn_kwargs={"drop": drop}, batch_format="numpy")
+    parts = parts_for(ds)
+    keys = ds.select_columns(["id", "text_hash", "drop_reason"])
+    drops = nonempty(partition_map(keys, "text_hash", _drops_in_partition, parts))
+    found = drops.count()
+    log.info("exact dedup: %d duplicates", found)
+    if found > BROADCAST_DUPLICATES:
+        return partition_map(ds, "text_hash", _dedup_partition, parts)
+    refs = drops.to_arrow_refs() if found else []
+    return ds.map_batches(_mark_from_refs, fn_kwargs={"refs": refs}, batch_format="pyarrow")
 
 
-def _hash(batch: dict, text_column: str) -> dict:
-    return ExactHash(text_column)(batch)
+def _hash(table: pa.Table, text_column: str) -> pa.Table:
+    """Adds ``text_hash`` (:class:`filters.dedup.exact.ExactHash`) to an Arrow block: only the text
+    column is converted, the others pass through as they are."""
+    hashes = text_hashes(table.column(text_column).to_pylist())
+    return table.drop_columns([c for c in ("text_hash",) if c in table.column_names]).append_column(
+        "text_hash", pa.array(hashes, pa.int64())
+    )
+
+
+def _drop_map(batch: dict) -> dict:
+    kept = np.asarray(batch["drop_reason"], dtype=object) == ""
+    ids = np.asarray(batch["id"], dtype=object)[kept]
+    hashes = np.asarray(batch["text_hash"])[kept]
+    return duplicates_to_drop(list(ids), [int(h) for h in hashes])
+
+
+def _drops_in_partition(batch: dict) -> dict:
+    drop = _drop_map(batch)
+    return {
+        "id": np.asarray(list(drop), dtype=object),
+        "duplicate_of": np.asarray(list(drop.values()), dtype=object),
+    }
+
+
+def _dedup_partition(batch: dict) -> dict:
+    return _mark_duplicates(batch, _drop_map(batch))
+
+
+_DROPS: dict[tuple, dict] = {}
+
+
+def _mark_from_refs(table: pa.Table, refs: list) -> pa.Table:
+    """``_mark_duplicates`` with the duplicates read once per worker from the object store, on an Arrow
+    block: only the bookkeeping columns are converted to numpy and replaced; the texts pass through."""
+    key = tuple(r.hex() for r in refs)
+    if key not in _DROPS:
+        import ray
+
+        _DROPS.clear()
+        tables = ray.get(list(refs)) if refs else []
+        _DROPS[key] = {
+            i: k
+            for t in tables
+            for i, k in zip(t.column("id").to_pylist(), t.column("duplicate_of").to_pylist())
+        }
+    names = [c for c in ("id", "drop_reason", DROPPED_BY) if c in table.column_names]
+    batch = {c: table.column(c).to_numpy(zero_copy_only=False) for c in names}
+    marked = _mark_duplicates(batch, _DROPS[key])
+    for name, values in marked.items():
+        if name in ("drop_reason", DROPPED_BY, "duplicate_of"):
+            column = pa.array(values, pa.string())
+            if name in table.column_names:
+                table = table.set_column(table.column_names.index(name), name, column)
+            else:
+                table = table.append_column(name, column)
+    return table
 
 
 def _mark_duplicates(batch: dict, drop: dict) -> dict:

@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, command: str = "generate") -> dict:
     """Run one command for a composed config; return the manifest."""
-    from pipeline import checkpoint, faults, stages
+    from pipeline import aggregate, faults, stages
     from pipeline.cluster import connect
-    from pipeline.generate import generate, generated
+    from pipeline.generate import generate, generated, to_generate
     from pipeline.inputs import read_corpus
     from pipeline.job import Job
     from pipeline.near_dedup import index_run_id, write_dedup_index
@@ -28,8 +28,8 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output.packing import pack_run
     from pipeline.output.report import write_report
     from pipeline.output.snapshot import write_json
-    from pipeline.output.writer import publish
-    from pipeline.process import pull
+    from pipeline.output.store import is_uri, publish_to_store
+    from pipeline.output.writer import publish, split_counter
     from pipeline.progress import teacher_progress
 
     started = time.perf_counter()
@@ -38,37 +38,33 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     job = Job.from_config(cfg, command)
     out = job.out
 
-    # Plan: the requests of this config and seed; those answered by an earlier run are reused.
     counts: dict[str, int] = {}
-    todo: list[dict] = []
-    if job.plan is not None:
-        done = checkpoint.finished(job.checkpoint_dir)
-        todo = [row for row in job.plan if row["id"] not in done]
-        log.info(
-            "plan: %d requests, %d already generated, %d to generate", len(job.plan), len(done), len(todo)
-        )
     timings["plan_s"] = time.perf_counter() - started
-
     with connect(job.cluster, allow_network=job.allow_network):
-        # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
-        t0 = time.perf_counter()
         if job.plan is not None:
+            # Plan: the requests of this config and seed, planned block by block inside Ray; a block's
+            # requests already in its checkpoints (an earlier run's) are reused.
+            t0 = time.perf_counter()
+            plan = job.plan
+            todo, blocks, n_todo = to_generate(plan, job.checkpoint_dir)
+            log.info("plan: %d requests, %d to generate", plan.rows, n_todo)
+            timings["plan_s"] += time.perf_counter() - t0
+            # Generate: the teacher answers what is missing; every row then comes from the checkpoints.
+            t0 = time.perf_counter()
             with teacher_progress(
                 job.checkpoint_dir,
-                len(todo),
+                n_todo,
                 float(job.cluster.get("progress_interval") or 30),
                 bool(job.cluster.get("progress", True)),
             ):
                 faults.phase("generate", watch=job.checkpoint_dir)
-                errors = generate(todo, job.generate) if todo else None
+                errors = generate(todo, job.generate) if n_todo else None
             failed = errors.count() if errors is not None else 0
-            ids = frozenset(row["id"] for row in job.plan)
-            files = sorted({p for rid, p in checkpoint.finished(job.checkpoint_dir).items() if rid in ids})
-            ds = generated(files, ids, errors)
+            ds = generated(plan, job.checkpoint_dir, blocks, errors)
             counts = {
-                "planned": len(job.plan),
-                "reused": len(job.plan) - len(todo),
-                "generated": len(todo) - failed,
+                "planned": plan.rows,
+                "reused": plan.rows - n_todo,
+                "generated": n_todo - failed,
                 "teacher_errors": failed,
             }
             timings["generate_s"] = time.perf_counter() - t0
@@ -88,45 +84,51 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
 
         # Write: kept rows to data/, dropped rows to rejected/, swapped in whole.
         t0 = time.perf_counter()
+        # Accounting inside Ray: counts per reason, stage and split, score sums and exact quantiles.
+        output = OmegaConf.to_container(cfg.output, resolve=True)
         scores = manifests.numeric(ds.schema().base_schema, job.score_columns())
-        internal = [c for c in ds.schema().names if c.startswith(stages.INTERNAL_PREFIX)]
-        table = pull(ds, ["id", "drop_reason", *internal, *[c for c in scores if c not in internal]])
+        stats = aggregate.summary(
+            ds, scores, split_fn=split_counter(float(output.get("validation_fraction", 0.0)))
+        )
+        quantiles = aggregate.quantiles(ds, {c: list(manifests.QUANTILES) for c in scores}, stats)
         metadata = {
             "litho_version": manifests.litho_version(),
             "source": job.source,
             "scores": job.score_versions(),
         }
         faults.phase("write")
-        published = publish(ds, table, out, OmegaConf.to_container(cfg.output, resolve=True), metadata)
+        published = publish(ds, stats.get("splits", {}), out, output, metadata)
         minhash = OmegaConf.to_container(cfg.dedup, resolve=True).get("minhash") if "dedup" in cfg else None
-        kept = int((table.column("drop_reason").to_numpy(zero_copy_only=False) == "").sum())
+        kept = sum(n for (reason, _), n in stats.get("reasons", {}).items() if reason == "")
         if kept and minhash and minhash.get("index_dir"):
             # After the shards: an interrupted run leaves the index as it was.
             faults.phase("index")
             write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
         timings["write_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - started
-    manifest = manifests.build(job, table, counts, published, stage_seconds, timings)
+        manifest = manifests.build(job, stats, quantiles, counts, published, stage_seconds, timings, scores)
 
-    # Pack: fixed-length rows of target-tokenizer ids, from the published shards.
-    if cfg.output.get("pack_seq_len"):
-        filters = OmegaConf.to_container(cfg.filters, resolve=True)
-        seq_len = int(cfg.output.pack_seq_len)
-        max_bytes = cfg.output.get("max_shard_bytes")
-        rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
-        faults.phase("pack")
-        manifest["packed"] = pack_run(
-            out,
-            seq_len,
-            filters["tokenizer"],
-            rows,
-            filters.get("cache_dir"),
-            bool(filters.get("allow_network")),
-        )
+        # Pack: fixed-length rows of target-tokenizer ids, from the published shards, in Ray tasks.
+        if cfg.output.get("pack_seq_len"):
+            filters = OmegaConf.to_container(cfg.filters, resolve=True)
+            seq_len = int(cfg.output.pack_seq_len)
+            max_bytes = cfg.output.get("max_shard_bytes")
+            rows = max(1, max_bytes // (4 * seq_len)) if max_bytes else int(cfg.output.rows_per_shard)
+            faults.phase("pack")
+            manifest["packed"] = pack_run(
+                out,
+                seq_len,
+                filters["tokenizer"],
+                rows,
+                filters.get("cache_dir"),
+                bool(filters.get("allow_network")),
+            )
+    manifest["timings_s"]["total_s"] = round(time.perf_counter() - started, 2)
 
     # Card: README.md beside the shards, and report.html; then the manifest and the resolved config.
     manifest["card"] = write_card(out, cfg, manifest)
     manifest["report"] = write_report(out, manifest, cfg)  # report.html: plots, examples, timings
     write_json(out / "manifest.json", manifest)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_uri(cfg.output.dir):  # an object store: the published files go there, the manifest last
+        log.info("object store: %s", publish_to_store(out, str(cfg.output.dir)))
     return manifest

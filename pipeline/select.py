@@ -3,9 +3,9 @@
 Best-of-n asks for several candidates per request and keeps the best by a score expression
 (:mod:`pipeline.expression`). Candidates are separate plan rows sharing a ``request_group`` (the id
 the request would have had alone); the candidate index is part of each candidate's id content.
-After scoring, filters and dedup, the driver pulls ids, groups, drop reasons and the score columns
-the expression names (a few bytes a row), picks the best kept candidate per group (ties: smallest
-id), and marks the others ``not_best_of_n`` with a map over the blocks.
+After scoring, filters and dedup, rows are hash-partitioned by ``request_group``
+(:mod:`pipeline.partition`), and each partition's task picks the best kept candidate of its groups
+(ties: smallest id) and marks the others ``not_best_of_n``; nothing per row reaches the driver.
 """
 
 from __future__ import annotations
@@ -54,22 +54,23 @@ def losers(ids: list[str], groups: list[str], reasons: list[str], scores: np.nda
 
 def best_of_n(ds, score: str):
     """Dataset stage: mark all but the best kept candidate of each ``request_group`` as ``not_best_of_n``
-    and add ``best_of_n_score``. ``ds`` is materialized; only narrow columns reach the driver."""
-    from pipeline.process import pull
+    and add ``best_of_n_score``, one partition of groups per task."""
+    from pipeline.partition import partition_map, parts_for
 
+    return partition_map(ds, "request_group", _best_in_partition, parts_for(ds), score=score)
+
+
+def _best_in_partition(batch: dict, score: str) -> dict:
     names = expression.columns(score, KEY)
-    table = pull(ds, ["id", "request_group", "drop_reason", *names])
-    data = {c: table.column(c).to_numpy(zero_copy_only=False) for c in names}
-    scores = expression.evaluate(score, data, KEY) if names else np.zeros(table.num_rows)
+    n = len(batch["id"])
+    data = {c: np.asarray(batch[c]) for c in names}
+    scores = expression.evaluate(score, data, KEY) if names else np.zeros(n)
+    scores = np.broadcast_to(np.asarray(scores, dtype=np.float64), (n,))
+    ids = [str(i) for i in batch["id"]]
     drop = losers(
-        table.column("id").to_pylist(),
-        table.column("request_group").to_pylist(),
-        table.column("drop_reason").to_pylist(),
-        scores,
+        ids, [str(g) for g in batch["request_group"]], [str(r) for r in batch["drop_reason"]], scores
     )
-    by_id = dict(zip(table.column("id").to_pylist(), scores.tolist()))
-    log.info("best-of-n: %d candidates not kept", len(drop))
-    return ds.map_batches(_mark, fn_kwargs={"drop": drop, "scores": by_id}, batch_format="numpy")
+    return _mark(batch, drop, dict(zip(ids, scores.tolist())))
 
 
 def _mark(batch: dict, drop: dict, scores: dict) -> dict:

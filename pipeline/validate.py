@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import xxhash
 from omegaconf import DictConfig, OmegaConf
 
 from generators.errors import ConfigError
@@ -38,19 +39,40 @@ def check_missing(cfg: DictConfig, group: str) -> None:
         raise missing_key(f"{group}.{missing[0]}")
 
 
+def work_dir(cfg: DictConfig) -> tuple[str, str]:
+    """``(key, path)`` of the directory a run works in: ``output.dir``, or ``output.work_dir`` when
+    ``output.dir`` is an object-store URI (pipeline/output/store.py; default: under ``paths.runs``)."""
+    from pipeline.output.store import is_uri
+
+    if not is_uri(cfg.output.dir):
+        return "output.dir", str(cfg.output.dir)
+    given = cfg.output.get("work_dir")
+    if given:
+        return "output.work_dir", str(given)
+    return "output.work_dir", str(
+        Path(str(cfg.paths.runs)) / "store" / xxhash.xxh3_64_hexdigest(str(cfg.output.dir).encode())
+    )
+
+
 def check_common(cfg: DictConfig, tokenizer: bool = True) -> Path:
-    """Cluster, tokenizer, output and dedup keys every command uses; returns the output directory."""
-    if cfg.cluster.mode == "remote" and not Path(cfg.output.dir).expanduser().is_absolute():
+    """Cluster, tokenizer, output and dedup keys every command uses; returns the directory the run
+    works in (the output directory, or for an object-store ``output.dir`` its ``output.work_dir``)."""
+    from pipeline.output.store import check_writable, is_uri
+
+    key, work = work_dir(cfg)
+    if is_uri(cfg.output.dir):
+        check_writable(str(cfg.output.dir))
+    if cfg.cluster.mode == "remote" and not Path(work).expanduser().is_absolute():
         # A submitted job runs in a temporary copy of the working dir: relative outputs vanish with it.
         raise ConfigError(
-            f"output.dir={cfg.output.dir}: with cluster=remote give an absolute path on storage the cluster "
-            "shares, e.g. output.dir=/mnt/shared/run1"
+            f"{key}={work}: with cluster=remote give an absolute path on storage the cluster "
+            f"shares, e.g. {key}=/mnt/shared/run1"
         )
     spec = cfg.filters.get("tokenizer") if tokenizer else None
     if spec:
         check_tokenizer_spec(spec, "filters.tokenizer", bool(cfg.filters.get("allow_network", False)))
     check_output_and_dedup(cfg)
-    return writable_dir(cfg.output.dir, "output.dir")
+    return writable_dir(work, key)
 
 
 def check_tokenizer_spec(spec, key: str, allow_network: bool = False) -> None:

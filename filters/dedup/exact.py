@@ -14,7 +14,13 @@ from generators.text import normalize
 
 def text_hash(text: str) -> int:
     """Signed 64-bit hash (Arrow and pandas group on int64 without overflow surprises)."""
-    return int(np.uint64(xxhash.xxh3_64_intdigest(normalize(text).encode())).astype(np.int64))
+    return int(text_hashes([text])[0])
+
+
+def text_hashes(texts) -> np.ndarray:
+    """:func:`text_hash` of every text, as one int64 array (the uint64 digests' bits, reinterpreted)."""
+    digests = (xxhash.xxh3_64_intdigest(normalize(str(t)).encode()) for t in texts)
+    return np.fromiter(digests, np.uint64, len(texts)).view(np.int64)
 
 
 class ExactHash:
@@ -29,7 +35,7 @@ class ExactHash:
         self.text_column = text_column
 
     def __call__(self, batch: dict) -> dict:
-        batch["text_hash"] = np.array([text_hash(str(t)) for t in batch[self.text_column]], dtype=np.int64)
+        batch["text_hash"] = text_hashes(batch[self.text_column])
         return batch
 
 

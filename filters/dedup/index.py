@@ -53,15 +53,22 @@ class IndexRows:
     Args:
         text_column: Column holding the text.
         id_column: Column holding the row id.
+        bands_column: Column of band keys already computed for these rows (``(rows, bands)`` uint64),
+            reused when present instead of signing the texts again.
         **cfg: Near-dedup settings (keys of :class:`filters.dedup.minhash.MinHashConfig`).
     """
 
-    def __init__(self, text_column: str = "text", id_column: str = "id", **cfg):
+    def __init__(
+        self, text_column: str = "text", id_column: str = "id", bands_column: str | None = None, **cfg
+    ):
         self.cfg = MinHashConfig.from_dict(cfg)
-        self.text_column, self.id_column = text_column, id_column
+        self.text_column, self.id_column, self.bands_column = text_column, id_column, bands_column
 
     def __call__(self, batch: dict) -> pa.Table:
-        return index_table(batch[self.id_column], [str(t) for t in batch[self.text_column]], self.cfg)
+        keys = None
+        if self.bands_column and self.bands_column in batch:
+            keys = np.asarray(batch[self.bands_column], dtype=np.uint64).reshape(-1, self.cfg.bands)
+        return index_table(batch[self.id_column], [str(t) for t in batch[self.text_column]], self.cfg, keys)
 
 
 class DedupIndex:

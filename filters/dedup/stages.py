@@ -6,9 +6,10 @@ The distributed plan (wired up in ``pipeline/near_dedup.py``) is:
 2. :func:`explode_bands` (``map_batches``) emits one ``(lsh_key, lsh_doc, lsh_part)`` row per band;
    ``groupby("lsh_part").map_groups(bucket_edges)`` sorts each partition by key and links every
    bucket member to the bucket's first member: enough edges to connect candidates, never all pairs.
-3. The driver labels connected components of those edges (:func:`filters.dedup.unionfind.
-   connected_components`); it holds 16 bytes per edge and no text.
-4. :func:`assign_components` tags rows with their component; ``groupby("lsh_part")`` brings each
+3. Components of those edges are labelled inside Ray (:mod:`filters.dedup.components`): in one task
+   when they are few, by large-star / small-star rounds over hash partitions of nodes otherwise.
+4. :func:`assign_components` (labels broadcast by reference) or a hash join plus
+   :func:`part_of_label` tags rows with their component; ``groupby("lsh_part")`` brings each
    component's rows (with their texts) together and :class:`ClusterGroup` verifies, clusters and
    applies the keep rule there, exactly as :func:`filters.dedup.lsh.near_dedup` would on all rows, because
    no candidate pair crosses a component.
@@ -79,25 +80,36 @@ def bucket_edges(batch: dict) -> dict:
 
 
 def components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted doc hashes that have an edge, and their component labels (dense ints from 0)."""
-    from filters.dedup.unionfind import connected_components
+    """Sorted doc hashes that have an edge, and their component labels (the component's smallest doc hash)."""
+    from filters.dedup.components import local_components
 
-    docs, inverse = np.unique(np.concatenate([a, b]).astype(np.uint64), return_inverse=True)
-    labels = connected_components(len(docs), inverse[: len(a)], inverse[len(a) :])
-    return docs, np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    labels = local_components(np.asarray(a, np.uint64), np.asarray(b, np.uint64))
+    return labels["lsh_doc"], labels["lsh_comp"]
 
 
 def assign_components(
     batch: dict, docs: np.ndarray, comps: np.ndarray, id_column: str, num_parts: int
 ) -> dict:
-    """Adds ``lsh_comp`` (component label, -1 for a row with no candidate) and ``lsh_part``."""
+    """Adds ``lsh_part``: the clustering partition of the row's component, -1 for a row with no candidate."""
     h = id_hashes(np.asarray(batch[id_column], dtype=object))
     pos = np.minimum(np.searchsorted(docs, h), max(len(docs) - 1, 0))
     found = (docs[pos] == h) if len(docs) else np.zeros(len(h), bool)
-    comp = np.where(found, comps[pos] if len(docs) else -1, -1).astype(np.int64)
-    batch["lsh_comp"] = comp
-    batch["lsh_part"] = np.where(comp >= 0, comp % max(num_parts, 1), -1)
+    comp = np.asarray(comps, np.uint64)[pos] if len(docs) else np.zeros(len(h), np.uint64)
+    batch["lsh_part"] = np.where(found, (comp % np.uint64(max(num_parts, 1))).astype(np.int64), -1)
     return batch
+
+
+def part_of_label(table, num_parts: int):
+    """On a pyarrow table joined with the labels: ``lsh_part`` from ``lsh_comp`` (null: no candidate, -1);
+    the label columns go."""
+    import pyarrow as pa
+
+    comp = table.column("lsh_comp").combine_chunks()
+    found = comp.is_valid().to_numpy(zero_copy_only=False)
+    values = comp.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64)
+    part = np.where(found, (values % np.uint64(max(num_parts, 1))).astype(np.int64), -1)
+    table = table.drop_columns([c for c in ("lsh_comp", "lsh_doc") if c in table.column_names])
+    return table.append_column("lsh_part", pa.array(part, pa.int64()))
 
 
 class ClusterGroup:

@@ -16,6 +16,7 @@ from filters.rules.base import texts_to_score
 from filters.tokenizers import load_target_tokenizer
 
 WORD = re.compile(r"\S+")
+TOKEN_IDS = "_litho_token_ids"  # internal column: the ids as int32 bytes, kept for packing (never in a shard)
 VERSION = "token_metrics_v2"  # v2 adds pcw, byte_fallback_rate, unk_rate, gzip_ratio; v1 columns unchanged
 
 
@@ -71,6 +72,7 @@ class TokenMetrics:
         text_column: Column holding the text.
         allow_network: Allow hub look-ups for the tokenizer.
         cache_dir: Cache for tokenizers extracted from GGUF files.
+        keep_ids: Also keep each text's token ids (:data:`TOKEN_IDS`), so packing does not tokenize again.
     """
 
     adds = (
@@ -95,10 +97,16 @@ class TokenMetrics:
         return (text_column,), cls.adds
 
     def __init__(
-        self, tokenizer: str, text_column: str = "text", allow_network: bool = False, cache_dir=None
+        self,
+        tokenizer: str,
+        text_column: str = "text",
+        allow_network: bool = False,
+        cache_dir=None,
+        keep_ids: bool = False,
     ):
         self.tokenizer = load_target_tokenizer(tokenizer, "filters.tokenizer", allow_network, cache_dir)
         self.text_column = text_column
+        self.keep_ids = keep_ids
 
     def __call__(self, batch: dict) -> dict:
         texts = texts_to_score(batch, self.text_column)
@@ -132,4 +140,8 @@ class TokenMetrics:
             unk_rate=unknown / safe_tokens,
             gzip_ratio=np.array([deflate_ratio(b) for b in utf8], dtype=np.float64),
         )
+        if self.keep_ids:
+            batch[TOKEN_IDS] = np.array(
+                [np.asarray(x, np.int32).tobytes() for x in ids] + [None], dtype=object
+            )[:-1]
         return batch

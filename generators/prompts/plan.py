@@ -5,6 +5,11 @@ A plan is a list of plain dict rows (one per request) with at least ``id``, ``ge
 (topic, format, audience, source ids...), which travel with the row into the output shards.
 The same config and seed always give the same rows in the same order with the same ids.
 
+Row ``i`` of a plan is computable on its own (:meth:`PlannedGenerator.plan_rows`): pass
+``i // grid`` of the walk is the ``(i // grid + 1)``-th seeded permutation of the grid, so a
+block of a distributed plan (pipeline/generate.py) needs only the permutations of its passes, and
+``plan(n)`` is always a prefix of ``plan(m)`` for ``m > n``.
+
 Every generator plans the same way (:class:`PlannedGenerator`): a seeded walk over the grid of its
 axes (subjects × formats × audiences, seeds × styles, ...), one row per pick, its messages built by
 a pure function of the row and its id hashed from what is asked.
@@ -46,6 +51,37 @@ def sample_combinations(sizes: tuple[int, ...], n: int, seed: int) -> Iterator[t
         variant += 1
 
 
+class PermutationWalk:
+    """The walk of :func:`sample_combinations` by index: pass ``v`` is the ``(v+1)``-th
+    ``rng.permutation(grid)`` of ``default_rng(seed)``, drawn once and kept.
+
+    Args:
+        sizes: Lengths of the axes.
+        seed: The plan's seed.
+    """
+
+    def __init__(self, sizes: tuple[int, ...], seed: int):
+        self.sizes = sizes
+        self.total = int(np.prod(sizes))
+        self.rng = np.random.default_rng(seed)
+        self.passes: list[np.ndarray] = []
+
+    def permutation(self, variant: int) -> np.ndarray:
+        while len(self.passes) <= variant:
+            self.passes.append(self.rng.permutation(self.total))
+        return self.passes[variant]
+
+    def picks(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(variants, index tuples)`` of plan rows ``indices``: the same picks, in the same order, as
+        ``list(sample_combinations(sizes, n, seed))[i]`` for each ``i``."""
+        variants = indices // self.total
+        flat = np.empty(len(indices), dtype=np.int64)
+        for v in np.unique(variants).tolist():
+            mine = variants == v
+            flat[mine] = self.permutation(v)[indices[mine] % self.total]
+        return variants, np.stack(np.unravel_index(flat, self.sizes), axis=1).reshape(len(indices), -1)
+
+
 class PlannedGenerator:
     """The plan loop shared by every generator; subclasses say what the axes and the rows are.
 
@@ -73,12 +109,38 @@ class PlannedGenerator:
 
     def plan(self, n: int, seed: int) -> list[dict]:
         """``n`` rows; every combination of the axes once before any is used twice."""
-        axes = self.axes()
+        return self.plan_rows(np.arange(n), seed)
+
+    def plan_rows(self, indices, seed: int) -> list[dict]:
+        """Rows ``indices`` (any order) of the plan of ``seed``, each exactly as :meth:`plan` makes it.
+
+        The axes load once per generator object and the pass permutations are cached on it, so the
+        blocks of a distributed plan that one worker handles cost one walk over their passes.
+        """
+        axes = self._cached_axes()
+        walk = self._walk(seed, tuple(len(a) for a in axes))
+        indices = np.asarray(indices, dtype=np.int64)
+        variants, picks = walk.picks(indices)
         rows = []
-        for variant, index in sample_combinations(tuple(len(a) for a in axes), n, seed):
+        for variant, index in zip(variants.tolist(), picks.tolist()):
             row = self.make_row(variant, tuple(axis[i] for axis, i in zip(axes, index)))
             messages = self.build_messages(row)
             row["prompt"] = messages_json(messages)
             row["id"] = request_id(self.id_content(row, messages), seed)
             rows.append(row)
         return rows
+
+    def _cached_axes(self) -> tuple:
+        # Not pickled with the generator (see __getstate__): a Ray worker loads its own copy once.
+        if getattr(self, "_axes", None) is None:
+            self._axes = self.axes()
+        return self._axes
+
+    def _walk(self, seed: int, sizes: tuple[int, ...]) -> PermutationWalk:
+        walks = self.__dict__.setdefault("_walks", {})
+        if (seed, sizes) not in walks:
+            walks[(seed, sizes)] = PermutationWalk(sizes, seed)
+        return walks[(seed, sizes)]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_axes", "_walks")}

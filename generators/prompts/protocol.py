@@ -31,6 +31,10 @@ class Generator(Protocol):
         """Rows with at least ``id``, ``generator`` and ``prompt`` (JSON chat messages)."""
         ...
 
+    def plan_rows(self, indices, seed: int) -> list[dict]:
+        """Rows ``indices`` of ``plan(n, seed)`` for any ``n`` above them: the pipeline plans in blocks."""
+        ...
+
 
 @runtime_checkable
 class MultiStep(Protocol):

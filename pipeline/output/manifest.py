@@ -1,8 +1,8 @@
 """The run's accounting: counts by drop reason and by stage, token totals, score summaries.
 
-Computed in the driver from narrow columns (ids, reasons, the dropping stage, per-stage seconds and
-numeric scores) pulled once from the materialized dataset: a few bytes per row per column, never
-the texts. Which columns are scores, and their versions, come from the stage list (the specs).
+Computed per block by Ray tasks and merged in the driver (pipeline/aggregate.py): counts per drop
+reason and dropping stage, per-stage seconds, and per score column count, sum, min, max and exact
+p10/p50/p90; the driver holds a few KB whatever the number of rows. Which columns are scores, and their versions, come from the stage list (the specs).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import pyarrow as pa
 
-from filters.rules.base import DROPPED_BY
-from pipeline.stages import StageSpec, seconds_column
+from pipeline.output.store import is_uri
+from pipeline.stages import StageSpec
 
 
 def litho_version() -> str:
@@ -24,20 +24,33 @@ def litho_version() -> str:
         return "0+unknown"
 
 
+QUANTILES = (0.1, 0.5, 0.9)
+
+
 def summarize(values: np.ndarray) -> dict:
+    """The summary of the non-NaN ``values`` in one array (the report's dropped rows and samples)."""
+    values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if values.size == 0:
         return {"count": 0}
-    q = np.quantile(values, [0.1, 0.5, 0.9])
+    stats = {"count": values.size, "sum": values.sum(), "min": values.min(), "max": values.max()}
+    return summarize_aggregate(stats, np.quantile(values, QUANTILES).tolist())
+
+
+def summarize_aggregate(stats: dict | None, quantiles: list[float] | None) -> dict:
+    """A score's summary from its aggregate (pipeline/aggregate.py ``summary``) and exact p10/p50/p90."""
+    if not stats or not stats.get("count"):
+        return {"count": 0}
+    q = quantiles or [float("nan")] * 3
     return {
-        "count": int(values.size),
-        "sum": float(values.sum()),
-        "mean": float(values.mean()),
-        "min": float(values.min()),
+        "count": int(stats["count"]),
+        "sum": float(stats["sum"]),
+        "mean": float(stats["sum"] / stats["count"]),
+        "min": float(stats["min"]),
         "p10": float(q[0]),
         "p50": float(q[1]),
         "p90": float(q[2]),
-        "max": float(values.max()),
+        "max": float(stats["max"]),
     }
 
 
@@ -49,38 +62,17 @@ def numeric(schema: pa.Schema, names) -> list[str]:
     ]
 
 
-def account(table: pa.Table, scores: list[str]) -> tuple[dict[str, int], dict[str, dict]]:
-    """Rows per drop reason ("" = kept) and summaries of the ``scores`` columns over the kept rows."""
-    reasons = table.column("drop_reason").to_pylist()
-    counts = dict(Counter(reasons))
-    kept = np.asarray(reasons, dtype=object) == ""
-    summaries = {
-        c: summarize(table.column(c).to_numpy(zero_copy_only=False).astype(float)[kept])
-        for c in scores
-        if c in table.column_names
-    }
-    return counts, summaries
-
-
-def stage_counts(table: pa.Table, specs: list[StageSpec], driver_seconds: dict) -> list[dict]:
+def stage_counts(stats: dict, specs: list[StageSpec], driver_seconds: dict) -> list[dict]:
     """Per stage, in run order: rows that reached it still kept, its drops by reason, and its seconds
     (summed inside the workers for map stages, in the driver for dataset-level stages)."""
-    reasons = np.asarray(table.column("drop_reason").to_pylist(), dtype=object)
-    by = (
-        np.asarray(table.column(DROPPED_BY).to_pylist(), dtype=object)
-        if DROPPED_BY in table.column_names
-        else np.full(len(reasons), "", dtype=object)
-    )
-    remaining = table.num_rows
+    remaining = stats.get("rows", 0)
     out = []
     for spec in specs:
-        mine = by == spec.name
-        dropped = dict(sorted(Counter(reasons[mine].tolist()).items()))
-        column = seconds_column(spec.name)
-        if column in table.column_names:
-            seconds = float(np.nansum(table.column(column).to_numpy(zero_copy_only=False)))
-        else:
-            seconds = float(driver_seconds.get(spec.name, 0.0))
+        dropped = dict(
+            sorted((reason, n) for (reason, by), n in stats.get("reasons", {}).items() if by == spec.name)
+        )
+        seconds = stats.get("seconds", {}).get(spec.name)
+        seconds = float(driver_seconds.get(spec.name, 0.0)) if seconds is None else seconds
         out.append(
             {
                 "name": spec.name,
@@ -91,19 +83,38 @@ def stage_counts(table: pa.Table, specs: list[StageSpec], driver_seconds: dict) 
                 **({"version": spec.version} if spec.version else {}),
             }
         )
-        remaining -= int(mine.sum())
+        remaining -= sum(dropped.values())
     return out
 
 
-def build(job, table: pa.Table, counts: dict, published: dict, stage_seconds: dict, timings: dict) -> dict:
-    """The manifest of a finished run (``packed`` and ``card`` are added after them)."""
-    scores = numeric(table.schema, job.score_columns())
-    reasons, summaries = account(table, scores)
+def build(
+    job,
+    stats: dict,
+    quantiles: dict,
+    counts: dict,
+    published: dict,
+    stage_seconds: dict,
+    timings: dict,
+    scores: list[str],
+) -> dict:
+    """The manifest of a finished run (``packed`` and ``card`` are added after them), from the run's
+    aggregates (:func:`pipeline.aggregate.summary` and exact quantiles of its score columns).
+
+    ``scores`` are the run's numeric score columns, in the order the manifest lists them; one without
+    a kept row is ``{"count": 0}``."""
+    reasons: Counter = Counter()
+    for (reason, _), n in stats.get("reasons", {}).items():
+        reasons[reason] += n
+    aggregates = stats.get("scores", {})
+    summaries = {c: summarize_aggregate(aggregates.get(c), quantiles.get(c)) for c in scores}
+    rows = stats.get("rows", 0)
     kept = reasons.get("", 0)
+    stored = is_uri(str(job.cfg.output.dir))  # an object store: the run worked in output.work_dir
     return {
         "litho_version": litho_version(),
-        "output_dir": str(job.out),
-        "counts": {**counts, "rows_in": table.num_rows, "kept": kept, "dropped": table.num_rows - kept},
+        "output_dir": str(job.cfg.output.dir) if stored else str(job.out),
+        **({"work_dir": str(job.out)} if stored else {}),
+        "counts": {**counts, "rows_in": rows, "kept": kept, "dropped": rows - kept},
         "dropped_by_reason": {k: v for k, v in sorted(reasons.items()) if k},
         "tokens": {
             "kept_target_tokens": int(summaries.get("n_tokens", {}).get("sum", 0)),
@@ -111,7 +122,7 @@ def build(job, table: pa.Table, counts: dict, published: dict, stage_seconds: di
         },
         "scores": summaries,
         "score_versions": job.score_versions(),
-        "stages": stage_counts(table, job.process + job.select, stage_seconds),
+        "stages": stage_counts(stats, job.process + job.select, stage_seconds),
         **published,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }

@@ -96,9 +96,12 @@ def texts(out: Path, ids: set[str], text_column: str) -> dict[str, dict]:
     for path in shard_files(out):
         names = pq.read_schema(path).names
         columns = ["id", *dict.fromkeys(c for c in wanted if c in names and c != "id")]
-        table = pq.read_table(path, columns=columns)
-        table = table.filter(pc.is_in(table.column("id"), pa.array(sorted(ids), table.column("id").type)))
-        for row in table.to_pylist():
-            row["text"] = row.pop(text_column, "") or ""
-            found.setdefault(str(row["id"]), row)
+        wanted_ids = None
+        # Record batches, not whole shards: the driver holds one batch of texts at a time.
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=columns):
+            if wanted_ids is None:
+                wanted_ids = pa.array(sorted(ids), batch.column(0).type)
+            for row in batch.filter(pc.is_in(batch.column(0), wanted_ids)).to_pylist():
+                row["text"] = row.pop(text_column, "") or ""
+                found.setdefault(str(row["id"]), row)
     return found

@@ -159,29 +159,61 @@ def heatmap(names: list[str], matrix: np.ndarray):
     return fig
 
 
+SEGMENTS = 400  # most segments drawn per worker; a longer run's batches are merged into this many
+
+
+def _merged(batches: list[dict], most: int = SEGMENTS) -> list[dict]:
+    """``batches`` (one worker's, by start) merged into at most ``most`` runs of consecutive batches, each
+    from its first start to its last end at its tokens over its summed batch seconds (a 1M-row run has
+    tens of thousands of batches: one line each made the SVG megabytes and the driver hundreds of MB)."""
+    if len(batches) <= most:
+        return batches
+    out = []
+    for chunk in np.array_split(np.arange(len(batches)), most):
+        part = [batches[i] for i in chunk]
+        out.append(
+            {
+                "t0": part[0]["t0"],
+                "t1": max(b["t1"] for b in part),
+                "tokens": sum(b["tokens"] for b in part),
+                "seconds": sum(b["seconds"] or 0.0 for b in part),
+            }
+        )
+    return out
+
+
 def throughput(batches: list[dict]):
-    """Each batch as a segment from its start to its end at its tokens/s (one colour per worker),
-    and the tokens finished so far."""
+    """Each batch as a segment from its start to its end at its tokens/s (one colour per worker; past
+    :data:`SEGMENTS` batches a worker's consecutive batches are merged), and the tokens finished so far."""
+    from matplotlib.collections import LineCollection
+
     plt = _pyplot()
     fig, (rate, total) = plt.subplots(2, 1, figsize=(7.5, 4.0), sharex=True)
     minutes = max(b["t1"] for b in batches) > 300
     scale, unit = (60.0, "min") if minutes else (1.0, "s")
     workers = sorted({b["worker"] for b in batches})
     colors = plt.get_cmap("tab10")
+    top = 0.0
     for k, worker in enumerate(workers):
-        mine = [b for b in batches if b["worker"] == worker]
-        for b in mine:
-            speed = b["tokens"] / b["seconds"] if b["seconds"] else 0.0
-            rate.plot([b["t0"] / scale, b["t1"] / scale], [speed, speed], color=colors(k % 10), linewidth=2.5)
-        rate.plot([], [], color=colors(k % 10), label=worker)
+        mine = _merged(sorted((b for b in batches if b["worker"] == worker), key=lambda b: b["t0"]))
+        speeds = [b["tokens"] / b["seconds"] if b["seconds"] else 0.0 for b in mine]
+        segments = [[(b["t0"] / scale, v), (b["t1"] / scale, v)] for b, v in zip(mine, speeds)]
+        rate.add_collection(LineCollection(segments, colors=[colors(k % 10)], linewidths=2.5, label=worker))
+        top = max(top, *speeds)
+    rate.set_xlim(0, max(b["t1"] for b in batches) / scale or 1.0)
+    rate.set_ylim(0, top * 1.05 or 1.0)
     rate.set_ylabel("tokens/s per batch")
-    rate.set_ylim(bottom=0)
     rate.legend(
         fontsize=6, loc="lower left", framealpha=0.7, edgecolor="none", title="worker", title_fontsize=6
     )
     ends = sorted(batches, key=lambda b: b["t1"])
-    t = [0.0] + [b["t1"] / scale for b in ends]
+    t = np.array([0.0] + [b["t1"] / scale for b in ends])
     done = np.cumsum([0] + [b["tokens"] for b in ends])
+    if (
+        len(t) > 4 * SEGMENTS
+    ):  # every k-th point and the last: the curve, without tens of thousands of vertices
+        keep = np.unique(np.r_[np.linspace(0, len(t) - 1, 4 * SEGMENTS).astype(int), len(t) - 1])
+        t, done = t[keep], done[keep]
     total.step(t, done, where="post", color=KEPT)
     total.set_ylabel("tokens generated")
     total.set_xlabel(f"time since the first batch started ({unit})")

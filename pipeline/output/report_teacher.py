@@ -1,7 +1,8 @@
 """Where a run's time went: the teacher's batches (from the generation checkpoints) and each phase.
 
-Every checkpoint file is one finished teacher batch; since the teacher stage records when the batch
-started, how long it took and which worker ran it (the file's ``litho_batch`` metadata, see
+Every checkpoint file is one finished teacher batch (its rows of one plan block: a batch spanning
+two blocks is two files, each with its share of the batch's seconds, back to back); since the
+teacher stage records when the batch started, how long it took and which worker ran it (the file's ``litho_batch`` metadata, see
 :func:`pipeline.checkpoint.batch_timing`), the report can draw tokens per second over time.
 Files from before that was recorded fall back to their modification time as the batch's end.
 """
@@ -26,7 +27,7 @@ def teacher_batches(out: Path, config: dict, manifest: dict) -> dict | None:
     if not teacher or "planned" not in manifest.get("counts", {}):
         return None
     directory = out / ".litho" / "generations" / teacher_fingerprint(teacher)
-    files = sorted(directory.glob("gen-*.parquet")) if directory.is_dir() else []
+    files = sorted(directory.glob("block=*/gen-*.parquet")) if directory.is_dir() else []
     batches = []
     for path in files:
         file = pq.ParquetFile(path)  # one open per batch: a 100k-row run has thousands of them

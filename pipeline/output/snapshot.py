@@ -45,9 +45,11 @@ class Snapshot:
         for name in names:
             current, staged = self.out / name, self.staging / name
             if current.exists():
+                (trash / name).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(current, trash / name)
                 faults.phase("commit")
             if staged.exists():
+                current.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staged, current)
         shutil.rmtree(trash, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from filters.scores.token_metrics import TOKEN_IDS
+from pipeline.output.packing import TOKENS, token_table
 from pipeline.output.schema import typed_columns
 from pipeline.output.snapshot import Snapshot, read_json
 from pipeline.stages import INTERNAL_PREFIX
@@ -42,16 +44,18 @@ def shard_of(row_id: str, n_shards: int) -> int:
     return xxhash.xxh64_intdigest(row_id.encode(), seed=2) % n_shards
 
 
-def plan_shards(
-    ids: list[str], reasons: list[str], rows_per_shard: int, validation_fraction: float, write_rejected: bool
-) -> dict[str, int]:
-    """Shards per split, from the exact row count of each split (ids and reasons are in the driver)."""
-    counts: dict[str, int] = {}
-    for row_id, reason in zip(ids, reasons):
-        split = split_of(row_id, reason, validation_fraction)
-        counts[split] = counts.get(split, 0) + 1
-    if not write_rejected:
-        counts.pop("rejected", None)
+def split_counter(validation_fraction: float):
+    """``fn(ids, reasons) -> splits``: the split of every row, for the run's aggregate (pipeline/aggregate.py)."""
+
+    def splits(ids: list[str], reasons: list[str]) -> list[str]:
+        return [split_of(str(i), str(r), validation_fraction) for i, r in zip(ids, reasons)]
+
+    return splits
+
+
+def plan_shards(counts: dict[str, int], rows_per_shard: int, write_rejected: bool) -> dict[str, int]:
+    """Shards per split, from the exact row count of each split (counted inside Ray)."""
+    counts = {s: n for s, n in counts.items() if n and (write_rejected or s != "rejected")}
     return {split: max(1, math.ceil(n / rows_per_shard)) for split, n in counts.items()}
 
 
@@ -72,14 +76,18 @@ def _write_group(table: pa.Table, directory: str, n_shards: dict, metadata: dict
     shard = table.column("_shard")[0].as_py()
     # Kept rows lose the bookkeeping columns; rejected rows keep why they were dropped.
     drop = ("_split", "_shard") if split == "rejected" else INTERNAL
-    table = table.sort_by("id").drop_columns(
-        [c for c in table.column_names if c in drop or c.startswith(INTERNAL_PREFIX)]
-    )
+    table = table.sort_by("id")
+    name = f"{split}-{shard:05d}-of-{n_shards[split]:05d}.parquet"
+    if split != "rejected" and TOKEN_IDS in table.column_names:  # packing's input, beside the shard
+        tokens = Path(directory) / TOKENS / name
+        tokens.parent.mkdir(parents=True, exist_ok=True)
+        ids = table.column("id").to_pylist()
+        pq.write_table(token_table(ids, table.column(TOKEN_IDS).to_pylist()), tokens, compression="zstd")
+    table = table.drop_columns([c for c in table.column_names if c in drop or c.startswith(INTERNAL_PREFIX)])
     table = typed_columns(table)  # JSON messages / layers -> Arrow lists (pipeline/output/schema.py)
     first = [c for c in ("id", "text") if c in table.column_names]
     table = table.select(first + [c for c in table.column_names if c not in first])
     table = table.replace_schema_metadata({b"litho": json.dumps(metadata).encode()})
-    name = f"{split}-{shard:05d}-of-{n_shards[split]:05d}.parquet"
     path = Path(directory) / ("rejected" if split == "rejected" else "data") / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{name}.tmp")
@@ -110,12 +118,15 @@ def write_shards(
     """
     if not n_shards:
         return []
-    ds = ds.map_batches(
+    from pipeline.partition import nonempty, shuffle_partitions
+
+    ds = nonempty(ds).map_batches(
         _assign,
         fn_kwargs={"n_shards": n_shards, "validation_fraction": validation_fraction},
         batch_format="numpy",
     )
-    written = ds.groupby(["_split", "_shard"]).map_groups(
+    groups = ds.groupby(["_split", "_shard"], num_partitions=shuffle_partitions(sum(n_shards.values())))
+    written = groups.map_groups(
         _write_group,
         fn_kwargs={"directory": str(directory), "n_shards": n_shards, "metadata": metadata},
         batch_format="pyarrow",
@@ -129,7 +140,9 @@ def rows_per_shard(ds, output: dict) -> int:
     if not max_bytes:
         return int(output["rows_per_shard"])
     rows = max(ds.count(), 1)
-    per_row = max(ds.size_bytes() / rows, 1.0)
+    # Columns kept only for packing and the dedup index are no part of a shard's size.
+    extra = [c for c in ds.schema().names if c in (TOKEN_IDS, f"{INTERNAL_PREFIX}lsh_bands")]
+    per_row = max((ds.drop_columns(extra) if extra else ds).size_bytes() / rows, 1.0)
     return max(1, int(max_bytes // per_row))
 
 
@@ -149,21 +162,15 @@ def same_files(previous: dict | None, shards: list[dict], rejected: list[dict], 
     )
 
 
-def publish(ds, table: pa.Table, out: Path, output: dict, metadata: dict) -> dict:
+def publish(ds, splits: dict[str, int], out: Path, output: dict, metadata: dict) -> dict:
     """Write ``data/`` and ``rejected/`` into a staging folder and swap them in; when they equal the
-    published shards, keep those untouched. ``table`` holds the rows' ids and drop reasons."""
+    published shards, keep those untouched. ``splits`` counts the rows of each split."""
     validation = float(output.get("validation_fraction", 0.0))
-    n_shards = plan_shards(
-        table.column("id").to_pylist(),
-        table.column("drop_reason").to_pylist(),
-        rows_per_shard(ds, output),
-        validation,
-        bool(output.get("write_rejected", True)),
-    )
+    n_shards = plan_shards(splits, rows_per_shard(ds, output), bool(output.get("write_rejected", True)))
     snapshot = Snapshot(out)
     written = write_shards(ds, snapshot.staging, n_shards, metadata, validation)
     shards = [s for s in written if s["split"] != "rejected"]
     rejected = [s for s in written if s["split"] == "rejected"]
     unchanged = same_files(read_json(out / "manifest.json"), shards, rejected, out)
-    snapshot.commit(("data", "rejected"), unchanged)
+    snapshot.commit(("data", "rejected", str(TOKENS)), unchanged)
     return {"shards": shards, "rejected_shards": rejected, "shards_unchanged": unchanged}

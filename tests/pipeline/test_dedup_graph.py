@@ -87,3 +87,19 @@ def test_cross_run_index_through_ray(ray_dedup, rows, tmp_path):
     assert (
         fresh.duplicate_of[fresh.drop_reason == "near_duplicate"].isin(set(kept1.id) | set(fresh.index)).all()
     )
+
+
+def test_star_rounds_and_join_give_the_same_decisions(ray_dedup, rows):
+    """Components by partitioned star rounds (no task holds all edges) and labels joined by id hash
+    (no task holds all labels) decide exactly as the one-task / broadcast path."""
+    from pipeline.near_dedup import near_dedup_dataset
+
+    cfg = MinHashConfig(keep_by="score")
+    ds = ray_dedup.data.from_arrow(pa.table(rows)).repartition(5)
+    small = near_dedup_dataset(ds, cfg).to_pandas().set_index("id").sort_index()
+    big = (
+        near_dedup_dataset(ds, cfg, local_edges=0, broadcast_docs=0).to_pandas().set_index("id").sort_index()
+    )
+    assert (small.drop_reason == "near_duplicate").sum() > 20
+    for column in ("drop_reason", "cluster_id", "duplicate_of"):
+        assert (small[column] == big.loc[small.index, column]).all(), column

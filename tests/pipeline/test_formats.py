@@ -97,15 +97,12 @@ def test_multi_step_rows_are_checkpointed_only_when_complete(tmp_path):
     stage = GenerateStage(
         {"_target_": "generators.teachers.dummy.DummyTeacher", "error_rate": 0.1}, str(tmp_path), generator
     )
-    out = stage(batch)
-    failed = out["finish_reason"] == "error"
-    assert 0 < failed.sum() < 40 and all(out["n_turns"][~failed] == 2)
-    assert all(len(json.loads(s)) == 4 for s in out["steps"][~failed])
-    saved = pq.read_table(next(tmp_path.glob("gen-*.parquet")))
-    assert sorted(saved.column("id").to_pylist()) == sorted(out["id"][~failed])
-    assert (
-        out["completion_tokens"][0] == sum(len(s.split()) for s in json.loads(out["steps"][0])) or failed[0]
-    )
+    failed = stage(batch)  # with checkpoints, only the failed rows come back
+    assert 0 < len(failed["id"]) < 40 and (failed["finish_reason"] == "error").all()
+    saved = pq.read_table(next(tmp_path.glob("block=000000/gen-*.parquet"))).to_pydict()
+    assert sorted(saved["id"] + failed["id"].tolist()) == sorted(batch["id"].tolist())
+    assert all(n == 2 for n in saved["n_turns"]) and all(len(json.loads(s)) == 4 for s in saved["steps"])
+    assert saved["completion_tokens"][0] == sum(len(s.split()) for s in json.loads(saved["steps"][0]))
 
 
 def test_bad_format_settings_fail_before_generation():
@@ -178,6 +175,27 @@ def test_packed_shards_card_and_byte_sized_shards(ray_session, tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "packed").iterdir()}
     again = _run(tmp_path, *overrides)
     assert again["packed"]["unchanged"] and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+    # The run's own token ids (kept by token_metrics, stored beside each data shard) are what was packed;
+    # without them every shard is tokenized again, to the same packed shards.
+    from pipeline.output.packing import TOKENS, pack_run
+
+    tokens = sorted((tmp_path / TOKENS).glob("*.parquet"))
+    assert [t.name for t in tokens] == sorted(p.name for p in (tmp_path / "data").glob("*.parquet"))
+    stored = {
+        r["id"]: np.frombuffer(r["tokens"], np.int32).tolist()
+        for t in tokens
+        for r in pq.read_table(t).to_pylist()
+    }
+    assert stored == dict(zip([r["id"] for r in kept], tok.encode([r["text"] for r in kept])))
+    digests = {
+        s["file"]: s["digest"] for split in manifest["packed"]["splits"].values() for s in split["shards"]
+    }
+    for t in tokens:
+        t.unlink()
+    repacked = pack_run(tmp_path, 64, "embedded:smollm2", 6000 // (4 * 64))  # the run's rows per packed shard
+    assert repacked["unchanged"] and len(list((tmp_path / TOKENS).glob("*.parquet"))) == len(tokens)
+    assert {s["file"]: s["digest"] for sp in repacked["splits"].values() for s in sp["shards"]} == digests
 
 
 def _split_ids(out: Path, split: str) -> set[str]:

@@ -103,8 +103,8 @@ def test_rerun_reuses_generations_and_rewrites_nothing(ray_session, tmp_path):
 
 def test_interrupted_run_resumes_only_missing_batches(ray_session, tmp_path):
     _run(tmp_path, "n=40", "cluster.teacher_batch_size=10")
-    checkpoints = sorted((tmp_path / ".litho" / "generations").glob("*/gen-*.parquet"))
-    assert len(checkpoints) == 4
+    checkpoints = sorted((tmp_path / ".litho" / "generations").glob("*/block=000000/gen-*.parquet"))
+    assert len(checkpoints) == 4  # one file per teacher batch, under its plan block
     lost = sum(pq.read_metadata(p).num_rows for p in checkpoints[:2])
     for path in checkpoints[:2]:  # as if the run died before these batches finished
         path.unlink()
@@ -138,3 +138,24 @@ def test_cross_run_index_blocks_earlier_texts_but_not_a_rerun(ray_session, tmp_p
     assert again["counts"]["kept"] == 12
     other = _run(tmp_path / "b", "n=12", *near)  # same texts into a new dir: all seen in an earlier run
     assert other["counts"]["kept"] == 0 and other["dropped_by_reason"] == {"near_duplicate": 12}
+
+
+def test_exact_dedup_by_reference_and_by_shuffled_rows_write_the_same_shards(
+    ray_session, tmp_path, monkeypatch
+):
+    from pipeline import process
+
+    overrides = ("n=40", "teacher.duplicate_rate=0.3", "output.rows_per_shard=9")
+    _run(tmp_path / "refs", *overrides)
+    monkeypatch.setattr(process, "BROADCAST_DUPLICATES", 0)  # every duplicate above the limit: rows shuffled
+    manifest = _run(tmp_path / "rows", *overrides)
+    assert manifest["dropped_by_reason"]["exact_duplicate"] >= 5
+
+    def digests(out: Path) -> dict:
+        return {
+            f"{f.parent.name}/{f.name}": f.read_bytes()
+            for d in ("data", "rejected")
+            for f in sorted((out / d).glob("*.parquet"))
+        }
+
+    assert digests(tmp_path / "refs") == digests(tmp_path / "rows") != {}

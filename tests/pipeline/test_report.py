@@ -247,3 +247,19 @@ def test_numbers_read_alike(value, shown):
     from pipeline.output.report import _number
 
     assert _number(value) == shown
+
+
+def test_throughput_merges_long_runs_of_batches_and_keeps_their_totals():
+    from pipeline.output import report_plots
+
+    batches = [
+        {"t0": float(i), "t1": i + 0.9, "tokens": 100 + i % 7, "seconds": 0.9, "worker": "w"}
+        for i in range(1000)
+    ]
+    merged = report_plots._merged(batches, most=50)
+    assert len(merged) == 50
+    assert sum(b["tokens"] for b in merged) == sum(b["tokens"] for b in batches)
+    assert sum(b["seconds"] for b in merged) == pytest.approx(0.9 * 1000)
+    assert merged[0]["t0"] == 0.0 and merged[-1]["t1"] == 999.9
+    assert report_plots._merged(batches[:10], most=50) == batches[:10]  # short runs are drawn batch by batch
+    report_plots.throughput(batches)  # draws without one artist per batch

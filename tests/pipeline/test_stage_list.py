@@ -46,7 +46,7 @@ def test_every_combination_builds_a_valid_stage_list(generator, output, dedup, s
     )
     assert ("sft_prompt" in names) == (output == "sft")
     assert job.score_versions()[:2] == ["token_metrics_v2", "repetition_v1"]
-    assert len(job.plan) == 8 and all(s.needs or s.kind in ("prepare", "select") for s in job.stages[1:])
+    assert job.plan.rows == 8 and all(s.needs or s.kind in ("prepare", "select") for s in job.stages[1:])
 
 
 def test_corpus_commands_validate_against_the_input_columns(tmp_path, real_texts):

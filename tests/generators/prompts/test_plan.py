@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from generators.errors import ConfigError
@@ -84,3 +85,60 @@ def test_prompt_column_round_trips_and_id_hashes_content():
 def test_bad_generator_config_names_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         TextbookGenerator(**kwargs)
+
+
+def _list_plan(gen, n: int, seed: int) -> list[dict]:
+    """The plan as litho built it before plans were computed per index: one walk, a list of rows."""
+    from generators.prompts.plan import messages_json
+
+    axes = gen.axes()
+    rows = []
+    for variant, index in sample_combinations(tuple(len(a) for a in axes), n, seed):
+        row = gen.make_row(variant, tuple(axis[i] for axis, i in zip(axes, index)))
+        messages = gen.build_messages(row)
+        row["prompt"] = messages_json(messages)
+        row["id"] = request_id(gen.id_content(row, messages), seed)
+        rows.append(row)
+    return rows
+
+
+def _generators(tmp_path):
+    from pydoc_data.topics import topics
+
+    from generators.prompts.dense import DenseGenerator
+    from generators.prompts.instruct import InstructGenerator
+    from generators.prompts.layered import LayeredGenerator
+    from generators.prompts.rephrase import RephraseGenerator
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"text": topics[k]}) + "\n" for k in sorted(topics)[:12]))
+    return [
+        TextbookGenerator(formats=["qa", "lecture"], audiences=["expert"], domains=["mathematics"]),
+        RephraseGenerator(seed_file=str(seeds), max_words=80),
+        DenseGenerator(seed_file=str(seeds), max_words=80),
+        InstructGenerator(turns=2),
+        InstructGenerator(seed_file=str(seeds)),
+        LayeredGenerator(),
+        LayeredGenerator(seed_file=str(seeds)),
+    ]
+
+
+def test_rows_by_index_equal_the_list_plan_for_every_generator(tmp_path):
+    """Any index set, in any order, in blocks planned by separate objects: the rows of the list plan."""
+    for gen in _generators(tmp_path):
+        n = 3 * len(gen.axes()[0]) + 7  # several passes over the grid
+        reference = _list_plan(gen, n, seed=5)
+        assert gen.plan(n, seed=5) == reference, gen.name
+        picks = np.random.default_rng(0).permutation(n)[:40]
+        assert _fresh(gen).plan_rows(picks, seed=5) == [reference[i] for i in picks], gen.name
+        blocks = [_fresh(gen).plan_rows(np.arange(a, min(a + 17, n)), 5) for a in range(0, n, 17)]
+        assert [r for b in blocks for r in b] == reference, gen.name
+
+
+def _fresh(gen):
+    """The generator as a Ray task receives it: unpickled, without loaded axes or permutations."""
+    import pickle
+
+    fresh = pickle.loads(pickle.dumps(gen))
+    assert "_axes" not in fresh.__dict__ and "_walks" not in fresh.__dict__
+    return fresh
