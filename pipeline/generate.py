@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -272,7 +273,15 @@ def generate(todo, spec: StageSpec):
     planned first (into the object store, spilled to disk when large): teacher actors may hold every
     CPU of a small cluster for their whole pass, and plan tasks upstream of them would then never run.
     """
-    return apply_one(todo.materialize(), spec).materialize()
+    planned = todo.materialize()
+    actors = int(spec.concurrency or 1)
+    if actors > 1:
+        # An actor takes a whole input block, and a plan block is 8,192 rows: split a small plan so that
+        # every actor gets batches (at most 4 blocks an actor, none smaller than a teacher batch).
+        blocks = min(math.ceil(planned.count() / max(int(spec.batch_size or 1), 1)), 4 * actors)
+        if blocks > planned.num_blocks():
+            planned = planned.repartition(blocks).materialize()
+    return apply_one(planned, spec).materialize()
 
 
 def generated(plan: Plan, checkpoint_dir: Path, blocks=None, errors=None):

@@ -23,6 +23,7 @@ import pytest
 
 from generators.errors import ConfigError
 from tests.pipeline.conftest import compose
+from tests.pipeline.test_store import s3  # noqa: F401  (fixture: the documented object-store command)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -42,6 +43,9 @@ NOT_RUN = ("teacher.device=cuda", "/models/", "base_url:", "litho probe", "filte
 # Run end to end (the others are composed and checked: they only change values the runs here cover).
 # Each runs in seconds, but a whole run each costs the suite: the kinds no other test runs as written.
 RUN = ("thresholds", "generator=rephrase", "litho score", "make dedup", "litho dedup")
+# A documented object store: a loopback moto server and bucket stand in, so the check before work
+# (the bucket is writable) runs for real; tests/pipeline/test_store.py runs such a command end to end.
+STORE = ("s3://bucket/", "endpoint_override=minio:9000&scheme=http")
 COMMAND = {"generate": "config", "score": "score", "dedup": "dedup_corpus", "probe": "probe"}
 
 
@@ -81,19 +85,23 @@ def data(tmp_path_factory, real_texts) -> Path:
     return root
 
 
-def localize(args: list[str], data: Path, out: Path) -> list[str]:
+def localize(args: list[str], data: Path, out: Path, store: str | None = None) -> list[str]:
     """The same overrides with the documented paths pointing at files made here (one pass, so a
-    swapped-in path is never swapped again)."""
+    swapped-in path is never swapped again); ``store``, the query of a loopback S3 server, stands in
+    for a documented bucket's endpoint."""
     places = {
         "/data/scored": str(out / "scored"),
         "/data/run1": str(out / "run1"),
         "runs/latest": str(out / "run1"),
         "/data/": f"{data}/",
         "/tmp/": f"{out}/",
+        "/mnt/shared/": f"{out}/shared/",
         "input=web.jsonl": f"input={data}/web.jsonl",
         "input=corpus.jsonl": f"input={data}/corpus.jsonl",
         "input=corpus/": f"input={data}/corpus/",
     }
+    if store is not None:
+        places.update({STORE[0]: "s3://litho-test/", STORE[1]: store})
     pattern = re.compile("|".join(re.escape(k) for k in sorted(places, key=len, reverse=True)))
     return [pattern.sub(lambda m: places[m[0]], arg) for arg in args]
 
@@ -136,7 +144,7 @@ def _tiny(command: str, args: list[str], out: Path) -> list[str]:
 @pytest.mark.parametrize(
     "name,line", [c for c in COMMANDS if (litho_argv(c[1]) or [""])[0] in COMMAND], ids=lambda v: v[:60]
 )
-def test_documented_command_works(name, line, data, tmp_path, ray_session):
+def test_documented_command_works(name, line, data, tmp_path, ray_session, request):
     from pipeline.cli import check_overrides
     from pipeline.job import Job
     from pipeline.run import run
@@ -148,7 +156,8 @@ def test_documented_command_works(name, line, data, tmp_path, ray_session):
         )
         assert result.returncode == 0 and "filters:" in result.stdout, result.stderr[-2000:]
         return
-    args = localize(args, data, tmp_path)
+    store = request.getfixturevalue("s3")[1] if STORE[0] in line else None  # a moto server, a bucket
+    args = localize(args, data, tmp_path, store)
     assert check_overrides(command, COMMAND[command], args) is None
     if command == "probe":
         from pipeline.probe.run import check
@@ -169,7 +178,7 @@ def test_documented_command_works(name, line, data, tmp_path, ray_session):
         manifest["counts"]["kept"] + sum(manifest["dropped_by_reason"].values())
         == manifest["counts"]["rows_in"]
     )
-    assert (Path(manifest["output_dir"]) / "manifest.json").is_file()
+    assert (Path(manifest.get("work_dir", manifest["output_dir"])) / "manifest.json").is_file()
 
 
 @pytest.mark.slow
