@@ -4,8 +4,8 @@ Every finished teacher batch is written as one Parquet file per plan block it ho
 ``<output.dir>/.litho/generations/<teacher fingerprint>/block=<block>/``, named by a hash of its
 request ids, to a temporary name and then renamed — so a crash leaves only whole files, and a rerun
 of the same config compares each plan block's ids with that block's checkpoints (pipeline/plan.py,
-one task per block) and asks the teacher only for the rest. The teacher
-fingerprint (model, sampling, dtype, device, sampler version) keeps a rerun with another teacher from reusing these texts.
+one task per block) and asks the teacher only for the rest. The teacher fingerprint (model,
+sampling, dtype, device, sampler version) keeps a rerun with another teacher from reusing these texts.
 """
 
 from __future__ import annotations

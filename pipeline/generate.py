@@ -244,16 +244,15 @@ def to_generate(plan: Plan, checkpoint_dir: Path):
         ``(rows, blocks, todo)``: the lazy dataset of rows to generate, the materialized blocks (or None)
         and how many rows that is.
     """
-    ds = blocks_dataset(plan)
-    flat = next(Path(checkpoint_dir).glob("gen-*.parquet"), None) if Path(checkpoint_dir).is_dir() else None
-    if flat is not None:  # litho before plan blocks wrote every batch here, not under block=<b>/
+    ds, directory = blocks_dataset(plan), Path(checkpoint_dir)
+    if not directory.is_dir():
+        return ds.map_batches(plan_blocks, fn_kwargs={"plan": plan}, **_PLAN_TASK), None, plan.rows
+    if next(directory.glob("gen-*.parquet"), None) is not None:  # litho before plan blocks wrote them here
         log.warning(
             "%s: checkpoints of an earlier litho version (one folder, no plan blocks) are not reused; "
             "this run asks the teacher again for their requests",
-            checkpoint_dir,
+            directory,
         )
-    if not Path(checkpoint_dir).is_dir():
-        return ds.map_batches(plan_blocks, fn_kwargs={"plan": plan}, **_PLAN_TASK), None, plan.rows
     kwargs = {"plan": plan, "checkpoint_dir": str(checkpoint_dir)}
     blocks = ds.map_batches(find_finished, fn_kwargs=kwargs, **_PLAN_TASK).materialize()
     todo = int(blocks.sum("n_todo") or 0)

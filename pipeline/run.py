@@ -84,7 +84,8 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
 
         # Write: kept rows to data/, dropped rows to rejected/, swapped in whole.
         t0 = time.perf_counter()
-        # Accounting inside Ray: counts per reason, stage and split, score sums and exact quantiles.
+        # Accounting: counts per reason, stage and split, score sums and exact quantiles, computed per
+        # block in Ray and merged in the driver (pipeline/aggregate.py).
         output = OmegaConf.to_container(cfg.output, resolve=True)
         scores = manifests.numeric(ds.schema().base_schema, job.score_columns())
         stats = aggregate.summary(

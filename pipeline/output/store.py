@@ -97,12 +97,6 @@ def publish_to_store(work: Path, uri: str) -> dict:
     local = [p for folder in FOLDERS for p in sorted((work / folder).glob("*.parquet"))]
     wanted = {str(p.relative_to(work)) for p in local}
     copied = kept = removed = 0
-    for folder in FOLDERS:  # shards of an earlier run that this one no longer has
-        selector = pafs.FileSelector(f"{root}/{folder}", allow_not_found=True)
-        for info in fs.get_file_info(selector):
-            if info.type == pafs.FileType.File and f"{folder}/{info.base_name}" not in wanted:
-                fs.delete_file(info.path)
-                removed += 1
     for path in local + [work / name for name in FILES if (work / name).is_file()]:
         rel = str(path.relative_to(work))
         data = path.read_bytes()
@@ -113,6 +107,14 @@ def publish_to_store(work: Path, uri: str) -> dict:
         with fs.open_output_stream(f"{root}/{rel}") as f:
             f.write(data)
         copied += 1
-    with fs.open_output_stream(f"{root}/manifest.json") as f:  # last: it names the shards above
+    with fs.open_output_stream(f"{root}/manifest.json") as f:  # after the shards it names
         f.write((work / "manifest.json").read_bytes())
+    # Only then the shards of an earlier run that this one no longer has: until the new manifest is in
+    # place, the old one still names them.
+    for folder in FOLDERS:
+        selector = pafs.FileSelector(f"{root}/{folder}", allow_not_found=True)
+        for info in fs.get_file_info(selector):
+            if info.type == pafs.FileType.File and f"{folder}/{info.base_name}" not in wanted:
+                fs.delete_file(info.path)
+                removed += 1
     return {"uri": uri, "copied": copied, "unchanged": kept, "removed": removed}

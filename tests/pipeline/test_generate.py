@@ -88,3 +88,17 @@ def test_a_terminal_gets_a_bar(tmp_path, monkeypatch):
     assert "teacher: 100%" not in term.getvalue() and "0/4" in term.getvalue()  # tqdm's bar, not a line
     monkeypatch.setattr(cluster, "_stderr_was_terminal", True)  # stderr swapped for the noise filter
     assert cluster.is_terminal(sys.stderr)
+
+
+def test_checkpoints_of_the_pre_block_layout_are_named_not_reused(ray_session, tmp_path, caplog):
+    from pipeline.generate import to_generate
+    from pipeline.plan import Plan
+
+    flat = tmp_path / "gen-0123.parquet"  # where litho before plan blocks kept a batch
+    flat.write_bytes(b"")
+    with caplog.at_level("WARNING", logger="pipeline.generate"):
+        _, _, todo = to_generate(Plan(TextbookGenerator(), 5, 0), tmp_path)
+    assert todo == 5  # nothing reused
+    assert any(
+        "earlier litho version" in r.getMessage() and str(tmp_path) in r.getMessage() for r in caplog.records
+    )
