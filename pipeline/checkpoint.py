@@ -65,6 +65,9 @@ def teacher_fingerprint(teacher_cfg: dict) -> str:
     if not aware.get("strength") and not aware.get("ban_byte_fallback"):
         # Off, the bias is zero and the texts are the plain teacher's (tested): keep their checkpoints.
         keep.pop("token_aware", None)
+    if isinstance(keep.get("sampling"), dict) and not keep["sampling"].get("min_p"):
+        # min_p=0 is off (the key came later): configs without it keep their checkpoints.
+        keep["sampling"] = {k: v for k, v in keep["sampling"].items() if k != "min_p"}
     if "_target_" in keep:  # the backend's class, not its module path: moving a module keeps the cache
         keep["_target_"] = str(keep["_target_"]).rsplit(".", 1)[-1]
     keep["_sampler"] = SAMPLER_VERSION

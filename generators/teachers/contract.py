@@ -32,6 +32,8 @@ class SamplingParams:
         top_p: Nucleus sampling mass (1.0 disables it).
         top_k: Keep only the k most likely tokens (0 disables it).
         repetition_penalty: CTRL-style penalty on already generated tokens (1.0 disables it).
+        min_p: Drop tokens less likely than ``min_p`` times the most likely one (Nguyen et al., 2024;
+            0 disables it); applied after top-k and top-p, as transformers and vLLM do.
         seed: Base seed; backends derive per-batch seeds from it and the request ids.
         stop: Extra stop strings; the text is cut before the first one.
     """
@@ -41,6 +43,7 @@ class SamplingParams:
     top_p: float = 0.9
     top_k: int = 0
     repetition_penalty: float = 1.0
+    min_p: float = 0.0
     seed: int = 0
     stop: tuple[str, ...] = ()
 
@@ -61,6 +64,7 @@ class SamplingParams:
                 "an integer >= 0 (0 = off)",
             ),
             ("repetition_penalty", self.repetition_penalty, self.repetition_penalty > 0, "> 0 (1 = off)"),
+            ("min_p", self.min_p, 0 <= self.min_p <= 1, "in [0, 1] (0 = off)"),
         )
         for key, value, ok, want in checks:
             if not ok:

@@ -217,7 +217,7 @@ class RowSampler:
         """The processor for these requests, or None when plain greedy decoding needs none."""
         from generators.teachers.sampling import Warpers, row_key
 
-        warpers = Warpers(sp.temperature, sp.top_k, sp.top_p, sp.repetition_penalty)
+        warpers = Warpers(sp.temperature, sp.top_k, sp.top_p, sp.repetition_penalty, sp.min_p)
         if warpers.greedy and not warpers.penalty:
             return None
         return cls(warpers, [row_key(i, sp.seed) for i in ids], attention_mask)

@@ -56,6 +56,8 @@ def sampling_kwargs(sp: SamplingParams, request_id: str) -> dict:
     )
     if sp.temperature > 0:  # greedy decoding draws nothing: no seed, no truncation
         kwargs.update(top_p=sp.top_p, top_k=sp.top_k or -1, seed=request_seed(request_id, sp.seed))
+        if sp.min_p > 0:  # only when on: the settings of configs without min-p stay as they were
+            kwargs["min_p"] = sp.min_p
     return kwargs
 
 

@@ -90,6 +90,7 @@ class FastEngine:
         top_p: float = 1.0,
         top_k: int = 0,
         repetition_penalty: float = 1.0,
+        min_p: float = 0.0,
         seed: int = 0,
         keys: Sequence[int] | None = None,
         eos_ids: Sequence[int] = (),
@@ -114,12 +115,12 @@ class FastEngine:
                 valid.append(i)
         self.stats = dict.fromkeys(("steps", "syncs", "prefills", "compactions", "tokens"), 0)
         if valid:
-            self.mode = SamplingMode.of(temperature, top_k, top_p, repetition_penalty)
+            self.mode = SamplingMode.of(temperature, top_k, top_p, repetition_penalty, min_p)
             with torch.inference_mode():
                 length = max(len(prompts[i]) + limits[i] for i in valid)
                 slots = bucket(len(valid), self.max_batch)
                 self._prepare(slots, length, max(limits[i] for i in valid))
-                self.state.reset(eos_ids, temperature, top_p, repetition_penalty)
+                self.state.reset(eos_ids, temperature, top_p, repetition_penalty, min_p)
                 keys = (
                     keys
                     if keys is not None

@@ -35,7 +35,7 @@ class RowState:
         self.out = torch.zeros(rows, width, dtype=torch.long, device=device)
         self.ar = torch.arange(rows, device=device)
         self.is_eos = torch.zeros(vocab, dtype=torch.bool, device=device)
-        self.scalars = torch.ones(3, device=device)  # temperature, top_p, repetition_penalty
+        self.scalars = torch.ones(4, device=device)  # temperature, top_p, repetition_penalty, min_p
         self.words = torch.zeros(rows, 2, dtype=torch.long, device=device)  # row keys (sampling.split_keys)
         self.history = torch.zeros(rows, length, dtype=torch.long, device=device) if penalty else None
 
@@ -47,14 +47,19 @@ class RowState:
         )
 
     def reset(
-        self, eos_ids: Sequence[int], temperature: float, top_p: float, repetition_penalty: float
+        self,
+        eos_ids: Sequence[int],
+        temperature: float,
+        top_p: float,
+        repetition_penalty: float,
+        min_p: float = 0.0,
     ) -> None:
         self.done.fill_(True)  # idle slots must not advance
         self.is_eos.zero_()
         ids = [i for i in eos_ids if 0 <= i < self.vocab]
         if ids:
             self.is_eos[torch.tensor(ids, device=self.is_eos.device)] = True
-        self.scalars.copy_(torch.tensor([max(temperature, 1e-6), top_p, repetition_penalty]))
+        self.scalars.copy_(torch.tensor([max(temperature, 1e-6), top_p, repetition_penalty, min_p]))
 
     def per_row(self) -> list[torch.Tensor]:
         """The buffers indexed by slot, which a step changes and compaction moves."""

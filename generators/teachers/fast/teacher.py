@@ -165,6 +165,7 @@ class FastTeacher:
                 top_p=sp.top_p,
                 top_k=sp.top_k,
                 repetition_penalty=sp.repetition_penalty,
+                min_p=sp.min_p,
                 keys=keys,
                 eos_ids=self._eos_ids(),
                 stop_fn=stop_fn,
