@@ -1,4 +1,5 @@
-"""The ``litho`` command: ``litho generate|score|dedup|probe [hydra overrides]`` and ``litho report [OUT_DIR]``.
+"""The ``litho`` command: ``litho generate|score|dedup|probe [hydra overrides]``, ``litho report [OUT_DIR]``
+and ``litho serve [--model ...]`` (generators/teachers/serve.py).
 
 Each subcommand is a Hydra app over its own primary config in conf/, so every Hydra feature
 (``--cfg job``, ``--help``, ``-m`` sweeps) works after the subcommand name; ``generate``, ``score``
@@ -21,7 +22,8 @@ from generators.errors import ConfigError
 COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus", "probe": "probe"}
 USAGE = (
     "usage: litho {generate,score,dedup,probe} [key=value ...]   (litho COMMAND --help for its config)\n"
-    "       litho report [OUT_DIR]                                (report.html of an existing output)"
+    "       litho report [OUT_DIR]                                (report.html of an existing output)\n"
+    "       litho serve [--model SPEC --port N ...]               (a teacher behind an OpenAI-compatible API)"
 )
 
 
@@ -244,6 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
         report_command(argv[1:])
+        return
+    if argv and argv[0] == "serve":
+        from generators.teachers.serve import main as serve
+
+        serve(argv[1:])
         return
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
