@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="litho serve", description="Serve a litho teacher over an OpenAI-compatible API."
     )
-    parser.add_argument("--model", default="embedded:smollm2", help="model spec (see generators.teachers.models)")
+    parser.add_argument(
+        "--model", default="embedded:smollm2", help="model spec (see generators.teachers.models)"
+    )
     parser.add_argument("--backend", choices=("hf", "fast"), default="fast")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -135,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         from generators.teachers.hf import HFTeacher as backend
     sampling = {"max_new_tokens": min(args.max_new_tokens, args.max_tokens_limit)}
     teacher = backend(args.model, device=args.device, dtype=args.dtype, sampling=sampling)
-    server = TeacherServer(teacher, args.host, args.port, api_key=api_key, max_batch=args.max_batch, limits=limits)
+    server = TeacherServer(
+        teacher, args.host, args.port, api_key=api_key, max_batch=args.max_batch, limits=limits
+    )
     print(f"serving {teacher.name} ({args.backend}) at {server.url}", flush=True)
     server.serve_forever()
 

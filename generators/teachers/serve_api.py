@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass, replace
 
 from generators.errors import ConfigError
-from generators.teachers.contract import Completion, Request, SamplingParams
+from generators.teachers.contract import Request, SamplingParams
 from generators.teachers.structure import Structure
 
 
@@ -73,7 +73,9 @@ class Parsed:
 
     def requests(self) -> list[Request]:
         """The teacher requests, prompt-major: choice ``i`` of prompt ``p`` is at ``p * n + i``."""
-        return [Request(draw_id(self.seed, i), p, self.structure) for p in self.prompts for i in range(self.n)]
+        return [
+            Request(draw_id(self.seed, i), p, self.structure) for p in self.prompts for i in range(self.n)
+        ]
 
 
 # OpenAI field -> (SamplingParams field, type, check); max_completion_tokens is the newer name.
@@ -117,7 +119,11 @@ def parse_request(kind: str, raw: bytes, defaults: SamplingParams, limits: Limit
         value = body.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or (cast is int and value != int(value)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (cast is int and value != int(value))
+        ):
             raise ApiError(400, f"{key} must be a number{' (an integer)' if cast is int else ''}", key)
         if not ok(cast(value), limits):
             limit = f" (this server's limit is {limits.max_tokens})" if field == "max_new_tokens" else ""
@@ -164,10 +170,14 @@ def _chat_prompts(body: dict) -> tuple[tuple[dict, ...], ...]:
     out = []
     for m in messages:
         content = m.get("content")
-        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        if isinstance(content, list) and all(
+            isinstance(p, dict) and p.get("type") == "text" for p in content
+        ):
             content = "".join(str(p.get("text", "")) for p in content)  # text parts only
         if not isinstance(m.get("role"), str) or not isinstance(content, str):
-            raise ApiError(400, "messages must be a non-empty list of {role, content} with string values", "messages")
+            raise ApiError(
+                400, "messages must be a non-empty list of {role, content} with string values", "messages"
+            )
         out.append({"role": m["role"], "content": content})
     return (tuple(out),)
 
@@ -193,7 +203,9 @@ def parse_structure(body: dict) -> Structure | None:
         if isinstance(outputs, dict) and outputs.get("json") is not None:
             return Structure.from_config({"json_schema": outputs["json"]}, "structured_outputs")
         if outputs is not None:
-            raise ApiError(400, "structured_outputs: give {json: <schema>} or {regex: <pattern>}", "structured_outputs")
+            raise ApiError(
+                400, "structured_outputs: give {json: <schema>} or {regex: <pattern>}", "structured_outputs"
+            )
         if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
             return None
         if isinstance(fmt, dict) and fmt.get("type") == "json_object":

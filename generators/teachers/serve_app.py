@@ -90,11 +90,15 @@ def build_app(teacher: Teacher, batcher: Batcher, model_name: str, api_key: str 
     def authorize(request) -> None:
         given = request.headers.get("authorization", "").encode()
         if expected is not None and not hmac.compare_digest(given, expected):
-            raise ApiError(401, "missing or wrong API key (send Authorization: Bearer <key>)", code="invalid_api_key")
+            raise ApiError(
+                401, "missing or wrong API key (send Authorization: Bearer <key>)", code="invalid_api_key"
+            )
 
     async def complete(request, kind: str):
         authorize(request)
-        parsed = parse_request(kind, await read_body(request, limits.max_body_bytes), teacher.sampling, limits)
+        parsed = parse_request(
+            kind, await read_body(request, limits.max_body_bytes), teacher.sampling, limits
+        )
         futures = batcher.submit(parsed.requests(), parsed.sampling)
         completions = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         failed = next((c for c in completions if c.finish_reason == FINISH_ERROR), None)

@@ -1,7 +1,8 @@
 """``litho serve`` answers: OpenAI's response bodies and the server-sent events of ``stream=True``.
 
-A stream follows OpenAI's API reference as the official client reads it: per choice a first chunk
-with the assistant role (chat), a chunk with the text and a last chunk with ``finish_reason``; with
+A stream follows OpenAI's API reference as the official client reads it: per chat choice a first
+chunk with the assistant role, a chunk with the text and a last chunk with ``finish_reason``; per
+legacy completion choice one chunk with the text and its ``finish_reason``; with
 ``stream_options.include_usage`` every chunk carries ``"usage": null`` and one more chunk with no
 choices carries the usage; then ``data: [DONE]``. The teacher contract returns whole completions, so
 a choice's text comes as one delta once its micro-batch is done (no token-by-token stream).
@@ -67,9 +68,8 @@ class Answer:
                 yield self._event(obj, [_delta(index, {"role": "assistant", "content": ""})])
                 yield self._event(obj, [_delta(index, {"content": c.text})])
                 yield self._event(obj, [_delta(index, {}, c.finish_reason)])
-            else:
-                yield self._event(obj, [_text(index, c.text)])
-                yield self._event(obj, [_text(index, "", c.finish_reason)])
+            else:  # one chunk: the client's legacy Completion type wants a finish_reason in every choice
+                yield self._event(obj, [_text(index, c.text, c.finish_reason)])
         if self.parsed.include_usage:
             yield _sse({**self._head(obj), "choices": [], "usage": self.usage})
         yield b"data: [DONE]\n\n"
@@ -85,7 +85,7 @@ def _delta(index: int, delta: dict, finish: str | None = None) -> dict:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 
-def _text(index: int, text: str, finish: str | None = None) -> dict:
+def _text(index: int, text: str, finish: str) -> dict:
     return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
 
 

@@ -45,7 +45,10 @@ class SamplingMode:
     def warpers(self) -> sampling.Warpers:
         """The mode as :class:`~generators.teachers.sampling.Warpers` (values come from the scalars)."""
         return sampling.Warpers(
-            0.0 if self.greedy else 1.0, self.top_k, 0.5 if self.top_p else 1.0, min_p=0.5 if self.min_p else 0.0
+            0.0 if self.greedy else 1.0,
+            self.top_k,
+            0.5 if self.top_p else 1.0,
+            min_p=0.5 if self.min_p else 0.0,
         )
 
 
