@@ -33,7 +33,7 @@ class SamplingParams:
         top_k: Keep only the k most likely tokens (0 disables it).
         repetition_penalty: CTRL-style penalty on already generated tokens (1.0 disables it).
         min_p: Drop tokens less likely than ``min_p`` times the most likely one (Nguyen et al., 2024;
-            0 disables it); applied after top-k and top-p, as transformers and vLLM do.
+            0 disables it); applied after top-k and top-p, as transformers' ``generate()`` does.
         seed: Base seed; backends derive per-batch seeds from it and the request ids.
         stop: Extra stop strings; the text is cut before the first one.
     """

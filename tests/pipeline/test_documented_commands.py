@@ -36,6 +36,7 @@ ELSEWHERE = {
     "export RAY_": "the environment of make submit",
     "xdg-open": "opens a desktop browser",
     "chromium --headless": "tests/pipeline/test_report_browser.py screenshots a report with it",
+    "litho serve": "tests/generators/teachers/test_serve_openai.py runs it as written and asks it with openai",
 }
 # Composed and checked but not run: they need a GPU, a model that is not on this machine, a served
 # judge, or minutes of student training.

@@ -206,3 +206,53 @@ def test_json_schema_response_format_is_enforced(server):
 
 def test_models_lists_the_served_name(server):
     assert [m.id for m in _client(server).models.list()] == ["tiny"]
+
+
+@pytest.mark.slow
+def test_documented_serve_command_with_the_embedded_teacher(tmp_path):
+    """The ``litho serve`` lines of the docs, run as written (a free port for the documented one) with
+    the real embedded teacher: the issue's case, one seed asked twice at temperature 1 gives one text.
+    Over 30 s on 2 cores: it loads SmolLM2-135M and decodes 3 x 24 tokens."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from tests.pipeline.test_documented_commands import COMMANDS
+
+    lines = [line for _, line in COMMANDS if line.startswith("litho serve")]
+    assert lines, "the docs show how to start litho serve"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[3]
+    for line in lines:
+        args = line.split()[2:]
+        args[args.index("--port") + 1] = str(port)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "serve", *args],
+            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        ready = threading.Event()
+        output: list[str] = []
+
+        def watch(proc=proc, output=output, ready=ready) -> None:
+            for text in proc.stdout:
+                output.append(text)
+                if text.startswith("serving "):
+                    ready.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        try:
+            assert ready.wait(240), "".join(output)[-2000:]
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+            ask = dict(model="embedded:smollm2", messages=ASK, temperature=1.0, max_tokens=24, seed=11)
+            first, second = (
+                client.chat.completions.create(**ask).choices[0].message.content for _ in range(2)
+            )
+            other = client.chat.completions.create(**dict(ask, seed=12)).choices[0].message.content
+            assert first == second != other and len(first.split()) > 3
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
