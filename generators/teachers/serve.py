@@ -23,6 +23,7 @@ the worker's futures, so many open requests cost no threads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         teacher, args.host, args.port, api_key=api_key, max_batch=args.max_batch, limits=limits
     )
     print(f"serving {teacher.name} ({args.backend}) at {server.url}", flush=True)
-    server.serve_forever()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        server.serve_forever()
 
 
 if __name__ == "__main__":
