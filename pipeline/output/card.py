@@ -96,13 +96,13 @@ def render(out: Path, cfg: DictConfig, manifest: dict) -> str:
     if manifest.get("tokenized"):
         t = manifest["tokenized"]
         eos = f"EOS id {t['eos_id']} after every document" if t["append_eos"] else "no EOS added"
-        counts = ", ".join(
+        sizes = ", ".join(
             f"{s}: {v['documents']} documents, {v['tokens']} tokens" for s, v in t["splits"].items()
         )
         formats = ", ".join(f"`{f}` ({t['dtype'][f]})" for f in t["formats"])
         lines.append(
             f"- token files in `tokenized/`: {formats} of "
-            f"`{t['tokenizer']}`, one document per kept row, {eos} ({counts}); how to point Megatron-LM, "
+            f"`{t['tokenizer']}`, one document per kept row, {eos} ({sizes}); how to point Megatron-LM, "
             "nanotron and OLMo at them: docs/formats.md of litho"
         )
     lines += [

@@ -167,7 +167,7 @@ def write_token_files(out: Path, sources: list[dict], settings: dict, previous: 
             for rel in old["files"]:  # the same rows and settings: the published files, linked
                 (staged / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staged / rel).hardlink_to(current / rel)
-            done.append({**old, **source})
+            done.append({**source, **old, "key": source["key"]})  # old: its counts and digests
         else:
             todo.append(source)
     faults.phase("tokfiles", watch=snapshot.staging, pattern="*.idx")
