@@ -1,12 +1,11 @@
 """Fault injection for the reliability tests and bench/bench_faults.py: ``LITHO_FAULT=PHASE[:SECONDS]``
 kills this process with SIGKILL ``SECONDS`` after the run enters ``PHASE`` (at once without them);
-``LITHO_FAULT=generate+N`` once N teacher batches are checkpointed (``tokfiles+N``: once N shards'
-token files are staged).
+``LITHO_FAULT=generate+N`` once N teacher batches are checkpointed.
 
 Phases, in run order: ``generate``, ``process`` (scoring, filtering, dedup), ``write`` (staging the
 shards), ``commit`` (between the renames that swap the staged folders in), ``index`` (writing the
-cross-run dedup index), ``pack`` and ``tokfiles`` (the token files of ``output.token_formats``). Unset, every call is a dictionary lookup. A kill is the
-harshest fault a run meets (no exception handler, no ``finally``); docs/reliability.md lists what
+cross-run dedup index), ``pack`` and ``tokfiles`` (once the first shard's token files are staged).
+Unset, every call is a dictionary lookup. A kill is the harshest fault a run meets (no exception handler, no ``finally``); docs/reliability.md lists what
 a rerun must then give.
 """
 
@@ -22,19 +21,18 @@ ENV = "LITHO_FAULT"
 PHASES = ("generate", "process", "write", "commit", "index", "pack", "tokfiles")
 
 
-def phase(name: str, watch=None, pattern: str = "gen-*.parquet") -> None:
+def phase(name: str, watch=None) -> None:
     """Mark the start of ``name``; kill the process here, or arm a timer, if ``LITHO_FAULT`` says so.
 
     ``LITHO_FAULT=generate+N`` (with ``watch``, the checkpoint directory) kills the run once N
-    teacher batches are checkpointed: mid-generation whatever the machine's speed. Another phase
-    counts the files under ``watch`` that match ``pattern``.
+    teacher batches are checkpointed: mid-generation whatever the machine's speed.
     """
     spec = os.environ.get(ENV)
     if not spec:
         return
     if "+" in spec and watch is not None and spec.partition("+")[0] == name:
         files = int(spec.partition("+")[2])
-        threading.Thread(target=_kill_at_files, args=(Path(watch), files, pattern), daemon=True).start()
+        threading.Thread(target=_kill_at_files, args=(Path(watch), files), daemon=True).start()
         return
     wanted, _, delay = spec.partition(":")
     if wanted != name:
@@ -47,8 +45,8 @@ def phase(name: str, watch=None, pattern: str = "gen-*.parquet") -> None:
     timer.start()
 
 
-def _kill_at_files(directory: Path, files: int, pattern: str = "gen-*.parquet") -> None:
-    while len(list(directory.rglob(pattern))) < files:
+def _kill_at_files(directory: Path, files: int) -> None:
+    while len(list(directory.rglob("gen-*.parquet"))) < files:
         time.sleep(0.05)
     os.kill(os.getpid(), signal.SIGKILL)
 

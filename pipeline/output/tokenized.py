@@ -170,12 +170,12 @@ def write_token_files(out: Path, sources: list[dict], settings: dict, previous: 
             done.append({**source, **old, "key": source["key"]})  # old: its counts and digests
         else:
             todo.append(source)
-    faults.phase("tokfiles", watch=snapshot.staging, pattern="*.idx")
     task = ray.remote(num_cpus=1)(write_shard)
     pending = [task.remote(s, str(staged), settings) for s in todo]
     while pending:  # merged as they arrive: a few numbers and digests per shard
         ready, pending = ray.wait(pending)
         done += ray.get(ready)
+        faults.phase("tokfiles")  # a kill here leaves some shards staged, nothing published
     done.sort(key=lambda s: s["name"])
     blend = megatron_blend(out, staged, done) if "megatron" in settings["formats"] else {}
     files = {rel: d for s in done for rel, d in s["files"].items()}
