@@ -21,7 +21,8 @@ from generators.errors import ConfigError
 COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus", "probe": "probe"}
 USAGE = (
     "usage: litho {generate,score,dedup,probe} [key=value ...]   (litho COMMAND --help for its config)\n"
-    "       litho report [OUT_DIR]                                (report.html of an existing output)"
+    "       litho report [OUT_DIR]                                (report.html of an existing output)\n"
+    "       litho export SOURCE [key=value ...]                   (token files of a litho output or a corpus)"
 )
 
 
@@ -244,6 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
         report_command(argv[1:])
+        return
+    if argv and argv[0] == "export":
+        from pipeline.export import export_command
+
+        export_command(argv[1:])
         return
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)

@@ -189,3 +189,46 @@ def test_bad_token_settings_are_one_line_errors_before_ray(tmp_path, monkeypatch
     monkeypatch.setattr(filters.tokenizers, "load_target_tokenizer", lambda *a, **k: huge)
     with pytest.raises(ConfigError, match="vocabulary of 2,147,483,649 ids does not fit int32"):
         Job.from_config(compose("teacher=dummy", "output.token_formats=[megatron]", f"output.dir={tmp_path}"))
+
+
+@pytest.mark.slow
+def test_export_retokenizes_a_run_and_a_corpus_for_another_student(run, megatron, real_texts, tmp_path):
+    """``litho export``: the run's kept rows for another tokenizer, and a Parquet corpus, as token files."""
+    import pyarrow as pa
+
+    from pipeline.export import export
+    from tests.helpers.random_models import chat_tokenizer
+
+    out, manifest, expected = run
+    student = chat_tokenizer()
+    student.save_pretrained(tmp_path / "student")
+    eos = student.eos_token_id
+    cfg = compose(f"input={out}", "output.token_formats=[numpy]", f"filters.tokenizer={tmp_path / 'student'}",
+                  f"output.dir={tmp_path / 'export'}", config_name="export")  # fmt: skip
+    section = export(cfg)
+    assert section["tokenizer"] == str(tmp_path / "student") and section["dtype"]["numpy"] == "uint16"
+    for name, rows in _kept(out).items():
+        ids = np.memmap(
+            tmp_path / "export" / "tokenized" / "numpy" / f"{name}.npy", dtype=np.uint16, mode="r"
+        )
+        with gzip.open(tmp_path / "export" / "tokenized" / "numpy" / f"{name}.csv.gz", "rt") as f:
+            bounds = [tuple(int(x) for x in line.split(",")) for line in f]
+        want = [student(r["text"], add_special_tokens=False)["input_ids"] + [eos] for r in rows]
+        assert [ids[s:e].tolist() for s, e in bounds] == want
+    (tmp_path / "corpus").mkdir()
+    texts = [" ".join(t.split()[:60]) for t in real_texts[:6]]
+    for i in range(2):
+        pq.write_table(
+            pa.table({"body": texts[i * 3 : i * 3 + 3]}), tmp_path / "corpus" / f"part-{i}.parquet"
+        )
+    cfg = compose(f"input={tmp_path / 'corpus'}", "text_column=body", f"output.dir={tmp_path / 'c'}",
+                  config_name="export")  # fmt: skip
+    section = export(cfg)
+    from filters.tokenizers import load_target_tokenizer
+
+    tok = load_target_tokenizer("embedded:smollm2")
+    got = [megatron.IndexedDataset(str(tmp_path / "c" / "tokenized" / "megatron" / f"train-{i:05d}-of-00002"))
+           for i in range(2)]  # fmt: skip
+    assert [d[j].tolist() for d in got for j in range(len(d))] == [
+        ids + [section["eos_id"]] for ids in tok.encode(texts)
+    ]
