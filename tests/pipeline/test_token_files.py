@@ -232,3 +232,72 @@ def test_export_retokenizes_a_run_and_a_corpus_for_another_student(run, megatron
     assert [d[j].tolist() for d in got for j in range(len(d))] == [
         ids + [section["eos_id"]] for ids in tok.encode(texts)
     ]
+
+
+# The ChatML template of tests/helpers/random_models.py with assistant text marked for transformers.
+MARKED = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}<|im_start|>assistant\n{% generation %}"
+    "{{ m['content'] }}<|im_end|>\n{% endgeneration %}{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_assistant_mask_equals_transformers_on_a_template_that_marks_it():
+    """litho renders prefixes (any template); transformers needs {% generation %} markers: same ids, same mask."""
+    from pipeline.output.sft_tokens import assistant_ids
+    from tests.helpers.random_models import chat_tokenizer
+
+    plain, marked = chat_tokenizer(), chat_tokenizer()
+    marked.chat_template = MARKED
+    conversations = [
+        [{"role": "user", "content": "Why do rivers bend?"}, {"role": "assistant", "content": "Water erodes the outer bank."}],
+        [{"role": "user", "content": "cats"}, {"role": "assistant", "content": "small things"},
+         {"role": "user", "content": "and rain?"}, {"role": "assistant", "content": "The quick brown fox."}],
+    ]  # fmt: skip
+    for messages in conversations:
+        ids, mask = assistant_ids(plain, messages)
+        ref = marked.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        assert (
+            ids == list(ref["input_ids"])
+            and mask == list(ref["assistant_masks"])
+            and 0 < sum(mask) < len(mask)
+        )
+
+
+@pytest.mark.slow
+def test_sft_token_files_hold_chat_template_ids_and_an_assistant_loss_mask(ray_session, megatron, tmp_path):
+    from datatrove.utils.dataset import DatatroveFileDataset
+
+    from generators.teachers.models import load_tokenizer
+    from pipeline.output.sft_tokens import assistant_ids
+    from pipeline.run import run as litho_run
+
+    out = tmp_path / "sft"
+    manifest = litho_run(compose("teacher=dummy", "++filters.lm=null", "n=6", "generator=instruct", "output=sft",
+                                 "filters.min_words=5", "filters.max_dup_line_frac=1.0",
+                                 "filters.max_dup_ngram_frac={5:1.0,10:1.0}", FORMATS, f"output.dir={out}"))  # fmt: skip
+    tok = load_tokenizer("embedded:smollm2")
+    eos = manifest["tokenized"]["eos_id"]
+    for name, rows in _kept(out).items():
+        want = [assistant_ids(tok, r["messages"]) for r in rows]
+        ids = megatron.IndexedDataset(str(out / "tokenized" / "megatron" / name))
+        masks = megatron.IndexedDataset(str(out / "tokenized" / "megatron" / f"{name}-loss_mask"))
+        assert [ids[i].tolist() for i in range(len(ids))] == [w + [eos] for w, _ in want]
+        assert [masks[i].tolist() for i in range(len(masks))] == [m + [1] for _, m in want]
+        flat_mask = np.concatenate([m + [1] for _, m in want]).astype(bool)
+        ds = out / "tokenized" / "nanotron" / "train" / f"{name}.ds"
+        assert np.array_equal(np.fromfile(ds.with_name(ds.name + ".loss"), np.bool_), flat_mask)
+        assert np.array_equal(
+            np.fromfile(out / "tokenized" / "numpy" / f"{name}.mask.npy", np.bool_), flat_mask
+        )
+        window = DatatroveFileDataset(str(ds), seq_len=len(flat_mask) - 1, token_size=2)[0][
+            "input_ids"
+        ].tolist()
+        assert window == [t for w, _ in want for t in w + [eos]]
+        for (w, m), row in zip(want, rows):  # what the mask keeps is the assistant's turns, markers and all
+            kept = tok.decode([t for t, keep in zip(w, m) if keep])
+            assert kept == "".join(
+                t["content"] + "<|im_end|>\n" for t in row["messages"] if t["role"] == "assistant"
+            )
