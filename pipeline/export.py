@@ -11,7 +11,6 @@ The same code writes them as a run does (pipeline/output/tokenized.py), staged a
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import xxhash
@@ -103,33 +102,3 @@ def summary(section: dict, out: Path) -> str:
     note = " (unchanged: published files kept)" if section["unchanged"] else ""
     lines.append(f"token files: {out / section['folder']} ({', '.join(section['formats'])}){note}")
     return "\n".join(lines)
-
-
-def export_command(argv: list[str]) -> None:
-    """``litho export SOURCE [key=value ...]``: one-line errors (exit 2) before Ray, a summary at the end."""
-    from hydra import compose, initialize_config_module
-
-    from pipeline.cli import check_overrides, report_and_exit
-
-    if not argv or argv[0].startswith("-") or "=" in argv[0]:
-        print("usage: litho export SOURCE [output.token_formats=[megatron,nanotron,numpy]] [filters.tokenizer=...] "
-              "[output.dir=...]   (SOURCE: a litho output or a Parquet/JSONL corpus)", file=sys.stderr)  # fmt: skip
-        sys.exit(2)
-    # token_formats= and append_eos= are short for the output.* keys (the command is about nothing else).
-    short = ("token_formats=", "append_eos=")
-    overrides = [f"input={argv[0]}", *(f"output.{a}" if a.startswith(short) else a for a in argv[1:])]
-    problem = check_overrides("export", "export", overrides)
-    if problem:
-        print(f"litho: error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    with initialize_config_module(config_module="conf", version_base=None):
-        cfg = compose(config_name="export", overrides=overrides)
-    given = any(o.split("=")[0].lstrip("+") == "filters.tokenizer" for o in overrides)
-    out: list[Path] = []
-
-    def work() -> dict:
-        section = export(cfg, given)
-        out.append(Path(str(cfg.output.dir or cfg.input)).expanduser().resolve())
-        return section
-
-    report_and_exit(work, cfg, lambda section: summary(section, out[0]))

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from generators.errors import ConfigError
 
@@ -76,8 +77,6 @@ def assistant_ids(tok, messages: list[dict]) -> tuple[list[int], list[int]]:
 def _batches(path: str, columns: list[str], batch_size: int = 1024):
     """Record batches of a Parquet or JSONL file, as ``{column: list}``."""
     if Path(path).suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
             yield {c: batch.column(c).to_pylist() for c in columns}
         return
@@ -94,10 +93,17 @@ def _flat(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return flat, lengths
 
 
+def stored_ids(path: str, batch_size: int = 8192):
+    """``(flat ids, lengths)`` batches of a ``.litho/tokens`` file, read zero-copy from Arrow's buffers."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=["tokens"]):
+        blobs = batch.column(0)
+        offsets = np.frombuffer(blobs.buffers()[1], np.int32)[blobs.offset : blobs.offset + len(blobs) + 1]
+        data = np.frombuffer(blobs.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+        yield data.view("<i4"), np.diff(offsets) // 4, None
+
+
 def documents(source: dict, settings: dict):
     """``(flat ids, lengths, mask or None)`` batches of the shard ``source`` describes (module docstring)."""
-    from pipeline.output.tokenized import stored_ids
-
     if settings["sft"]:
         tok = chat_tokenizer(settings["tokenizer"], settings["allow_network"], settings["cache_dir"])
         for batch in _batches(source["path"], ["messages"]):

@@ -21,8 +21,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
 import xxhash
 
 from generators.errors import ConfigError
@@ -109,15 +107,6 @@ def write_shard(source: dict, root: str, settings: dict) -> dict:
         writer.add(flat, lengths, mask)
     summary = writer.close()
     return {**source, **summary, "seconds": round(time.perf_counter() - started, 3)}
-
-
-def stored_ids(path: str, batch_size: int = 8192):
-    """``(flat ids, lengths)`` batches of a ``.litho/tokens`` file, read zero-copy from Arrow's buffers."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=["tokens"]):
-        blobs = batch.column(0)
-        offsets = np.frombuffer(blobs.buffers()[1], np.int32)[blobs.offset : blobs.offset + len(blobs) + 1]
-        data = np.frombuffer(blobs.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-        yield data.view("<i4"), np.diff(offsets) // 4, None
 
 
 def run_sources(out: Path, shards: list[dict], text_column: str = "text") -> list[dict]:

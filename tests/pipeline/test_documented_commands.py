@@ -200,7 +200,7 @@ def test_documented_report_command_rebuilds_a_report(data, tmp_path, ray_session
 @pytest.mark.slow
 def test_documented_export_commands_work(data, tmp_path, ray_session):
     """``litho export`` as documented: a litho output (a tiny run stands in for runs/latest) and a corpus."""
-    from pipeline.export import export_command
+    from pipeline.cli import export_command
     from pipeline.run import run
 
     lines = [line for _, line in COMMANDS if litho_argv(line) and litho_argv(line)[0] == "export"]
