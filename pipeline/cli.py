@@ -23,6 +23,7 @@ COMMANDS = {"generate": "config", "score": "score", "dedup": "dedup_corpus", "pr
 USAGE = (
     "usage: litho {generate,score,dedup,probe} [key=value ...]   (litho COMMAND --help for its config)\n"
     "       litho report [OUT_DIR]                                (report.html of an existing output)\n"
+    "       litho export SOURCE [key=value ...]                   (token files of a litho output or a corpus)\n"
     "       litho serve [--model SPEC --port N ...]               (a teacher behind an OpenAI-compatible API)"
 )
 
@@ -242,6 +243,38 @@ def report_command(argv: list[str]) -> None:
     print(f"report: {(out / name).resolve()}  (open it in a browser)")
 
 
+def export_command(argv: list[str]) -> None:
+    """``litho export SOURCE [key=value ...]`` (pipeline/export.py): one-line errors (exit 2) before Ray, a summary."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_module
+
+    from pipeline.export import export, summary
+
+    if not argv or argv[0].startswith("-") or "=" in argv[0]:
+        print("usage: litho export SOURCE [output.token_formats=[megatron,nanotron,numpy]] [filters.tokenizer=...] "
+              "[output.dir=...]   (SOURCE: a litho output or a Parquet/JSONL corpus)", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    # token_formats= and append_eos= are short for the output.* keys (the command is about nothing else).
+    short = ("token_formats=", "append_eos=")
+    overrides = [f"input={argv[0]}", *(f"output.{a}" if a.startswith(short) else a for a in argv[1:])]
+    problem = check_overrides("export", "export", overrides)
+    if problem:
+        print(f"litho: error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    with initialize_config_module(config_module="conf", version_base=None):
+        cfg = compose(config_name="export", overrides=overrides)
+    given = any(o.split("=")[0].lstrip("+") == "filters.tokenizer" for o in overrides)
+    out: list[Path] = []
+
+    def work() -> dict:
+        section = export(cfg, given)
+        out.append(Path(str(cfg.output.dir or cfg.input)).expanduser().resolve())
+        return section
+
+    report_and_exit(work, cfg, lambda section: summary(section, out[0]))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
@@ -251,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         from generators.teachers.serve import main as serve
 
         serve(argv[1:])
+        return
+    if argv and argv[0] == "export":
+        export_command(argv[1:])
         return
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)

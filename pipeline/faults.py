@@ -4,8 +4,8 @@ kills this process with SIGKILL ``SECONDS`` after the run enters ``PHASE`` (at o
 
 Phases, in run order: ``generate``, ``process`` (scoring, filtering, dedup), ``write`` (staging the
 shards), ``commit`` (between the renames that swap the staged folders in), ``index`` (writing the
-cross-run dedup index) and ``pack``. Unset, every call is a dictionary lookup. A kill is the
-harshest fault a run meets (no exception handler, no ``finally``); docs/reliability.md lists what
+cross-run dedup index), ``pack`` and ``tokfiles`` (once the first shard's token files are staged).
+Unset, every call is a dictionary lookup. A kill is the harshest fault a run meets (no exception handler, no ``finally``); docs/reliability.md lists what
 a rerun must then give.
 """
 
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ENV = "LITHO_FAULT"
-PHASES = ("generate", "process", "write", "commit", "index", "pack")
+PHASES = ("generate", "process", "write", "commit", "index", "pack", "tokfiles")
 
 
 def phase(name: str, watch=None) -> None:

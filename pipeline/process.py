@@ -80,7 +80,10 @@ def stage_list(
             length = {"max_chars": int(filters["max_chars"]), **text}
             specs.append(class_stage("length", LengthFilter, length, tasks("length")))
         tokenizer = {"tokenizer": filters["tokenizer"], "cache_dir": filters.get("cache_dir"), **text}
-        if cfg.output.get("pack_seq_len"):  # packing reuses these ids (pipeline/output/packing.py)
+        # Packing and the token files reuse these ids (pipeline/output/packing.py, tokenized.py); SFT token
+        # files are rendered with the chat template instead.
+        sft = cfg.output.get("format", "pretrain") == "sft"
+        if cfg.output.get("pack_seq_len") or (cfg.output.get("token_formats") and not sft):
             tokenizer["keep_ids"] = True
         specs.append(class_stage("token_metrics", TokenMetrics, tokenizer, actors("token_metrics")))
         ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}

@@ -1,4 +1,4 @@
-"""The whole job, top to bottom: plan → generate → process → select → write → pack → card.
+"""The whole job, top to bottom: plan → generate → process → select → write → pack → token files → card.
 
 ``run(cfg, command)`` does the work for ``litho generate`` (and, reading a corpus instead of
 generating, for ``litho score`` and ``litho dedup``); the ``litho`` command (pipeline/cli.py) and
@@ -27,10 +27,12 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     from pipeline.output.card import write_card
     from pipeline.output.packing import pack_run
     from pipeline.output.report import write_report
-    from pipeline.output.snapshot import write_json
+    from pipeline.output.snapshot import read_json, write_json
     from pipeline.output.store import is_uri, publish_to_store
+    from pipeline.output.tokenized import remove_stale, run_sources, write_token_files
     from pipeline.output.writer import publish, split_counter
     from pipeline.progress import teacher_progress
+    from pipeline.validate import check_token_files
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -123,6 +125,17 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
                 filters.get("cache_dir"),
                 bool(filters.get("allow_network")),
             )
+        # Token files: what Megatron, nanotron and OLMo read as they are, from the ids stored beside the
+        # published shards, one Ray task per shard (pipeline/output/tokenized.py).
+        token_files = check_token_files(cfg)
+        if token_files:
+            t0 = time.perf_counter()
+            previous = (read_json(out / "manifest.json") or {}).get("tokenized")
+            sources = run_sources(out, manifest["shards"], job.text_column)
+            manifest["tokenized"] = write_token_files(out, sources, token_files, previous)
+            manifest["timings_s"]["token_files_s"] = round(time.perf_counter() - t0, 2)
+        else:
+            remove_stale(out)
     manifest["timings_s"]["total_s"] = round(time.perf_counter() - started, 2)
 
     # Card: README.md beside the shards, and report.html; then the manifest and the resolved config.

@@ -194,3 +194,22 @@ def check_format(cfg: DictConfig, generator=None) -> None:
     bon = cfg.get("best_of_n")
     if bon is not None and int(bon.n_candidates) > 1:
         expression.parse(bon.score)
+    check_token_files(cfg)
+
+
+def check_token_files(cfg: DictConfig) -> dict | None:
+    """``output.token_formats`` and the tokenizer they need (loaded here, in the driver, before Ray): the
+    token phase's settings, or None when no token file is asked for."""
+    from pipeline.output.tokenized import check_formats, token_settings
+
+    if not check_formats(cfg.output.get("token_formats")):
+        return None
+    output = OmegaConf.to_container(cfg.output, resolve=True)
+    filters = OmegaConf.to_container(cfg.filters, resolve=True) if "filters" in cfg else {}
+    sft = output.get("format", "pretrain") == "sft"
+    settings = token_settings(output, filters, sft=sft)
+    if sft:
+        from pipeline.output.sft_tokens import chat_tokenizer
+
+        chat_tokenizer(settings["tokenizer"], settings["allow_network"], settings["cache_dir"])
+    return settings

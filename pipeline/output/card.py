@@ -93,6 +93,18 @@ def render(out: Path, cfg: DictConfig, manifest: dict) -> str:
             f"- packed: rows of {p['seq_len']} tokens of `{p['tokenizer']}` in `packed/`, EOS id "
             f"{p['eos_id']} after every document"
         )
+    if manifest.get("tokenized"):
+        t = manifest["tokenized"]
+        eos = f"EOS id {t['eos_id']} after every document" if t["append_eos"] else "no EOS added"
+        sizes = ", ".join(
+            f"{s}: {v['documents']} documents, {v['tokens']} tokens" for s, v in t["splits"].items()
+        )
+        formats = ", ".join(f"`{f}` ({t['dtype'][f]})" for f in t["formats"])
+        lines.append(
+            f"- token files in `tokenized/`: {formats} of "
+            f"`{t['tokenizer']}`, one document per kept row, {eos} ({sizes}); how to point Megatron-LM, "
+            "nanotron and OLMo at them: docs/formats.md of litho"
+        )
     lines += [
         "",
         "## Report",

@@ -32,6 +32,7 @@ CASES = [
     (["output.validation_fraction=1.5"], "output.validation_fraction=1.5: give a fraction in [0, 1)"),
     (["dedup=minhash", "dedup.minhash.num_perm=64"], "dedup.minhash.num_perm=64: must equal bands*rows=20*5"),
     (["generator.structure={regex: '['}"], "generator.structure.regex='[': "),
+    (["output.token_formats=[arrow]"], "output.token_formats=['arrow']: unknown format 'arrow'"),
     (
         ["teacher=openai", "teacher.model=m", "filters.tokenizer=embedded:smollm2", "teacher.guided=xml"],
         "teacher.guided=xml: use one of",

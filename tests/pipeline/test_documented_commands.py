@@ -37,6 +37,8 @@ ELSEWHERE = {
     "xdg-open": "opens a desktop browser",
     "chromium --headless": "tests/pipeline/test_report_browser.py screenshots a report with it",
     "litho serve": "tests/generators/teachers/test_serve_openai.py runs it as written and asks it with openai",
+    "python pretrain_gpt.py": "Megatron-LM's script (not installed here); tests/pipeline/test_token_files.py "
+    "builds megatron-core's GPTDataset from the same blend.json",
 }
 # Composed and checked but not run: they need a GPU, a model that is not on this machine, a served
 # judge, or minutes of student training.
@@ -126,7 +128,7 @@ def test_every_documented_command_is_found_and_known():
     for name, line in COMMANDS:
         argv = litho_argv(line)
         known = any(line.startswith(prefix) for prefix in ELSEWHERE)
-        assert known or (argv and argv[0] in (*COMMAND, "report")), f"{name}: no rule for {line!r}"
+        assert known or (argv and argv[0] in (*COMMAND, "report", "export")), f"{name}: no rule for {line!r}"
 
 
 def _tiny(command: str, args: list[str], out: Path) -> list[str]:
@@ -194,3 +196,18 @@ def test_documented_report_command_rebuilds_a_report(data, tmp_path, ray_session
     for line in lines:
         report_command(localize(litho_argv(line)[1:], data, tmp_path))
         assert (tmp_path / "run1" / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_documented_export_commands_work(data, tmp_path, ray_session):
+    """``litho export`` as documented: a litho output (a tiny run stands in for runs/latest) and a corpus."""
+    from pipeline.cli import export_command
+    from pipeline.run import run
+
+    lines = [line for _, line in COMMANDS if litho_argv(line) and litho_argv(line)[0] == "export"]
+    assert len(lines) >= 2, "the docs show litho export for a run and for a corpus"
+    run(compose("teacher=dummy", "n=4", "++filters.lm=null", f"output.dir={tmp_path / 'run1'}"))
+    for line in lines:
+        export_command(localize(litho_argv(line)[1:], data, tmp_path))
+    assert list((tmp_path / "run1" / "tokenized" / "megatron").glob("*.idx"))
+    assert list((data / "tokens" / "tokenized" / "numpy").glob("*.npy"))

@@ -1,12 +1,13 @@
 """kill -9 of a whole run, then a rerun: the outputs are byte-identical to an uninterrupted run's
 (issue #13). Every phase and several moments per phase: bench/bench_faults.py; here one kill mid-
 generation (then a rerun), one between the renames that publish the shards (the old set must come
-back whole) and a teacher actor killed mid-batch."""
+back whole), a teacher actor killed mid-batch, and one kill while the token files are written."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def litho_run(out: Path, fault: str | None = None, n: int = 48, timeout: float =
         "cluster.teacher_batch_size=8",
         "++filters.lm=null",
         "output.pack_seq_len=128",
+        "output.token_formats=[megatron,nanotron,numpy]",
         "output.rows_per_shard=10",
         "dedup=minhash",
         f"dedup.minhash.index_dir={out}-index",
@@ -47,14 +49,20 @@ def litho_run(out: Path, fault: str | None = None, n: int = 48, timeout: float =
 
 
 def digests(out: Path) -> dict[str, str]:
-    """Every published file (shards, packed shards, card) by path, as a hash of its bytes."""
+    """Every published file (shards, packed shards, token files) by path, as a hash of its bytes (the
+    output folder's path, which Megatron's blend files name, replaced by a placeholder: a copied run still
+    names the folder it was written in)."""
     files = [
         p
-        for folder in ("data", "rejected", "packed")
+        for folder in ("data", "rejected", "packed", "tokenized")
         for p in sorted((out / folder).rglob("*"))
         if p.is_file()
     ]
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    def normalized(data: bytes) -> bytes:
+        return re.sub(rb'(?<=[\s"])/[^\s"]*/tokenized/megatron/', b"<out>/tokenized/megatron/", data)
+
+    return {str(p.relative_to(out)): hashlib.sha256(normalized(p.read_bytes())).hexdigest() for p in files}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +71,7 @@ def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     litho_run(out)
     found = digests(out)
     assert any(k.startswith("data/") for k in found) and any(k.startswith("packed/") for k in found)
+    assert any(k.endswith(".idx") for k in found) and any(k.endswith(".ds") for k in found)
     return out, found
 
 
@@ -95,3 +104,18 @@ def test_a_teacher_actor_killed_mid_batch_is_restarted_and_nothing_is_lost_or_do
     assert litho_run(out, "actor:2") == 0  # the run itself finishes: Ray restarts the actor
     assert list((out / ".litho").rglob(".litho-fault-fired")), "the actor was not killed"
     assert digests(out) == reference[1]
+
+
+def test_killed_while_writing_token_files_reruns_to_the_same_bytes(reference, tmp_path):
+    """Two more runs of the small plan (~40 s at load 2, all of it starting Ray and Python), on a copy of
+    the reference run without its token files: killed once the first shard's token files are staged."""
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)  # its checkpoints: nothing is generated again
+    shutil.rmtree(out / "tokenized")
+    (out / "manifest.json").unlink()
+    code = litho_run(out, "tokfiles")
+    assert code == -9, f"the fault did not kill the run (exit {code})"
+    assert list((out / ".litho").glob("staging-*")) and not (out / "tokenized").exists()
+    litho_run(out)
+    assert digests(out) == reference[1]
+    assert not list((out / ".litho").glob("staging-*"))

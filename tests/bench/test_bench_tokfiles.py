@@ -1,0 +1,26 @@
+"""bench/bench_tokfiles.py at its smallest size: it runs end to end and prints its table (no timing is
+asserted: speed targets live in the benchmark's output, bench/results/tokfiles.md). ~40 s: one litho run
+in a fresh process (its own Ray) and datatrove's two writers on its 100 rows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_tokfiles_runs_at_its_smallest_size():
+    result = subprocess.run([sys.executable, "bench/bench_tokfiles.py", "--sizes", "100"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| 100 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert (
+        cells[1] == "100" and float(cells[3]) > 0 and float(cells[8]) > 0
+    )  # kept rows, phase s, datatrove s
+    assert "load average at end" in result.stdout and "CPUs" in result.stdout
