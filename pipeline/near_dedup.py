@@ -32,7 +32,7 @@ from filters.dedup.stages import (
     part_of_label,
 )
 from filters.rules.base import DROPPED_BY
-from pipeline.partition import nonempty, parts_for, shuffle_partitions
+from pipeline.partition import map_groups, nonempty, parts_for, shuffle_partitions
 from pipeline.stages import INTERNAL_PREFIX, run_task
 
 log = logging.getLogger(__name__)
@@ -145,13 +145,10 @@ def near_dedup_dataset(
 
     parts = max(1, math.ceil(n * cfg.bands / 1_000_000))  # ~1M band rows (~24 MB) per bucket group
     light = {k: v for k, v in stage(ClusterGroup).items() if k in ("compute", "num_cpus")}
-    edges = (
-        fresh.map_batches(
-            explode_bands, fn_kwargs={"id_column": id_column, "num_parts": parts, **kw}, batch_format="numpy"
-        )
-        .groupby("lsh_part", num_partitions=shuffle_partitions(parts))
-        .map_groups(bucket_edges, batch_format="numpy", **light)
+    bands = fresh.map_batches(
+        explode_bands, fn_kwargs={"id_column": id_column, "num_parts": parts, **kw}, batch_format="numpy"
     )
+    edges = map_groups(bands, "lsh_part", bucket_edges, shuffle_partitions(parts), **light)
     edges = nonempty(edges)
     labels = component_labels(edges, local_edges)
     docs = labels.count()
@@ -179,10 +176,12 @@ def near_dedup_dataset(
     singles = tagged.map_batches(
         _rows, fn_kwargs={"column": "lsh_part", "component": False}, batch_format="numpy"
     )
-    clustered = (
-        tagged.map_batches(_rows, fn_kwargs={"column": "lsh_part", "component": True}, batch_format="numpy")
-        .groupby("lsh_part", num_partitions=shuffle_partitions(cluster_parts))
-        .map_groups(run_task, **stage(ClusterGroup, id_column=id_column))
+    clustered = map_groups(
+        tagged.map_batches(_rows, fn_kwargs={"column": "lsh_part", "component": True}, batch_format="numpy"),
+        "lsh_part",
+        run_task,
+        shuffle_partitions(cluster_parts),
+        **stage(ClusterGroup, id_column=id_column),
     )
     return passive.union(
         singles.map_batches(_finish, fn_kwargs=singles_kw, batch_format="numpy"),

@@ -118,16 +118,18 @@ def write_shards(
     """
     if not n_shards:
         return []
-    from pipeline.partition import nonempty, shuffle_partitions
+    from pipeline.partition import map_groups, nonempty, shuffle_partitions
 
     ds = nonempty(ds).map_batches(
         _assign,
         fn_kwargs={"n_shards": n_shards, "validation_fraction": validation_fraction},
         batch_format="numpy",
     )
-    groups = ds.groupby(["_split", "_shard"], num_partitions=shuffle_partitions(sum(n_shards.values())))
-    written = groups.map_groups(
+    written = map_groups(
+        ds,
+        ["_split", "_shard"],
         _write_group,
+        shuffle_partitions(sum(n_shards.values())),
         fn_kwargs={"directory": str(directory), "n_shards": n_shards, "metadata": metadata},
         batch_format="pyarrow",
     )

@@ -89,14 +89,18 @@ def test_cross_run_index_through_ray(ray_dedup, rows, tmp_path):
     )
 
 
-def test_star_rounds_and_join_give_the_same_decisions(ray_dedup, rows):
-    """Components by partitioned star rounds (no task holds all edges) and labels joined by id hash
-    (no task holds all labels) decide exactly as the one-task / broadcast path."""
+def test_star_rounds_and_join_give_the_same_decisions(ray_dedup, rows, monkeypatch):
+    """Components by partitioned star rounds (no task holds all edges), labels joined by id hash
+    (no task holds all labels) and every groupby as a hash shuffle decide exactly as the one-task /
+    broadcast path. Over 30 s: the shuffled path starts Ray Data's aggregator actors for each of its
+    groupbys and star rounds, which is what it tests."""
+    from pipeline import partition
     from pipeline.near_dedup import near_dedup_dataset
 
     cfg = MinHashConfig(keep_by="score")
     ds = ray_dedup.data.from_arrow(pa.table(rows)).repartition(5)
     small = near_dedup_dataset(ds, cfg).to_pandas().set_index("id").sort_index()
+    monkeypatch.setattr(partition, "ONE_TASK_ROWS", 0)  # the cluster-scale path: hash shuffles
     big = (
         near_dedup_dataset(ds, cfg, local_edges=0, broadcast_docs=0).to_pandas().set_index("id").sort_index()
     )

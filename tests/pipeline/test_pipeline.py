@@ -143,11 +143,12 @@ def test_cross_run_index_blocks_earlier_texts_but_not_a_rerun(ray_session, tmp_p
 def test_exact_dedup_by_reference_and_by_shuffled_rows_write_the_same_shards(
     ray_session, tmp_path, monkeypatch
 ):
-    from pipeline import process
+    from pipeline import partition, process
 
     overrides = ("n=40", "teacher.duplicate_rate=0.3", "output.rows_per_shard=9")
     _run(tmp_path / "refs", *overrides)
     monkeypatch.setattr(process, "BROADCAST_DUPLICATES", 0)  # every duplicate above the limit: rows shuffled
+    monkeypatch.setattr(partition, "ONE_TASK_ROWS", 0)  # and every groupby a hash shuffle, as at scale
     manifest = _run(tmp_path / "rows", *overrides)
     assert manifest["dropped_by_reason"]["exact_duplicate"] >= 5
 
