@@ -121,6 +121,10 @@ def confirms(rule_set: str, rule: Rule, value: float, text: str, tol: float = 1e
     it cannot tell (NaN, a rule of C4's walk, or another rule of the same datatrove switch firing first)."""
     if math.isnan(value) or rule_set == "c4":
         return None
+    if rule.reason.startswith("top_") and value == 0:
+        return (
+            None  # fewer than n words: datatrove skips the rule, litho writes 0 (no n-gram covers any text)
+        )
     step = tol * max(abs(value), 1.0)
     below, above = value - step, value + step
     fires = (below, above) if rule.side == "max" else (above, below)  # (bound that drops, bound that keeps)

@@ -48,10 +48,9 @@ def rendered_man_pages(
     cached = CACHE / f"{key}.json"
     if cached.exists():
         return json.loads(cached.read_text())
-    spread = [files[int(i * len(files) / n)] for i in range(min(n, len(files)))]
+    spread = [int(i * len(files) / n) for i in range(min(n, len(files)))]
 
-    def first_rendered(i: int) -> str:
-        start = files.index(spread[i])
+    def first_rendered(start: int) -> str:
         for path in files[start : start + 10]:  # a page that renders empty: the next one in the sort
             text = render(path)
             if text.strip():
@@ -59,7 +58,7 @@ def rendered_man_pages(
         return ""
 
     with ThreadPoolExecutor(workers) as pool:
-        texts = [t for t in pool.map(first_rendered, range(len(spread))) if t]
+        texts = [t for t in pool.map(first_rendered, spread) if t]
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(json.dumps(texts))

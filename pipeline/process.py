@@ -85,11 +85,14 @@ def stage_list(
             tokenizer["keep_ids"] = True
         specs.append(class_stage("token_metrics", TokenMetrics, tokenizer, actors("token_metrics")))
         rule_sets, rule_thresholds = check_rule_sets(filters.get("rule_sets"), filters.get("rule_thresholds"))
-        if (
-            rule_sets
-        ):  # one stage scores every rule set: one word split per text (filters/scores/rule_scores.py)
+        if rule_sets:
+            # One stage scores every rule set (one word split per text), in actors: each loads spaCy once.
             scores = {"rule_sets": tuple(rule_sets), **text}
-            specs.append(class_stage("rule_scores", RuleSetScores, scores, tasks("rule_scores")))
+            pool = actors("rule_scores")
+            if "num_cpus" not in ((cluster.get("stages") or {}).get("rule_scores") or {}):
+                # A task's share: light Python, and the scorer pools, the judge and a task still fit on 2 CPUs.
+                pool["num_cpus"] = cluster.get("task_cpus", 0.25)
+            specs.append(class_stage("rule_scores", RuleSetScores, scores, pool))
         sanity = {"drop_truncated": filters["truncated"] == "drop", "min_words": filters["min_words"], **text}
         specs.append(class_stage("sanity", SanityFilter, sanity, tasks("sanity")))
         for name in rule_sets:  # each published rule set drops under its own name, in the order given

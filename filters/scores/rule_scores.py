@@ -69,6 +69,8 @@ class RuleSetScores:
             raise ValueError(f"unknown rule sets {unknown}; use some of {', '.join(SCORE_SETS)}")
         self.rule_sets = tuple(rule_sets)
         self.text_column = text_column
+        if any(name in NEEDS_WORDS for name in self.rule_sets):
+            words_of("Load the word splitter once.")  # spaCy: seconds to import, once per actor
 
     def __call__(self, batch: dict) -> dict:
         texts = texts_to_score(batch, self.text_column)

@@ -33,6 +33,15 @@ CASES = [
     (["dedup=minhash", "dedup.minhash.num_perm=64"], "dedup.minhash.num_perm=64: must equal bands*rows=20*5"),
     (["generator.structure={regex: '['}"], "generator.structure.regex='[': "),
     (
+        ["filters.rule_sets=[c4,gopher_repitition]"],
+        "filters.rule_sets: unknown rule set 'gopher_repitition'; use some of gopher_repetition, gopher_quality, "
+        "c4, fineweb; did you mean gopher_repetition?",
+    ),
+    (
+        ["filters.rule_thresholds={gopher_repetition: {dup_lines: 0.5}}"],
+        "filters.rule_thresholds.gopher_repetition.dup_lines: no such rule; use one of dup_line_char_frac,",
+    ),
+    (
         ["teacher=openai", "teacher.model=m", "filters.tokenizer=embedded:smollm2", "teacher.guided=xml"],
         "teacher.guided=xml: use one of",
     ),  # fmt: skip
