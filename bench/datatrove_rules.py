@@ -45,6 +45,11 @@ _OFF = {
         new_line_ratio=math.inf,
     ),
 }
+# Rules datatrove turns on with one argument: its symbol ratio bounds hashes and ellipses alike.
+SHARED = {
+    "gopher_too_many_hashes": ("gopher_too_many_hashes", "gopher_too_many_ellipsis"),
+    "gopher_too_many_ellipsis": ("gopher_too_many_hashes", "gopher_too_many_ellipsis"),
+}
 _QUALITY_KEYS = {
     "gopher_short_doc": "min_doc_words",
     "gopher_long_doc": "max_doc_words",

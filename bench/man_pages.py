@@ -9,6 +9,7 @@ picks the same pages on every run of this machine. Rendered texts are cached und
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -64,3 +65,39 @@ def rendered_man_pages(
     tmp.write_text(json.dumps(texts))
     tmp.replace(cached)
     return texts
+
+
+def real_rows(n: int, chars: int = 1000) -> list[str]:
+    """``n`` rows of real text of up to ``chars`` characters (a small teacher's answer is about that long):
+    Python's pydoc topics, then the man pages of every section as roff text (requests and escapes removed,
+    :func:`generators.text.man_page_text`), each cut at line ends, each piece once. Fewer than ``n``: they
+    repeat."""
+    from pydoc_data.topics import topics
+
+    from generators.text import man_page_text
+
+    def pieces(text: str):
+        piece = ""
+        for line in text.splitlines(keepends=True):
+            if piece and len(piece) + len(line) > chars:
+                yield piece
+                piece = ""
+            piece += line[:chars]
+        if piece.strip():
+            yield piece
+
+    def texts():
+        yield from (topics[k] for k in sorted(topics))
+        for path in page_files(tuple("12345678")):
+            if path.suffix == ".gz":
+                yield man_page_text(gzip.decompress(path.read_bytes()).decode("utf-8", "replace"))
+
+    rows: dict[str, None] = {}  # pieces in order, each once (pages repeat boilerplate)
+    for text in texts():
+        rows.update(dict.fromkeys(p for p in pieces(text) if len(p.split()) >= 20))
+        if len(rows) >= n:
+            return list(rows)[:n]
+    rows = list(rows)
+    if not rows:
+        raise FileNotFoundError("no pydoc topics or man pages on this machine")
+    return [rows[i % len(rows)] for i in range(n)]

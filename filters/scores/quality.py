@@ -62,50 +62,68 @@ def gopher_quality(text: str, words: list[str]) -> dict[str, float]:
     }
 
 
-def c4(text: str) -> dict[str, float]:
+def c4_walk(text: str) -> tuple[list[str], dict[str, float]]:
     """``C4QualityFilter``'s walk over the lines (its defaults: lines split on newlines, citations removed,
     lines without terminal punctuation, with fewer than 3 words, a word over 1,000 characters, "javascript"
     or a policy phrase removed). The walk stops at the first remaining line with "lorem ipsum" or a curly
     bracket, which drops the page: ``c4_lorem_ipsum`` / ``c4_curly_bracket`` say whether it stopped there
-    (1.0) or not (0.0). ``c4_sentences`` counts the sentences of the lines kept before the walk ended
-    (datatrove's sentence splitter); ``c4_removed_lines_frac`` is the share of lines C4 would remove from
-    the page, for information: litho never rewrites a text (docs/metrics.md)."""
+    (1.0) or not (0.0). ``c4_removed_lines_frac`` is the share of the page's lines C4 would remove (lines
+    after a stop are not looked at), for information: litho never rewrites a text (docs/metrics.md).
+
+    Returns:
+        The lines kept before the walk ended (their sentences are ``c4_sentences``: :func:`c4`), and the
+        other columns.
+    """
     from datatrove.pipeline.filters.c4_filters import (
         CITATION_REGEX,
         ELLIPSIS,
         END_PUNCTUATION,
         POLICY_SUBSTRINGS,
     )
-    from datatrove.utils.text import split_into_sentences
 
     lines = text.splitlines()
-    out = {"c4_lorem_ipsum": 0.0, "c4_curly_bracket": 0.0, "c4_sentences": 0.0}
+    out = {"c4_lorem_ipsum": 0.0, "c4_curly_bracket": 0.0}
+    kept: list[str] = []
     removed = 0
     for line in lines:
         line = line.strip()
         words = line.split()
+        removed += 1  # until the line survives every check
         if any(len(word) > 1000 for word in words):
-            removed += 1
             continue
         line = CITATION_REGEX.sub("", line)
         if not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS) or len(words) < 3:
-            removed += 1
             continue
         lower = line.lower()
         if "lorem ipsum" in lower:
             out["c4_lorem_ipsum"] = 1.0
             break
         if "javascript" in lower:  # before the bracket check, as datatrove: such a line goes, not the page
-            removed += 1
             continue
         if "{" in line:
             out["c4_curly_bracket"] = 1.0
             break
         if any(p in lower for p in POLICY_SUBSTRINGS):
-            removed += 1
             continue
-        out["c4_sentences"] += len(split_into_sentences(line))
+        removed -= 1
+        kept.append(line)
     out["c4_removed_lines_frac"] = _ratio(removed, len(lines))
+    return kept, out
+
+
+def c4(text: str, sentences: list[int] | None = None) -> dict[str, float]:
+    """The C4 columns of one text: :func:`c4_walk`'s and ``c4_sentences``, the sentences of the kept lines
+    (datatrove's sentence split).
+
+    Args:
+        text: The document.
+        sentences: The sentence count of each kept line, when the caller counted them for a whole batch
+            (filters/scores/words.py); None counts them here.
+    """
+    from filters.scores.words import count_sentences
+
+    kept, out = c4_walk(text)
+    out["c4_sentences"] = float(sum(count_sentences(kept) if sentences is None else sentences))
     return out
 
 

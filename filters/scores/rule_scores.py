@@ -2,8 +2,12 @@
 
 datatrove runs its filters one document at a time and caches the last few word splits, so Gopher
 repetition, Gopher quality and FineWeb tokenize a document once between them; this stage does the
-same for a batch (one ``split_into_words`` per text, shared by every rule set that needs words), so
-turning on more rule sets costs only their own arithmetic.
+same for a batch (one word split per text, shared by every rule set that needs words), and counts the
+sentences of C4's kept lines for the whole batch in one spaCy pass (filters/scores/words.py).
+
+Unlike datatrove's filters, which stop at a document's first failed rule, it computes every column for
+every row (the report and ``litho probe`` read them), so it does more work on rows a rule drops early;
+bench/results/rules.md measures both.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from filters.rules.base import texts_to_score
 from filters.scores import quality, repetition
+from filters.scores.words import count_sentences, split_words
 
 
 class ScoreSet(NamedTuple):
@@ -24,7 +29,7 @@ class ScoreSet(NamedTuple):
 
 
 def _c4(text: str, words: list[str]) -> dict[str, float]:
-    return quality.c4(text)  # C4 splits lines and sentences, never words
+    return quality.c4(text)  # C4 splits lines and sentences, never words (the stage batches its sentences)
 
 
 SCORE_SETS: dict[str, ScoreSet] = {
@@ -34,13 +39,6 @@ SCORE_SETS: dict[str, ScoreSet] = {
     "fineweb": ScoreSet("fineweb_v1", quality.FINEWEB_COLUMNS, quality.fineweb),
 }
 NEEDS_WORDS = {"gopher_repetition", "gopher_quality", "fineweb"}
-
-
-def words_of(text: str) -> list[str]:
-    """datatrove's English word split (spaCy's rule-based tokenizer, tokens stripped, blanks dropped)."""
-    from datatrove.utils.text import split_into_words
-
-    return split_into_words(text) if text else []
 
 
 class RuleSetScores:
@@ -69,19 +67,26 @@ class RuleSetScores:
             raise ValueError(f"unknown rule sets {unknown}; use some of {', '.join(SCORE_SETS)}")
         self.rule_sets = tuple(rule_sets)
         self.text_column = text_column
-        if any(name in NEEDS_WORDS for name in self.rule_sets):
-            words_of("Load the word splitter once.")  # spaCy: seconds to import, once per actor
+        split_words(["Load spaCy once."])  # seconds to import: once per actor, not in the first batch
 
     def __call__(self, batch: dict) -> dict:
         texts = texts_to_score(batch, self.text_column)
-        sets = [SCORE_SETS[name] for name in self.rule_sets]
         split = any(name in NEEDS_WORDS for name in self.rule_sets)
-        values: dict[str, list[float]] = {c: [] for s in sets for c in s.columns}
-        for text in texts:
-            words = words_of(text) if split else []
-            for score_set in sets:
-                for column, value in score_set.fn(text, words).items():
+        words = split_words(texts) if split else [[] for _ in texts]
+        c4 = self._c4(texts) if "c4" in self.rule_sets else None
+        values: dict[str, list[float]] = {c: [] for name in self.rule_sets for c in SCORE_SETS[name].columns}
+        for i, text in enumerate(texts):
+            for name in self.rule_sets:
+                found = c4[i] if name == "c4" else SCORE_SETS[name].fn(text, words[i])
+                for column, value in found.items():
                     values[column].append(value)
         for column, column_values in values.items():
             batch[column] = np.array(column_values, dtype=float)
         return batch
+
+    @staticmethod
+    def _c4(texts: list[str]) -> list[dict[str, float]]:
+        """The C4 columns of each text, the kept lines of all texts through spaCy in one pass."""
+        walks = [quality.c4_walk(text) for text in texts]
+        counts = iter(count_sentences([line for kept, _ in walks for line in kept]))
+        return [{**out, "c4_sentences": float(sum(next(counts) for _ in kept))} for kept, out in walks]
