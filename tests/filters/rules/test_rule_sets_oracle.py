@@ -76,8 +76,14 @@ def _teacher_like(prose: str) -> list[str]:
 @pytest.fixture(scope="module")
 def docs(real_texts) -> list[str]:
     teacher = json.loads((HERE / "teacher_texts.json").read_text())["texts"]
-    found = real_texts + rendered_man_pages(40) + _package_docs() + teacher
-    return found + _teacher_like(" ".join(real_texts[:6]))
+    found = (
+        real_texts
+        + rendered_man_pages(40)
+        + _package_docs()
+        + teacher
+        + _teacher_like(" ".join(real_texts[:6]))
+    )
+    return [text[:6000] for text in found]  # a long pydoc topic would cost more than the rest together
 
 
 @pytest.fixture(scope="module")
