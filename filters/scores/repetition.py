@@ -14,7 +14,8 @@ order. The semantics, as datatrove computes them for a text of ``len(text)`` cha
 * a *duplicate* paragraph/line is an occurrence of one seen before: the first occurrence is not
   counted; ``*_frac`` counts them over all paragraphs/lines, ``*_char_frac`` sums their characters
   over ``len(text)``;
-* words are datatrove's ``split_into_words`` (spaCy's English tokenizer, stripped, blanks removed);
+* words are datatrove's ``split_into_words`` (spaCy's English tokenizer, stripped, blanks removed;
+  computed for a batch by filters/scores/words.py);
 * top n-gram (2, 3, 4): characters of the most frequent n-gram (words joined by spaces) times its
   count, over ``len(text)``; 0 when the text has fewer than n words;
 * duplicate n-gram (5..10): walking the words, an n-gram (words joined without spaces) seen before
@@ -47,7 +48,7 @@ def gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
 
     Args:
         text: The document.
-        words: ``datatrove.utils.text.split_into_words(text)``.
+        words: ``datatrove.utils.text.split_into_words(text)`` (:func:`filters.scores.words.split_words`).
     """
     from datatrove.pipeline.filters.gopher_repetition_filter import (
         find_all_duplicate,
