@@ -141,7 +141,8 @@ class Job:
 
     def score_versions(self) -> list[str]:
         """Versions of the scores this run computed (shard metadata and manifest)."""
-        return [s.version for s in self.stages if s.version]
+        found = [(s.version,) if isinstance(s.version, str) else s.version or () for s in self.stages]
+        return [v for versions in found for v in versions]
 
 
 def _select(cfg: DictConfig, before: list[StageSpec], inputs: list[str]) -> list[StageSpec]:

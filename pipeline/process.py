@@ -19,12 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from filters.dedup.decontaminate import Decontaminate
 from filters.dedup.exact import duplicates_to_drop, text_hashes
 from filters.rules.base import DROPPED_BY, Filter, current_reasons, record_drops
+from filters.rules.rule_sets import PublishedRules, check_rule_sets
 from filters.rules.sanity import LengthFilter, SanityFilter
 from filters.rules.thresholds import ThresholdFilter, check_bands, check_bounds
 from filters.scores.clean import Cleaner
 from filters.scores.judge import JudgeScores
 from filters.scores.lm_scores import LMScorer
-from filters.scores.repetition import RepetitionMetrics
+from filters.scores.rule_scores import RuleSetScores
 from filters.scores.token_metrics import TokenMetrics
 from generators.errors import ConfigError
 from pipeline.near_dedup import near_dedup_stage
@@ -38,7 +39,7 @@ def class_stage(name: str, fn: type, kwargs: dict, pool: dict, kind: str | None 
     needs, adds = columns_of(fn, kwargs)
     if kind is None:
         kind = "filter" if issubclass(fn, Filter) else "score"
-    version = getattr(fn, "version", None)
+    version = fn.versions(**kwargs) if hasattr(fn, "versions") else getattr(fn, "version", None)
     scores = adds if kind == "score" else ()
     return StageSpec(
         name=name,
@@ -86,17 +87,20 @@ def stage_list(
         if cfg.output.get("pack_seq_len") or (cfg.output.get("token_formats") and not sft):
             tokenizer["keep_ids"] = True
         specs.append(class_stage("token_metrics", TokenMetrics, tokenizer, actors("token_metrics")))
-        ngram_bounds = {int(k): float(v) for k, v in filters["max_dup_ngram_frac"].items()}
-        repetition = {"ngrams": tuple(sorted(ngram_bounds)), **text}
-        specs.append(class_stage("repetition", RepetitionMetrics, repetition, tasks("repetition")))
-        sanity = {
-            "drop_truncated": filters["truncated"] == "drop",
-            "min_words": filters["min_words"],
-            "max_dup_line_frac": filters["max_dup_line_frac"],
-            "max_dup_ngram_frac": ngram_bounds,
-            **text,
-        }
+        rule_sets, rule_thresholds = check_rule_sets(filters.get("rule_sets"), filters.get("rule_thresholds"))
+        if rule_sets:
+            # One stage scores every rule set (one word split per text), in actors: each loads spaCy once.
+            scores = {"rule_sets": tuple(rule_sets), **text}
+            pool = actors("rule_scores")
+            if "num_cpus" not in ((cluster.get("stages") or {}).get("rule_scores") or {}):
+                # A task's share: light Python, and the scorer pools, the judge and a task still fit on 2 CPUs.
+                pool["num_cpus"] = cluster.get("task_cpus", 0.25)
+            specs.append(class_stage("rule_scores", RuleSetScores, scores, pool))
+        sanity = {"drop_truncated": filters["truncated"] == "drop", "min_words": filters["min_words"], **text}
         specs.append(class_stage("sanity", SanityFilter, sanity, tasks("sanity")))
+        for name in rule_sets:  # each published rule set drops under its own name, in the order given
+            rules = {"rule_set": name, "thresholds": rule_thresholds.get(name), **text}
+            specs.append(class_stage(name, PublishedRules, rules, tasks(name)))
         if filters.get("lm"):
             # The scorer model (bits per byte, attention metrics; docs/metrics.md), one per actor, after
             # the cheap filters: rows already dropped cost it nothing.

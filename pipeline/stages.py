@@ -53,7 +53,8 @@ class StageSpec:
         needs: Columns the stage reads; :func:`validate` checks an earlier stage or the input has them.
         adds: Columns the stage writes.
         scores: The added numeric columns that are quality scores (summarized in the manifest).
-        version: Score version written to the shard metadata (e.g. ``token_metrics_v2``).
+        version: Score version written to the shard metadata (e.g. ``token_metrics_v2``), or several for a
+            stage that scores for several rule sets (``("repetition_v2", "c4_v1")``).
         keys: Config key to name in the error when a needed column is missing, per column.
         timed: Add the per-row seconds column (off for stages whose rows do not flow on).
     """
@@ -71,7 +72,7 @@ class StageSpec:
     needs: tuple[str, ...] = ()
     adds: tuple[str, ...] = ()
     scores: tuple[str, ...] = ()
-    version: str | None = None
+    version: str | tuple[str, ...] | None = None
     keys: dict = field(default_factory=dict)
     timed: bool = True
 

@@ -1,5 +1,5 @@
-"""The rules every generated text passes: no teacher error, not empty, not cut off, long enough, not
-repetitive (Gopher: Rae et al. 2021, "Scaling Language Models", App. A)."""
+"""The rules every generated text passes: no teacher error, not empty, not cut off, long enough. Repetition
+and the other published quality rules are rule sets of their own (filters/rules/rule_sets.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from filters.rules.base import Filter
 
 
 class SanityFilter(Filter):
-    """Drops teacher errors, empty texts, truncated texts (optionally), too-short and repetitive texts.
+    """Drops teacher errors, empty texts, truncated texts (optionally) and too-short texts.
 
     Args:
         drop_truncated: Drop rows that hit the token limit and were not trimmed by the cleaner.
         min_words: Minimum whitespace words.
-        max_dup_line_frac: Upper bound on ``rep_dup_line_frac`` (Gopher: 0.30).
-        max_dup_ngram_frac: ``{n: bound}`` on ``rep_dup_ngram_frac_{n}`` (Gopher: 5→0.15, 10→0.10).
         text_column: Column holding the text.
     """
 
@@ -25,23 +23,17 @@ class SanityFilter(Filter):
         self,
         drop_truncated: bool = True,
         min_words: int = 40,
-        max_dup_line_frac: float = 0.3,
-        max_dup_ngram_frac: dict | None = None,
         text_column: str = "text",
     ):
         self.drop_truncated = drop_truncated
         self.min_words = min_words
-        self.max_dup_line_frac = max_dup_line_frac
-        self.max_dup_ngram_frac = {
-            int(k): float(v) for k, v in (max_dup_ngram_frac or {5: 0.15, 10: 0.10}).items()
-        }
         self.text_column = text_column
 
     def needs(self) -> tuple[str, ...]:
         return (self.text_column,)
 
     def reasons(self) -> tuple[str, ...]:
-        return ("teacher_error", "empty", "truncated", "too_short", "repetition")
+        return ("teacher_error", "empty", "truncated", "too_short")
 
     def checks(self, batch: dict):
         texts = [str(t) for t in batch[self.text_column]]
@@ -56,12 +48,6 @@ class SanityFilter(Filter):
             np.asarray(batch["n_words"]) if "n_words" in batch else np.array([len(t.split()) for t in texts])
         )
         yield words < self.min_words, "too_short"
-        if "rep_dup_line_frac" in batch:
-            yield np.asarray(batch["rep_dup_line_frac"]) > self.max_dup_line_frac, "repetition"
-        for n, bound in self.max_dup_ngram_frac.items():
-            column = f"rep_dup_ngram_frac_{n}"
-            if column in batch:
-                yield np.asarray(batch[column]) > bound, "repetition"
 
 
 class LengthFilter(Filter):

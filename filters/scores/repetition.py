@@ -1,63 +1,78 @@
-"""Repetition scores, as in the Gopher quality rules (Rae et al. 2021, "Scaling Language Models", App. A).
+"""Gopher repetition scores (Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from
+Training Gopher", App. A, Table A1), computed by datatrove's own functions (datatrove 0.10.1,
+``GopherRepetitionFilter``, the implementation FineWeb used).
 
-Small teachers loop; these scores catch it. ``rep_dup_line_frac`` is the share of lines that
-repeat an earlier line; ``rep_dup_ngram_frac_n`` is the share of word characters covered by
-word n-grams that occur more than once.
+litho calls datatrove rather than re-implementing it: the values are then datatrove's by construction,
+and its run-time needs are small (loguru and humanize beyond what litho already has) plus spaCy, the
+word tokenizer datatrove uses for English (``spacy.blank("en")``: rules only, no model to download).
+What litho adds is the score as a number: datatrove's filter stops at the first failed rule and
+returns a reason; here every fraction is a column, so the report and ``litho probe`` see them, and
+the rule (filters/rules/rule_sets.py) compares them with the published thresholds in datatrove's
+order. The semantics, as datatrove computes them for a text of ``len(text)`` characters:
+
+* paragraphs: ``re.split(r"\\n{2,}", text.strip())``; lines: ``re.split("\\n+", text)`` (not stripped);
+* a *duplicate* paragraph/line is an occurrence of one seen before: the first occurrence is not
+  counted; ``*_frac`` counts them over all paragraphs/lines, ``*_char_frac`` sums their characters
+  over ``len(text)``;
+* words are datatrove's ``split_into_words`` (spaCy's English tokenizer, stripped, blanks removed;
+  computed for a batch by filters/scores/words.py);
+* top n-gram (2, 3, 4): characters of the most frequent n-gram (words joined by spaces) times its
+  count, over ``len(text)``; 0 when the text has fewer than n words;
+* duplicate n-gram (5..10): walking the words, an n-gram (words joined without spaces) seen before
+  adds its characters and the walk skips past it (n words), else it is remembered and the walk moves
+  one word; the sum over ``len(text)``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import re
 
-import numpy as np
+DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
+TOP_NGRAMS = (2, 3, 4)
+COLUMNS = (
+    "rep_dup_para_frac",
+    "rep_dup_para_char_frac",
+    "rep_dup_line_frac",
+    "rep_dup_line_char_frac",
+    *(f"rep_top_ngram_frac_{n}" for n in TOP_NGRAMS),
+    *(f"rep_dup_ngram_frac_{n}" for n in DUP_NGRAMS),
+)
+VERSION = "repetition_v2"
 
-from filters.rules.base import texts_to_score
-
-
-def dup_line_frac(text: str) -> float:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return 0.0
-    return 1.0 - len(set(lines)) / len(lines)
-
-
-def dup_ngram_char_frac(words: list[str], n: int) -> float:
-    """Share of characters (of words) inside word n-grams that appear at least twice."""
-    if len(words) < n:
-        return 0.0
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    counts = Counter(grams)
-    covered = np.zeros(len(words), dtype=bool)
-    for i, g in enumerate(grams):
-        if counts[g] > 1:
-            covered[i : i + n] = True
-    lengths = np.array([len(w) for w in words])
-    return float(lengths[covered].sum() / max(lengths.sum(), 1))
+_PARAGRAPH = re.compile(r"\n{2,}")  # datatrove's paragraph and line splitters
+_LINE = re.compile("\n+")
 
 
-class RepetitionMetrics:
-    """Scorer stage: adds ``rep_dup_line_frac`` and ``rep_dup_ngram_frac_{n}`` for each n in ``ngrams``.
+def gopher_repetition(text: str, words: list[str]) -> dict[str, float]:
+    """The Gopher repetition fractions of one text (every column of :data:`COLUMNS`); 0 for an empty text.
 
     Args:
-        ngrams: Word n-gram sizes (Gopher uses 5 to 10).
-        text_column: Column holding the text.
+        text: The document.
+        words: ``datatrove.utils.text.split_into_words(text)`` (:func:`filters.scores.words.split_words`).
     """
+    from datatrove.pipeline.filters.gopher_repetition_filter import (
+        find_all_duplicate,
+        find_duplicates,
+        find_top_duplicate,
+        get_n_grams,
+    )
 
-    version = "repetition_v1"
-
-    @classmethod
-    def columns(cls, ngrams: tuple[int, ...] = (5, 10), text_column: str = "text") -> tuple[tuple, tuple]:
-        """``(needs, adds)``: the columns the stage reads and the ones it writes."""
-        return (text_column,), ("rep_dup_line_frac", *(f"rep_dup_ngram_frac_{n}" for n in ngrams))
-
-    def __init__(self, ngrams: tuple[int, ...] = (5, 10), text_column: str = "text"):
-        self.ngrams = tuple(ngrams)
-        self.text_column = text_column
-
-    def __call__(self, batch: dict) -> dict:
-        texts = texts_to_score(batch, self.text_column)
-        words = [t.lower().split() for t in texts]
-        batch["rep_dup_line_frac"] = np.array([dup_line_frac(t) for t in texts])
-        for n in self.ngrams:
-            batch[f"rep_dup_ngram_frac_{n}"] = np.array([dup_ngram_char_frac(w, n) for w in words])
-        return batch
+    if not text:
+        return dict.fromkeys(COLUMNS, 0.0)
+    chars = len(text)
+    paragraphs = _PARAGRAPH.split(text.strip())
+    para_dups, para_chars = find_duplicates(paragraphs)
+    lines = _LINE.split(text)
+    line_dups, line_chars = find_duplicates(lines)
+    out = {
+        "rep_dup_para_frac": para_dups / len(paragraphs),
+        "rep_dup_para_char_frac": para_chars / chars,
+        "rep_dup_line_frac": line_dups / len(lines),
+        "rep_dup_line_char_frac": line_chars / chars,
+    }
+    for n in TOP_NGRAMS:
+        grams = get_n_grams(words, n)
+        out[f"rep_top_ngram_frac_{n}"] = find_top_duplicate(grams) / chars if grams else 0.0
+    for n in DUP_NGRAMS:
+        out[f"rep_dup_ngram_frac_{n}"] = find_all_duplicate(words, n) / chars
+    return out

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from filters.rules.rule_sets import RULE_SETS, rules_of
 from filters.rules.thresholds import band_bounds
 from pipeline.output.manifest import summarize
 
@@ -152,7 +153,8 @@ def score_columns(manifest: dict, rows: Rows) -> list[str]:
 def bounds(config: dict, manifest: dict, rows: Rows) -> dict[str, list[dict]]:
     """Every line the filters drew on a score: ``{column: [{label, side, value}]}``.
 
-    Absolute bounds come from the config (``filters.thresholds`` and the sanity rule's limits); a
+    Absolute bounds come from the config (``filters.thresholds``, the sanity rule's limit and the rule
+    sets' bounds, published or overridden); a
     quantile band's bounds are recomputed as the run computed them, over the rows still kept when
     the band stage ran (kept rows and rows that a later stage dropped).
     """
@@ -166,9 +168,10 @@ def bounds(config: dict, manifest: dict, rows: Rows) -> dict[str, list[dict]]:
     ran = {s["name"] for s in manifest.get("stages", [])}
     if "sanity" in ran:
         add("n_words", "min_words", "min", filters.get("min_words"))
-        add("rep_dup_line_frac", "max_dup_line_frac", "max", filters.get("max_dup_line_frac"))
-        for n, value in (filters.get("max_dup_ngram_frac") or {}).items():
-            add(f"rep_dup_ngram_frac_{n}", f"max_dup_ngram_frac.{n}", "max", value)
+    for name in filters.get("rule_sets") or []:
+        if name in ran and name in RULE_SETS:
+            for rule in rules_of(name, (filters.get("rule_thresholds") or {}).get(name)):
+                add(rule.column, f"{name}.{rule.reason}", rule.side, rule.bound)
     for column, bound in (filters.get("thresholds") or {}).items():
         for side in ("min", "max"):
             add(column, f"thresholds.{column}.{side}", side, (bound or {}).get(side))

@@ -34,6 +34,15 @@ CASES = [
     (["generator.structure={regex: '['}"], "generator.structure.regex='[': "),
     (["output.token_formats=[arrow]"], "output.token_formats=['arrow']: unknown format 'arrow'"),
     (
+        ["filters.rule_sets=[c4,gopher_repitition]"],
+        "filters.rule_sets: unknown rule set 'gopher_repitition'; use some of gopher_repetition, gopher_quality, "
+        "c4, fineweb; did you mean gopher_repetition?",
+    ),
+    (
+        ["filters.rule_thresholds={gopher_repetition: {dup_lines: 0.5}}"],
+        "filters.rule_thresholds.gopher_repetition.dup_lines: no such rule; use one of dup_line_char_frac,",
+    ),
+    (
         ["teacher=openai", "teacher.model=m", "filters.tokenizer=embedded:smollm2", "teacher.guided=xml"],
         "teacher.guided=xml: use one of",
     ),  # fmt: skip

@@ -218,8 +218,7 @@ def test_a_tiny_llama_trains_on_packed_and_sft_shards(ray_session, tmp_path):
         "generator=instruct",
         "output=sft",
         "filters.min_words=5",
-        "filters.max_dup_line_frac=1.0",
-        "filters.max_dup_ngram_frac={5:1.0,10:1.0}",
+        "filters.rule_sets=[]",
     )
     tok = load_tokenizer("embedded:smollm2")
 

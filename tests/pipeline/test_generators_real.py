@@ -10,7 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from filters.rules.rule_sets import RULE_SETS
 from tests.pipeline.conftest import compose
+
+REPETITION = {rule.reason for rule in RULE_SETS["gopher_repetition"]}  # the default rule set's drop reasons
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +104,7 @@ def test_dense_reports_token_savings_and_key_terms(ray_session, tmp_path, seed_f
         "dense_copied",
         "dense_lost_key_terms",
         "too_short",
-        "repetition",
+        *REPETITION,
         "empty",
         "exact_duplicate",
     }
@@ -122,8 +125,8 @@ def test_layered_parses_layers_of_seed_texts(ray_session, tmp_path, seed_file):
     for row in parsed:
         assert all(term.lower() in row["body"].lower() for term in row["layer_terms"])
         assert "<terms>\n" + "\n".join(row["layer_terms"]) + "\n</terms>" in row["text"]
-    # An unparsed row is never kept; a filter that runs earlier (repetition, too_short) may name it first.
+    # An unparsed row is never kept; a filter that runs earlier (Gopher repetition, too_short) may name it first.
     unparsed = [r for r in rows if not r["layer_terms"]]
     assert all(r["drop_reason"] for r in unparsed), [r["drop_reason"] for r in unparsed]
-    earlier = {"layers_unparsed", "repetition", "too_short", "empty", "truncated", "exact_duplicate"}
+    earlier = {"layers_unparsed", *REPETITION, "too_short", "empty", "truncated", "exact_duplicate"}
     assert {r["drop_reason"] for r in unparsed} <= earlier

@@ -131,6 +131,20 @@ def test_quantile_band_bounds_are_recomputed_over_the_rows_the_band_saw(tmp_path
     ]
 
 
+def test_rule_sets_that_ran_draw_their_bounds(tmp_path):
+    out, manifest, config = _output(tmp_path)
+    rows = data.read_rows(out, ["score"])
+    config["filters"]["rule_sets"] = ["gopher_repetition", "c4"]  # c4 did not run in this manifest
+    config["filters"]["rule_thresholds"] = {"gopher_repetition": {"dup_line_frac": 0.5, "top_2_gram": None}}
+    manifest["stages"].append({"name": "gopher_repetition", "kind": "filter", "rows_in": 40, "dropped": {}})
+    lines = data.bounds(config, manifest, rows)
+    assert lines["rep_dup_line_frac"] == [
+        {"label": "gopher_repetition.dup_line_frac", "side": "max", "value": 0.5}
+    ]
+    assert lines["rep_dup_ngram_frac_5"][0]["value"] == 0.15 and "rep_top_ngram_frac_2" not in lines
+    assert "c4_sentences" not in lines
+
+
 def test_examples_pick_extremes_and_the_typical_dropped_row(tmp_path):
     out, _, _ = _output(tmp_path)
     rows = data.read_rows(out, ["score"])

@@ -45,7 +45,7 @@ def test_every_combination_builds_a_valid_stage_list(generator, output, dedup, s
         generator, []
     )
     assert ("sft_prompt" in names) == (output == "sft")
-    assert job.score_versions()[:2] == ["token_metrics_v2", "repetition_v1"]
+    assert job.score_versions()[:2] == ["token_metrics_v2", "repetition_v2"]
     assert job.plan.rows == 8 and all(s.needs or s.kind in ("prepare", "select") for s in job.stages[1:])
 
 
@@ -56,7 +56,14 @@ def test_corpus_commands_validate_against_the_input_columns(tmp_path, real_texts
         compose(f"input={corpus}", f"output.dir={tmp_path / 'o'}", "text_column=body", config_name="score"),
         "score",
     )
-    assert [s.name for s in job.process] == ["length", "token_metrics", "repetition", "sanity", "lm_scores"]
+    assert [s.name for s in job.process] == [
+        "length",
+        "token_metrics",
+        "rule_scores",
+        "sanity",
+        "gopher_repetition",
+        "lm_scores",
+    ]
     assert job.input_scores == ("n",)
     with pytest.raises(ConfigError, match="text_column=text: no such column in .*in.jsonl; it has"):
         Job.from_config(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from filters.scores.repetition import RepetitionMetrics
+from filters.scores.rule_scores import RuleSetScores
 from generators.errors import ConfigError
 from pipeline.stages import StageRunner, StageSpec, columns_of, resources, seconds_column, validate
 
@@ -39,8 +39,8 @@ def test_resources_come_from_the_cluster_config_and_per_stage_overrides():
 
 def test_validate_names_the_key_and_the_known_columns():
     specs = [
-        StageSpec("score", RepetitionMetrics, needs=("text",), adds=("rep_dup_line_frac",)),
-        StageSpec("rule", RepetitionMetrics, needs=("nope",), keys={"nope": "filters.thresholds.nope"}),
+        StageSpec("score", RuleSetScores, needs=("text",), adds=("rep_dup_line_frac",)),
+        StageSpec("rule", RuleSetScores, needs=("nope",), keys={"nope": "filters.thresholds.nope"}),
     ]
     with pytest.raises(ConfigError) as caught:
         validate(specs, ["id", "text"])
@@ -54,17 +54,17 @@ def test_validate_names_the_key_and_the_known_columns():
 
 
 def test_columns_come_from_the_stage_class():
-    assert columns_of(RepetitionMetrics, {"ngrams": (3,), "text_column": "body"}) == (
+    assert columns_of(RuleSetScores, {"rule_sets": ("c4",), "text_column": "body"}) == (
         ("body",),
-        ("rep_dup_line_frac", "rep_dup_ngram_frac_3"),
+        ("c4_lorem_ipsum", "c4_curly_bracket", "c4_sentences", "c4_removed_lines_frac"),
     )
 
 
 def test_runner_times_each_batch_per_row():
-    runner = StageRunner(RepetitionMetrics, {"ngrams": (5,)}, "repetition")
+    runner = StageRunner(RuleSetScores, {"rule_sets": ("c4",)}, "repetition")
     out = runner({"text": np.array(["a b c d e a b c d e", "x"], dtype=object)})
     assert out[seconds_column("repetition")].shape == (2,) and (out[seconds_column("repetition")] >= 0).all()
-    quiet = StageRunner(RepetitionMetrics, {}, "repetition", timed=False)(
+    quiet = StageRunner(RuleSetScores, {"rule_sets": ("c4",)}, "repetition", timed=False)(
         {"text": np.array(["a"], dtype=object)}
     )
     assert seconds_column("repetition") not in quiet

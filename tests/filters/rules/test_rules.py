@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 
 from filters.dedup.exact import ExactHash, duplicates_to_drop
+from filters.rules.rule_sets import PublishedRules
 from filters.rules.sanity import SanityFilter
 from filters.rules.thresholds import ThresholdFilter
 from filters.scores.clean import Cleaner
-from filters.scores.repetition import RepetitionMetrics, dup_line_frac, dup_ngram_char_frac
+from filters.scores.rule_scores import RuleSetScores
 from generators.text import normalize, trim_to_sentence
 
 
@@ -27,35 +28,33 @@ def test_cleaner_trims_only_truncated_rows():
         Cleaner(truncated="cut")
 
 
-def test_repetition_scores_on_real_text(real_texts):
+def test_repetition_scores_count_repeats_not_first_occurrences(real_texts):
+    """Gopher's semantics (datatrove's): only the repeated occurrences count, over the text's length."""
     text = real_texts[0]
     looped = " ".join([text.split(".")[0]] * 8)
-    scores = RepetitionMetrics(ngrams=(5,))({"text": [text, looped]})
-    assert scores["rep_dup_ngram_frac_5"][1] > 0.8 > scores["rep_dup_ngram_frac_5"][0]
-    assert dup_line_frac("a\nb\na\na") == 0.5
-    assert dup_ngram_char_frac("x y x y x y".split(), 2) == 1.0
+    twice = "one two three four five one two three four five"  # 47 characters
+    scores = RuleSetScores(rule_sets=("gopher_repetition",))({"text": [text, looped, twice, "a\nb\na\na"]})
+    assert scores["rep_dup_ngram_frac_5"][1] > 0.6 > 0.15 > scores["rep_dup_ngram_frac_5"][0]
+    assert scores["rep_dup_ngram_frac_5"][2] == len("onetwothreefourfive") / 47  # the second copy only
+    assert scores["rep_top_ngram_frac_2"][2] == 2 * len("one two") / 47  # the top 2-gram, all its copies
+    assert scores["rep_dup_line_frac"][3] == 0.5 and scores["rep_dup_line_char_frac"][3] == 2 / 7
 
 
 def _scored(texts, finish=None):
-    batch = {
+    return {
         "text": np.array(texts, dtype=object),
         "finish_reason": np.array(finish or ["stop"] * len(texts), dtype=object),
     }
-    return RepetitionMetrics()(batch)
-
-
-def _prose(real_texts, k=0):
-    """Real texts that pass the Gopher repetition rules (some pydoc topics quote code repeatedly)."""
-    ok = [t for t in real_texts if SanityFilter()(_scored([t]))["drop_reason"][0] == ""]
-    return ok[k]
 
 
 def test_sanity_filter_records_first_reason(real_texts):
-    good = _prose(real_texts)
+    good = real_texts[0]
     looped = " ".join(["the same words again and again"] * 30)
     batch = _scored(["", "too short text", looped, good, good], ["stop", "stop", "stop", "stop", "error"])
     out = SanityFilter(min_words=40)(batch)
-    assert list(out["drop_reason"]) == ["empty", "too_short", "repetition", "", "teacher_error"]
+    assert list(out["drop_reason"]) == ["empty", "too_short", "", "", "teacher_error"]
+    out = PublishedRules("gopher_repetition")(RuleSetScores()(out))  # a later rule set names the loop
+    assert list(out["drop_reason"]) == ["empty", "too_short", "top_2_gram", "", "teacher_error"]
 
 
 def test_sanity_filter_keeps_earlier_reasons():
@@ -65,7 +64,7 @@ def test_sanity_filter_keeps_earlier_reasons():
 
 
 def test_truncated_dropped_unless_trimmed(real_texts):
-    batch = _scored([_prose(real_texts, 1), _prose(real_texts, 2)], ["length", "length"])
+    batch = _scored([real_texts[1], real_texts[2]], ["length", "length"])
     batch["trimmed"] = np.array([True, False])
     assert list(SanityFilter(drop_truncated=True)(batch)["drop_reason"]) == ["", "truncated"]
 

@@ -1,0 +1,32 @@
+"""bench/bench_rules.py at its smallest size: both tables come out, and litho agrees with datatrove."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from bench.bench_rules import agreement, speed
+from bench.man_pages import real_rows, rendered_man_pages
+
+pytest.importorskip("datatrove")
+BEFORE = "a4f3573"  # main before issue 22: the repetition scores the issue found wrong
+
+
+def test_agreement_and_speed_tables_at_the_smallest_size():
+    known = (
+        subprocess.run(["git", "cat-file", "-e", f"{BEFORE}^{{commit}}"], capture_output=True).returncode == 0
+    )
+    table = agreement(rendered_man_pages(40)[:10], BEFORE if known else None)
+    cells = [
+        [c.strip() for c in ln.strip("|").split("|")] for ln in table.splitlines() if ln.startswith("| ")
+    ]
+    rules = [c for c in cells if len(c) == 5 and "(" in c[0] and c[1] != "litho drops"]
+    assert len(rules) == 23 and all(c[3] == "0" for c in rules), table  # no Gopher decision differs
+    sets = [c for c in cells if len(c) == 4 and c[0] != "rule set"]
+    assert [c[0] for c in sets] == ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
+    assert all(c[3] == "0" for c in sets), table
+    if known:
+        assert "Before: the repetition scores of a4f3573" in table
+    timing = speed(real_rows(100), chunk=50, batch_size=25)
+    assert "| datatrove |" in timing and "| litho |" in timing and "x CPU time" in timing
