@@ -53,12 +53,15 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             t0 = time.perf_counter()
             with teacher_progress(
                 job.checkpoint_dir,
+                job.generate.kwargs["run"],
                 n_todo,
                 float(job.cluster.get("progress_interval") or 30),
                 bool(job.cluster.get("progress", True)),
-            ):
+            ) as progress:
                 faults.phase("generate", watch=job.checkpoint_dir)
                 errors = generate(todo, job.generate) if n_todo else None
+            if progress is not None and progress.first_tokens is not None:
+                timings["teacher_first_tokens_s"] = progress.first_tokens  # the live progress's first tokens
             failed = errors.count() if errors is not None else 0
             ds = generated(plan, job.checkpoint_dir, blocks, errors)
             counts = {

@@ -56,6 +56,8 @@ class StageSpec:
         version: Score version written to the shard metadata (e.g. ``token_metrics_v2``).
         keys: Config key to name in the error when a needed column is missing, per column.
         timed: Add the per-row seconds column (off for stages whose rows do not flow on).
+        in_flight: Batches an actor works on at once (a stage whose ``__call__`` is a coroutine: Ray
+            Data runs it on the actor's event loop, as Ray Data LLM runs its vLLM stage).
     """
 
     name: str
@@ -74,6 +76,7 @@ class StageSpec:
     version: str | None = None
     keys: dict = field(default_factory=dict)
     timed: bool = True
+    in_flight: int = 1
 
     def __post_init__(self):
         if self.pool not in POOLS:
@@ -170,6 +173,18 @@ class StageRunner:
         return out
 
 
+class AsyncStageRunner(StageRunner):
+    """:class:`StageRunner` for a stage whose ``__call__`` is a coroutine (several batches in flight)."""
+
+    async def __call__(self, batch: dict) -> dict:
+        started = time.perf_counter()
+        out = await self.stage(batch)
+        if self.column is not None and out:
+            n = len(next(iter(out.values())))
+            out[self.column] = np.full(n, (time.perf_counter() - started) / max(n, 1))
+        return out
+
+
 def run_task(batch: dict, fn: Callable, kwargs: dict, name: str = "", timed: bool = False) -> dict:
     """One batch of a stage run as a Ray task: the stage is built for the batch (cheap stages only)."""
     return StageRunner(fn, kwargs, name, timed)(batch)
@@ -192,7 +207,12 @@ def apply_one(ds, spec: StageSpec):
         from ray.data import ActorPoolStrategy
 
         # A subclass named after the stage, so Ray's operator names read MapBatches(TokenMetrics).
-        runner = type(_named(spec.fn), (StageRunner,), {})
+        is_async = inspect.iscoroutinefunction(getattr(spec.fn, "__call__", None))
+        runner = type(_named(spec.fn), (AsyncStageRunner if is_async else StageRunner,), {})
+        strategy = {}
+        if is_async and spec.in_flight > 1:  # Ray Core runs that many calls of the actor at once
+            remote["max_concurrency"] = spec.in_flight
+            strategy["max_tasks_in_flight_per_actor"] = spec.in_flight
         return ds.map_batches(
             runner,
             fn_constructor_kwargs={
@@ -202,7 +222,7 @@ def apply_one(ds, spec: StageSpec):
                 "timed": spec.timed,
             },
             batch_size=spec.batch_size,
-            compute=ActorPoolStrategy(size=spec.concurrency or 1),
+            compute=ActorPoolStrategy(size=spec.concurrency or 1, **strategy),
             batch_format="numpy",
             **remote,
         )
