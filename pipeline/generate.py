@@ -8,7 +8,6 @@ run go through exactly the same code and every text crosses the object store onc
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import uuid

@@ -113,7 +113,11 @@ class TeacherProgress:
         while not self._stop.wait(1.0):
             self.poll()
             now = time.monotonic()
-            if self._bar is not None or (last is None and self.tokens) or (last is not None and now - last >= self.interval):
+            if (
+                self._bar is not None
+                or (last is None and self.tokens)
+                or (last is not None and now - last >= self.interval)
+            ):
                 self._show()
                 last = now
 

@@ -207,12 +207,14 @@ def apply_one(ds, spec: StageSpec):
         from ray.data import ActorPoolStrategy
 
         # A subclass named after the stage, so Ray's operator names read MapBatches(TokenMetrics).
-        is_async = inspect.iscoroutinefunction(getattr(spec.fn, "__call__", None))
+        is_async = inspect.iscoroutinefunction(spec.fn.__call__)
         runner = type(_named(spec.fn), (AsyncStageRunner if is_async else StageRunner,), {})
         strategy = {}
         if is_async and spec.in_flight > 1:  # Ray Core runs that many calls of the actor at once
-            remote["max_concurrency"] = spec.in_flight
-            strategy["max_tasks_in_flight_per_actor"] = spec.in_flight
+            strategy = {
+                "max_concurrent_calls_per_actor": spec.in_flight,
+                "max_tasks_in_flight_per_actor": spec.in_flight,
+            }
         return ds.map_batches(
             runner,
             fn_constructor_kwargs={

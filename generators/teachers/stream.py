@@ -51,7 +51,9 @@ def check_stage_settings(teacher: dict) -> None:
     _, stage = split_config(teacher)
     rows, seconds = stage["checkpoint_rows"], stage["checkpoint_s"]
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise ConfigError(f"teacher.checkpoint_rows={rows}: give a positive integer (rows per checkpoint group)")
+        raise ConfigError(
+            f"teacher.checkpoint_rows={rows}: give a positive integer (rows per checkpoint group)"
+        )
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         raise ConfigError(f"teacher.checkpoint_s={seconds}: give a positive number of seconds")
     price = stage["price"]
@@ -179,14 +181,16 @@ class Streamer:
                 if stream is not None:  # fast: requests that arrive meanwhile join the running call
                     stream(
                         [r for r, _ in items],
-                        more=lambda n: [self._adopt(item, taken) for item in self._waiting(n)],
-                        done=lambda request, c: taken[id(request)][1].set_result(c),
+                        more=lambda n, taken=taken: [self._adopt(item, taken) for item in self._waiting(n)],
+                        done=lambda request, c, taken=taken: taken[id(request)][1].set_result(c),
                     )
                 else:
                     for (_, future), completion in zip(items, self.teacher.generate([r for r, _ in items])):
                         future.set_result(completion)
             except Exception as exc:  # the backend promises not to raise; if it does, its rows fail alone
-                log.exception("teacher %s failed on %d requests", getattr(self.teacher, "name", "?"), len(taken))
+                log.exception(
+                    "teacher %s failed on %d requests", getattr(self.teacher, "name", "?"), len(taken)
+                )
                 error = repr(exc)
             for request, future in taken.values():  # no request may hang its batch
                 if not future.done():

@@ -4,7 +4,6 @@ real consumer (a tiny Llama trained for a few steps on the packed and the SFT sh
 from __future__ import annotations
 
 import asyncio
-
 import json
 from pathlib import Path
 

@@ -78,7 +78,9 @@ def test_rows_are_checkpointed_in_groups_and_batches_share_the_teacher(tmp_path)
     assert all(len(o["id"]) == 0 for o in outs)
     files = sorted(tmp_path.glob("block=000000/gen-*.parquet"))
     sizes = sorted(pq.read_metadata(f).num_rows for f in files)
-    assert sum(sizes) == 12 and max(sizes) <= 4 + 3  # a group closes at 4 rows (a batch's rows arrive together)
+    assert (
+        sum(sizes) == 12 and max(sizes) <= 4 + 3
+    )  # a group closes at 4 rows (a batch's rows arrive together)
     assert calls[0] == 12 and sum(calls) == 12  # the four batches in flight went to the teacher in one call
 
 
