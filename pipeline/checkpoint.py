@@ -35,6 +35,7 @@ OPERATIONAL_KEYS = {
     "cache_dir",
     "allow_network",
     "max_concurrency",  # openai: requests in flight; each request is answered on its own
+    "adaptive_concurrency",
     "timeout_s",
     "max_retries",
     "api_key_env",
