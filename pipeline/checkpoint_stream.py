@@ -176,3 +176,22 @@ def read_records(directory: Path, run: str) -> list[dict]:
         if record.get("run") == run:
             records.append(record)
     return records
+
+
+def teacher_usage(directory: Path, run: str, price: dict | None) -> dict:
+    """This run's teacher usage from its actors' records: rows answered, prompt and completion tokens, and
+    the estimated cost in USD when ``price`` (per million prompt / completion tokens) is given."""
+    records = read_records(directory, run)
+    usage = {
+        "rows": sum(r["rows"] for r in records),
+        "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in records),
+        "completion_tokens": sum(r["row_tokens"] for r in records),
+    }
+    if price:
+        usage["price_per_million"] = dict(price)
+        usage["cost_usd"] = round(
+            (usage["prompt_tokens"] * price["prompt"] + usage["completion_tokens"] * price["completion"])
+            / 1e6,
+            6,
+        )
+    return usage
