@@ -66,7 +66,7 @@ def teacher_calls(out: Path) -> list[tuple[float, float, float]]:
     from pipeline.checkpoint import batch_timing
 
     calls = []
-    for path in sorted(out.glob(".litho/generations/*/gen-*.parquet")):
+    for path in sorted(out.glob(".litho/generations/*/block=*/gen-*.parquet")):
         timing = batch_timing(path)
         tokens = pq.read_table(path, columns=["completion_tokens"]).column("completion_tokens").to_pylist()
         if timing:
@@ -105,6 +105,8 @@ def summarize(run: dict) -> dict:
         "kept": m["counts"]["kept"],
         "rows": m["counts"]["rows_in"],
         "startup_and_shutdown_s": run["wall_s"] - timings.get("total_s", 0.0),
+        # The live progress's first line with tokens > 0, in seconds from the start of generation.
+        "first_tokens_s": m.get("teacher_usage", {}).get("first_tokens_s", float("nan")),
         "texts": scored,
     }
 
@@ -249,7 +251,12 @@ def table(runs: dict[str, dict], plain: list[dict], forward: dict) -> str:
             lambda r: f"{r['teacher_tokens']:.0f} / {r['kept']} of {r['rows']}",
         ),
         ("**teacher tok/s** (its generate() calls)", lambda r: f"**{r['teacher_tok_s']:.0f}**"),
+        ("first progress line with tokens > 0 (s into generation)", lambda r: f"{r['first_tokens_s']:.1f}"),
     ]
+    for p in plain:
+        if "name" not in p:  # the whole run against one plain generate() of the same prompts
+            rows.append((f"**wall time / plain `model.generate()`, {p['dtype']}** ({p['s']:.1f} s)",
+                         lambda r, p=p: f"**{r['wall_s'] / p['s']:.2f}x**"))  # fmt: skip
     for p in plain:
         p["tok_s"] = p["tokens"] / p["s"]
         what = f"`{p['name']}.generate()` in this process" if "name" in p else "plain `model.generate()`"

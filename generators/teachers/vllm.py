@@ -170,8 +170,12 @@ class VLLMTeacher:
         self.engine = None
         self.start_s = 0.0
         self._ids = itertools.count()
-        self._loop = LoopThread("litho-vllm")
         self._starting: asyncio.Lock | None = None
+        self._launch()
+
+    def _launch(self) -> None:
+        """The teacher's event loop, and the engine on it."""
+        self._loop = LoopThread("litho-vllm")
         self._loop.run(self._start()).result()
 
     counts_tokens = True  # as the engine streams them

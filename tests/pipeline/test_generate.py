@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import os
 import re
+import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from generators.prompts.textbook import TextbookGenerator
 from pipeline.checkpoint import read_block
@@ -18,6 +22,7 @@ from pipeline.checkpoint_stream import read_records
 from pipeline.generate import GenerateStage
 from pipeline.progress import TeacherProgress, teacher_progress
 
+ROOT = Path(__file__).resolve().parents[2]
 DUMMY = {"_target_": "generators.teachers.dummy.DummyTeacher"}
 
 
@@ -145,4 +150,30 @@ def test_checkpoints_of_the_pre_block_layout_are_named_not_reused(ray_session, t
     )
 
 
-_ = time  # noqa
+@pytest.mark.slow
+def test_a_minhash_run_prints_no_arrow_fallback_and_reports_usage_and_cost(tmp_path):
+    """``litho generate`` in a process of its own (~40 s: its own Ray, whose workers' lines are the subject):
+    the captured output has no ArrowConversionError line (the MinHash band keys are an Arrow list column),
+    and the manifest, summary and report carry this run's teacher tokens and cost."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "pipeline.cli", "generate", "teacher=dummy", "teacher.duplicate_rate=0.2",
+            "n=48", "cluster.teacher_batch_size=8", "teacher.checkpoint_rows=8", "++filters.lm=null",
+            "dedup=minhash", "teacher.price={prompt: 0.5, completion: 2.0}", f"output.dir={out}"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "LITHO_FAULT"} | {"HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout + done.stderr
+    assert "ArrowConversionError" not in printed and "pickled python objects" not in printed, printed[-3000:]
+    assert "teacher: 48/48 rows (100%)" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = [r for part in ("data", "rejected") for f in sorted((out / part).glob("*.parquet"))
+            for r in pq.read_table(f, columns=["prompt_tokens", "completion_tokens"]).to_pylist()]  # fmt: skip
+    usage = manifest["teacher_usage"]
+    assert usage["rows"] == 48 == len(rows)
+    assert usage["prompt_tokens"] == sum(r["prompt_tokens"] for r in rows) > 0
+    assert usage["completion_tokens"] == sum(r["completion_tokens"] for r in rows) > 0
+    cost = (usage["prompt_tokens"] * 0.5 + usage["completion_tokens"] * 2.0) / 1e6
+    assert usage["cost_usd"] == pytest.approx(cost, abs=1e-6)
+    assert f"teacher cost (USD, est.){cost:>10.4f}" in done.stdout
+    assert "teacher cost (estimated)" in (out / "report.html").read_text()
+    assert len(list(out.glob(".litho/generations/*/block=*/gen-*.parquet"))) >= 6  # groups of 8 rows
