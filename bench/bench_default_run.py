@@ -132,7 +132,9 @@ def in_process(plan, teacher: dict, target: str) -> dict:
 
     from generators.teachers.contract import Request
 
-    config = dict(teacher, _target_=target)
+    from generators.teachers.stream import split_config
+
+    config = dict(split_config(teacher)[0], _target_=target)
     if target.endswith("FastTeacher"):
         config.setdefault("max_batch", 256)
     built = instantiate(config, _convert_="all")

@@ -24,7 +24,13 @@ OFFLINE_ENV = {
 
 
 # A quiet terminal (cluster.verbose=false): no model-loading progress bars from inside workers.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+# teacher=vllm: vLLM's INFO/WARNING logs and its workers' FutureWarnings stay out of the terminal too.
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+}
 
 
 def offline_env(allow_network: bool) -> dict[str, str]:
