@@ -53,6 +53,9 @@ def run_pipeline(repo: Path, out: Path, overrides: list[str]) -> dict:
         raise SystemExit(
             f"{' '.join(command)} failed in {repo}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         )
+    for line in done.stderr.splitlines():  # the live progress lines, as a job log shows them
+        if line.startswith("teacher: "):
+            print(f"# progress: {line}", flush=True)
     calls = teacher_calls(out)
     manifest = json.loads((out / "manifest.json").read_text())
     return {"wall_s": wall, "teacher_calls": calls, "manifest": manifest, "out": out}
