@@ -134,7 +134,6 @@ def in_process(plan, teacher: dict, target: str) -> dict:
     from hydra.utils import instantiate
 
     from generators.teachers.contract import Request
-
     from generators.teachers.stream import split_config
 
     config = dict(split_config(teacher)[0], _target_=target)
