@@ -91,7 +91,7 @@ def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec
         name="generate",
         fn=GenerateStage,
         kwargs=kwargs,
-        in_flight=int(cluster.get("teacher_batches_in_flight") or 1),
+        in_flight=_in_flight(cluster.get("teacher_batches_in_flight", 1)),
         kind="generate",
         pool="actors",
         needs=("id", "prompt"),
@@ -100,6 +100,13 @@ def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec
         timed=False,  # its rows come back from the checkpoints; the phase is timed in the driver
         **resources(cluster, "generate", "teacher"),
     )
+
+
+def _in_flight(value) -> int:
+    """``cluster.teacher_batches_in_flight``, checked before Ray starts."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"cluster.teacher_batches_in_flight={value}: give a positive integer (e.g. 4)")
+    return value
 
 
 def to_generate(plan: Plan, checkpoint_dir: Path):
