@@ -79,8 +79,8 @@ def run_llm(n: int, new_tokens: int, gpu: bool) -> dict:
     llm = LLM(**engine(gpu))
     start_s = time.perf_counter() - started
     tok = llm.get_tokenizer()
-    prompts = [{"prompt_token_ids": list(tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True))}
-               for _, m in requests]  # fmt: skip
+    rendered = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True) for _, m in requests]
+    prompts = [{"prompt_token_ids": list(r["input_ids"] if hasattr(r, "keys") else r)} for r in rendered]
     params = [VSamplingParams(**sampling_kwargs(sp, rid)) for rid, _ in requests]
     began = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
@@ -100,8 +100,10 @@ def run_raydata(n: int, new_tokens: int, gpu: bool) -> dict:
     args = engine(gpu)
     model = args.pop("model")
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    # On the CPU the engine's placement group must not ask for a GPU (Ray Data LLM's default bundle does).
+    placement = None if gpu else {"bundles": [{"CPU": 1}]}
     config = vLLMEngineProcessorConfig(model_source=model, engine_kwargs=args, batch_size=32, concurrency=1,
-                                       max_concurrent_batches=8, accelerator_type=None)  # fmt: skip
+                                       max_concurrent_batches=8, placement_group_config=placement)  # fmt: skip
     processor = build_processor(
         config,
         preprocess=lambda row: {"messages": row["messages"], "sampling_params": row["sampling"]},

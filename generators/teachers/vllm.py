@@ -181,7 +181,8 @@ class VLLMTeacher:
     counts_tokens = True  # as the engine streams them
 
     async def _start(self) -> None:
-        from vllm import AsyncEngineArgs, AsyncLLM
+        from vllm import AsyncEngineArgs
+        from vllm import AsyncLLMEngine as AsyncLLM  # vLLM's v1 AsyncLLM under its exported name
 
         started = time.perf_counter()
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args, disable_log_stats=True))

@@ -105,7 +105,7 @@ class ScriptedLLM:
 @pytest.fixture
 def scripted(monkeypatch, tmp_path):
     fake = types.ModuleType("vllm")
-    fake.AsyncLLM = ScriptedLLM
+    fake.AsyncLLMEngine = ScriptedLLM
     fake.AsyncEngineArgs = lambda **kw: kw
     fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
     fake.sampling_params = types.ModuleType("vllm.sampling_params")
