@@ -264,12 +264,28 @@ class VLLMTeacher:
     def close(self) -> None:
         """Stop the engine's processes (they would outlive the actor otherwise, as Ray Data LLM notes)."""
         engine, self.engine = getattr(self, "engine", None), None
-        _shutdown(engine)
-        if getattr(self, "_loop", None) is not None:
-            self._loop.close()
+        loop = getattr(self, "_loop", None)
+        if engine is not None and loop is not None and loop.loop.is_running():
+            # Its output handler stops first: it would log the engine's exit as an EngineDeadError.
+            try:
+                loop.run(_quietly_shutdown(engine)).result(timeout=60)
+            except Exception as exc:
+                log.debug("vllm engine shutdown: %r", exc)
+        else:
+            _shutdown(engine)
+        if loop is not None:
+            loop.close()
 
     def __del__(self):
         self.close()
+
+
+async def _quietly_shutdown(engine) -> None:
+    handler = getattr(engine, "output_handler", None)
+    if handler is not None:
+        handler.cancel()
+        await asyncio.sleep(0)
+    _shutdown(engine)
 
 
 def _shutdown(engine) -> None:
