@@ -174,6 +174,6 @@ def test_a_minhash_run_prints_no_arrow_fallback_and_reports_usage_and_cost(tmp_p
     assert usage["completion_tokens"] == sum(r["completion_tokens"] for r in rows) > 0
     cost = (usage["prompt_tokens"] * 0.5 + usage["completion_tokens"] * 2.0) / 1e6
     assert usage["cost_usd"] == pytest.approx(cost, abs=1e-6)
-    assert f"teacher cost (USD, est.){cost:>10.4f}" in done.stdout
+    assert re.search(rf"teacher cost \(USD, est\.\) +{cost:.4f}\n", done.stdout), done.stdout
     assert "teacher cost (estimated)" in (out / "report.html").read_text()
     assert len(list(out.glob(".litho/generations/*/block=*/gen-*.parquet"))) >= 6  # groups of 8 rows
