@@ -119,11 +119,11 @@ def plan_prompts(overrides: list[str]) -> tuple[list[list[dict]], dict, dict]:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from pipeline.generate import build_generator, make_plan
+    from pipeline.generate import build_generator
 
     with initialize_config_module(config_module="conf", version_base=None):
         cfg = compose(config_name="config", overrides=overrides)
-    plan = make_plan(cfg, build_generator(cfg))
+    plan = build_generator(cfg).plan(int(cfg.n), int(cfg.seed))  # the plan's rows (a Plan is a Ray dataset)
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     lm = OmegaConf.to_container(cfg.filters.lm, resolve=True)
     return [(r["id"], json.loads(r["prompt"])) for r in plan], teacher, lm
