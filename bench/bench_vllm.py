@@ -22,7 +22,7 @@ Ratios are litho over each baseline, measured in the same run. Needs vLLM: runs 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -137,6 +137,14 @@ def run_litho(n: int, new_tokens: int, gpu: bool) -> dict:
         return {"wall_s": wall, "seconds": summary["span_s"], "tokens": summary["tokens"]}
 
 
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,7 +163,7 @@ def main() -> int:
         run = {"litho": run_litho, "llm": run_llm, "raydata": run_raydata}[args.one]
         print("RESULT " + json.dumps(run(args.prompts, args.new_tokens, args.gpu)), flush=True)
         return 0
-    missing = [m for m in ("hydra", "ray", "xxhash") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("hydra", "ray", "xxhash") if not _importable(m)]
     if missing:  # the GPU machine of bench/gpu_check.sh has torch and transformers only
         print(
             f"bench_vllm: skipped: litho's dependencies {missing} are not installed here (pip install -e .[vllm])"
