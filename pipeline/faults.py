@@ -55,8 +55,8 @@ _batches = 0
 
 
 def actor_batch(directory) -> None:
-    """In a teacher actor, between answering a batch and checkpointing it: ``LITHO_FAULT=actor:N``
-    kills the actor's process at its N-th batch, once per run (a marker file in ``directory`` keeps
+    """In a teacher actor, between answering rows and checkpointing them: ``LITHO_FAULT=actor:N``
+    kills the actor's process at its N-th checkpoint group, once per run (a marker file in ``directory`` keeps
     the restarted actor alive), so Ray must restart it and redo the batch."""
     global _batches
     spec = os.environ.get(ENV, "")

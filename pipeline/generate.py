@@ -8,156 +8,23 @@ run go through exactly the same code and every text crosses the object store onc
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import platform
-import time
+import uuid
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
 from generators.errors import ConfigError
 from generators.prompts.protocol import MultiStep
-from generators.teachers.contract import FINISH_ERROR, Completion, Request
 from generators.teachers.structure import Structure
-from pipeline import faults
-from pipeline.checkpoint import block_dir, read_block, write_batch
-from pipeline.plan import BLOCK, Plan, blocks_dataset, find_finished, plan_blocks
+from pipeline.checkpoint import read_block
+from pipeline.plan import Plan, blocks_dataset, find_finished, plan_blocks
 from pipeline.stages import StageSpec, apply_one, resources
-
-# What the teacher stage adds to a plan row.
-TEACHER_COLUMNS = (
-    "text",
-    "finish_reason",
-    "error",
-    "prompt_tokens",
-    "completion_tokens",
-    "teacher",
-    "sampling",
-)
+from pipeline.teacher_stage import TEACHER_COLUMNS, GenerateStage, sampling_record  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-
-class GenerateStage:
-    """Turns plan rows into generated rows and checkpoints every finished batch.
-
-    The teacher (model load included) is built once, in ``__init__``, inside the actor. With a
-    ``checkpoint_dir``, complete rows go to the checkpoints (one file per plan block of the batch) and
-    only the failed rows are returned; without one, every row is returned.
-
-    Args:
-        teacher: Teacher config with ``_target_`` (see conf/teacher/).
-        checkpoint_dir: Where finished batches are written (see :mod:`pipeline.checkpoint`).
-        generator: The plan's generator; when it is multi-step (:mod:`generators.prompts.protocol`) every
-            row runs all its teacher calls here and is checkpointed only once complete.
-    """
-
-    def __init__(self, teacher: dict, checkpoint_dir: str | None = None, generator=None, structure=None):
-        from hydra.utils import instantiate
-
-        self.teacher = instantiate(teacher, _convert_="all")
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.generator = generator
-        self.structure = Structure.from_config(structure)
-
-    def __call__(self, batch: dict) -> dict:
-        ids = [str(i) for i in batch["id"]]
-        if not ids:
-            return batch
-        started_at, started = time.time(), time.perf_counter()
-        steps = self._run_steps(batch, ids)
-        seconds = time.perf_counter() - started
-        completions = [row_steps[-1] for row_steps in steps]
-        out = {k: list(v) for k, v in batch.items()}
-        out.update(
-            text=[c.text for c in completions],
-            finish_reason=[_finish_reason(s) for s in steps],
-            error=[next((c.error for c in s if c.error), "") for s in steps],
-            prompt_tokens=[sum(c.prompt_tokens for c in s) for s in steps],
-            completion_tokens=[sum(c.completion_tokens for c in s) for s in steps],
-            teacher=[self.teacher.name] * len(ids),
-            sampling=[sampling_record(self.teacher)] * len(ids),
-        )
-        if self.structure is not None:  # generator.structure: the filter drops what does not match
-            out["structure_error"] = [s[-1].invalid or "" for s in steps]
-        if isinstance(self.generator, MultiStep):
-            rows = [{k: v[i] for k, v in out.items()} for i in range(len(ids))]
-            finished = [self.generator.finish(row, s) for row, s in zip(rows, steps)]
-            for key in finished[0]:
-                out[key] = [f[key] for f in finished]
-            out["steps"] = [json.dumps([c.text for c in s], ensure_ascii=False) for s in steps]
-        blocks = np.asarray(out.pop(BLOCK, np.zeros(len(ids), np.int64)))
-        failed = np.asarray(out["finish_reason"], dtype=object) == FINISH_ERROR
-        faults.actor_batch(self.checkpoint_dir)  # reliability tests only (LITHO_FAULT=actor:N)
-        if self.checkpoint_dir is not None:  # only complete rows: a failed step fails the row
-            good = np.flatnonzero(~failed)
-            start = started_at
-            for block in np.unique(blocks[good]).tolist():
-                rows = np.flatnonzero(~failed & (blocks == block)).tolist()
-                table = pa.table({k: [v[i] for i in rows] for k, v in out.items()})
-                # A batch spanning plan blocks is one file per block: each gets its share of the batch's
-                # seconds, back to back, so the report's per-file rates and time span stay the batch's.
-                share = seconds * len(rows) / len(good)
-                timing = {"started_at": start, "seconds": share, "worker": f"{platform.node()}:{os.getpid()}"}
-                write_batch(block_dir(self.checkpoint_dir, block), table, timing)
-                start += share
-        if failed.any():
-            log.warning("%d of %d requests failed in this batch", int(failed.sum()), len(ids))
-        arrays = {k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in out.items()}
-        if self.checkpoint_dir is None:
-            return arrays
-        return {k: v[failed] for k, v in arrays.items()}
-
-    def _run_steps(self, batch: dict, ids: list[str]) -> list[list[Completion]]:
-        """Every teacher call of every row: one call for plain generators, up to ``max_steps`` for
-        multi-step ones (all rows of the batch advance together, one ``generate`` call per step)."""
-        multi = isinstance(self.generator, MultiStep)
-        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(ids))]
-        steps: list[list[Completion]] = [[] for _ in ids]
-        pending = [(i, json.loads(p)) for i, p in enumerate(batch["prompt"])]
-        structure_of = getattr(self.generator, "step_structure", None)
-        for step in range(self.generator.max_steps if multi else 1):
-            # Later steps get their own request ids, so backends seed their sampling differently.
-            requests = [
-                Request(
-                    ids[i] if step == 0 else f"{ids[i]}/{step}",
-                    tuple(m),
-                    structure_of(rows[i], step) if structure_of else self.structure,
-                )
-                for i, m in pending
-            ]
-            completions = self.teacher.generate(requests)
-            if [c.id for c in completions] != [r.id for r in requests]:
-                raise RuntimeError(f"teacher {self.teacher.name} returned completions out of order")
-            following = []
-            for (i, _), completion in zip(pending, completions):
-                steps[i].append(completion)
-                if multi and completion.finish_reason != FINISH_ERROR:
-                    messages = self.generator.followup(rows[i], steps[i])
-                    if messages:
-                        following.append((i, messages))
-            pending = following
-            if not pending:
-                break
-        return steps
-
-
-def sampling_record(teacher) -> str:
-    """The row's ``sampling`` column: the teacher's :class:`SamplingParams` plus what else changes its texts
-    (``sampling_extra``, e.g. the token-aware settings), as sorted JSON."""
-    record = json.loads(teacher.sampling.to_json())
-    record.update(getattr(teacher, "sampling_extra", None) or {})
-    return json.dumps(record, sort_keys=True)
-
-
-def _finish_reason(steps: list[Completion]) -> str:
-    """A row failed if any step failed; otherwise it ended as its last step did."""
-    return FINISH_ERROR if any(c.finish_reason == FINISH_ERROR for c in steps) else steps[-1].finish_reason
 
 
 def build_generator(cfg: DictConfig):
@@ -218,10 +85,13 @@ def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec
     adds = TEACHER_COLUMNS + (tuple(getattr(generator, "output_columns", ())) + ("steps",) if multi else ())
     adds += ("structure_error",) if structure is not None else ()
     kwargs = {"teacher": teacher, "checkpoint_dir": str(checkpoint_dir), "generator": generator}
+    # The run's id: the actors' progress records name it, so the driver counts this run's only.
+    kwargs.update(structure=structure, run=uuid.uuid4().hex)
     return StageSpec(
         name="generate",
         fn=GenerateStage,
-        kwargs={**kwargs, "structure": structure},
+        kwargs=kwargs,
+        in_flight=_in_flight(cluster.get("teacher_batches_in_flight", 1)),
         kind="generate",
         pool="actors",
         needs=("id", "prompt"),
@@ -230,6 +100,13 @@ def generate_spec(cfg: DictConfig, generator, checkpoint_dir: Path) -> StageSpec
         timed=False,  # its rows come back from the checkpoints; the phase is timed in the driver
         **resources(cluster, "generate", "teacher"),
     )
+
+
+def _in_flight(value) -> int:
+    """``cluster.teacher_batches_in_flight``, checked before Ray starts."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"cluster.teacher_batches_in_flight={value}: give a positive integer (e.g. 4)")
+    return value
 
 
 def to_generate(plan: Plan, checkpoint_dir: Path):

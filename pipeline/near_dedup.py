@@ -22,7 +22,7 @@ import xxhash
 from filters.dedup import components
 from filters.dedup.index import CrossRunMatch, DedupIndex, IndexRows
 from filters.dedup.lsh import id_hashes
-from filters.dedup.minhash import MinHashConfig
+from filters.dedup.minhash import MinHashConfig, band_matrix, bands_array
 from filters.dedup.stages import (
     ClusterGroup,
     MinHashSignatures,
@@ -59,7 +59,15 @@ def _rows(batch: dict, column: str, kept: bool | None = None, component: bool | 
         mask = (np.asarray(batch[column], dtype=object) == "") == kept
     else:
         mask = (np.asarray(batch[column]) >= 0) == component
-    return {k: np.asarray(v)[mask] for k, v in batch.items()}
+    return {k: _select(k, v, mask) for k, v in batch.items()}
+
+
+def _select(name: str, values, mask: np.ndarray):
+    """``values[mask]``; band keys stay an Arrow list column (a zero-row 2-D array is not Arrow to Ray Data)."""
+    if name in ("lsh_bands", BANDS):
+        matrix = band_matrix(values, len(values[0]) if len(values) else 1)
+        return bands_array(matrix[mask])
+    return np.asarray(values)[mask]
 
 
 def _finish(batch: dict, columns: list[str], id_column: str | None = None, bands: bool = False) -> dict:
@@ -69,7 +77,7 @@ def _finish(batch: dict, columns: list[str], id_column: str | None = None, bands
         batch["cluster_id"] = np.asarray(batch[id_column]).astype(str).astype(object)
     out = {c: batch[c] for c in columns}
     if bands:
-        out[BANDS] = batch["lsh_bands"]
+        out[BANDS] = _select("lsh_bands", batch["lsh_bands"], np.ones(len(batch["lsh_bands"]), bool))
     return out
 
 

@@ -1,10 +1,15 @@
-"""Live progress of the teacher phase in the driver: rows answered of the total, teacher tok/s, ETA.
+"""Live progress of the teacher phase in the driver: rows answered of the total, tokens, tok/s, ETA.
 
-The count comes from the checkpoint files the teacher actors write (one per finished batch, renamed
-into place whole: pipeline/checkpoint.py), so it needs no extra actor or message and is the same
-locally, on a cluster and under ``ray job submit`` (the driver must see ``output.dir``, as a resume
-does). On a terminal it is a tqdm bar; otherwise (a job's log, a pipe) one plain line every
-``interval`` seconds and one at the end.
+Every teacher actor keeps one small progress record beside the checkpoints
+(:class:`pipeline.checkpoint_stream.ProgressRecord`: rows checkpointed, tokens decoded so far,
+rows still in flight included, rewritten about once a second), so the driver sums them with no
+extra actor and no message per row, the same way locally, on a cluster and under ``ray job submit``
+(the driver must see ``output.dir``, as a resume does). Tokens move from the first decode step, so
+the line says something long before the first row is done.
+
+On a terminal it is a tqdm bar over the estimated work (rows done plus the in-flight rows' tokens);
+otherwise (a job's log, a pipe) one plain line as soon as the first tokens are counted, then one
+every ``interval`` seconds and one at the end.
 """
 
 from __future__ import annotations
@@ -17,8 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from pipeline.checkpoint_stream import read_records
 from pipeline.cluster import is_terminal
 
 log = logging.getLogger(__name__)
@@ -30,77 +34,103 @@ def _hms(seconds: float) -> str:
 
 
 class TeacherProgress:
-    """Polls ``directory`` for new checkpoint files and reports rows, tokens, tok/s and ETA.
+    """Polls the actors' progress records of run ``run`` and reports rows, tokens, tok/s and ETA.
 
     Args:
-        directory: The checkpoint directory the teacher stage writes ``gen-*.parquet`` files to.
+        directory: The teacher's checkpoint directory (records live in its ``progress/`` folder).
+        run: The run's id (the teacher stage's ``run`` argument).
         total: Rows this run asks the teacher for.
         interval: Seconds between two plain lines (not on a terminal).
         stream: Where the bar or lines go (default stderr); a terminal gets a bar.
     """
 
-    def __init__(self, directory: Path, total: int, interval: float = 30.0, stream=None):
-        self.directory = Path(directory)
+    def __init__(self, directory: Path, run: str, total: int, interval: float = 30.0, stream=None):
+        self.directory, self.run = Path(directory), run
         self.total = int(total)
         self.interval = float(interval)
         self.stream = stream if stream is not None else sys.stderr
-        self.seen = set(self._files())  # an earlier run's files are not this run's progress
-        self.rows = self.tokens = 0
+        self.rows = self.tokens = self.row_tokens = 0
+        self.max_new_tokens = 0
         self.started = time.monotonic()
+        self.first_tokens: float | None = None  # seconds from start to the first counted token
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="litho-progress", daemon=True)
         self._bar = None
 
-    def _files(self) -> list[Path]:
-        return sorted(self.directory.rglob("gen-*.parquet")) if self.directory.is_dir() else []
-
     def poll(self) -> None:
-        """Count the files that appeared since the last poll."""
-        for path in self._files():
-            if path in self.seen:
-                continue
-            try:
-                table = pq.read_table(path, columns=["completion_tokens"])
-            except (OSError, ValueError):  # being swapped in on a slow filesystem: next poll
-                continue
-            self.seen.add(path)
-            self.rows += table.num_rows
-            self.tokens += int(sum(v for v in table.column(0).to_pylist() if v))
+        """Sum the actors' latest records."""
+        records = read_records(self.directory, self.run)
+        self.rows = sum(r["rows"] for r in records)
+        self.row_tokens = sum(r["row_tokens"] for r in records)
+        self.tokens = max(self.tokens, sum(r["tokens"] for r in records))
+        self.max_new_tokens = max((r["max_new_tokens"] for r in records), default=0)
+        if self.tokens and self.first_tokens is None:
+            self.first_tokens = time.monotonic() - self.started
+
+    def done_share(self) -> float:
+        """Estimated share of the work done: finished rows plus the in-flight rows' decoded tokens, a row
+        counting as the finished rows' mean tokens (the teacher's cap until a row finishes)."""
+        if not self.total:
+            return 1.0
+        per_row = self.row_tokens / self.rows if self.rows else self.max_new_tokens
+        partial = (self.tokens - self.row_tokens) / per_row if per_row else 0.0
+        return min(1.0, (self.rows + max(0.0, min(partial, self.total - self.rows - 0.5))) / self.total)
+
+    def eta(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        share = self.done_share()
+        if self.rows >= self.total:
+            return 0.0
+        return elapsed * (1 - share) / share if share > 0 else None
 
     def line(self) -> str:
-        """``teacher: 96/256 rows (38%), 5,120 tokens, 95 tok/s, elapsed 0:00:54, ETA 0:01:30``."""
+        """``teacher: 96/256 rows (41%), 5,120 tokens, 95 tok/s, elapsed 0:00:54, ETA 0:01:30``: the
+        percentage is the estimated work done (:meth:`done_share`), not only the finished rows."""
         elapsed = time.monotonic() - self.started
         rate = self.tokens / elapsed if elapsed > 0 else 0.0
-        share = self.rows / self.total if self.total else 1.0
-        eta = elapsed * (self.total - self.rows) / self.rows if self.rows else None
+        eta = self.eta()
         return (
-            f"teacher: {self.rows:,}/{self.total:,} rows ({share:.0%}), {self.tokens:,} tokens, {rate:.0f} tok/s,"
-            f" elapsed {_hms(elapsed)}, ETA {_hms(eta) if eta is not None else '?'}"
+            f"teacher: {self.rows:,}/{self.total:,} rows ({self.done_share():.0%}), {self.tokens:,} tokens,"
+            f" {rate:.0f} tok/s, elapsed {_hms(elapsed)}, ETA {_hms(eta) if eta is not None else '?'}"
         )
 
     def _show(self) -> None:
         if self._bar is not None:
             elapsed = time.monotonic() - self.started
-            self._bar.n = min(self.rows, self.total)
-            self._bar.set_postfix_str(f"{self.tokens / max(elapsed, 1e-9):.0f} tok/s", refresh=False)
+            self._bar.n = round(100 * self.done_share(), 1)
+            eta = self.eta()
+            self._bar.set_postfix_str(
+                f"{self.rows:,}/{self.total:,} rows, {self.tokens:,} tokens, "
+                f"{self.tokens / max(elapsed, 1e-9):.0f} tok/s, ETA {_hms(eta) if eta is not None else '?'}",
+                refresh=False,
+            )
             self._bar.refresh()
         else:
             print(self.line(), file=self.stream, flush=True)
 
     def _loop(self) -> None:
-        last = time.monotonic()
-        while not self._stop.wait(1.0 if self._bar is not None else min(self.interval, 5.0)):
+        last = None  # when the last plain line was printed (None: not yet, waiting for tokens)
+        while not self._stop.wait(1.0):
             self.poll()
-            if self._bar is not None or time.monotonic() - last >= self.interval:
+            now = time.monotonic()
+            if (
+                self._bar is not None
+                or (last is None and self.tokens)
+                or (last is not None and now - last >= self.interval)
+            ):
                 self._show()
-                last = time.monotonic()
+                last = now
 
     def start(self) -> TeacherProgress:
         if is_terminal(self.stream):
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=self.total, desc="teacher", unit="rows", file=self.stream, dynamic_ncols=True
+                total=100,
+                desc="teacher",
+                file=self.stream,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| elapsed {elapsed}, {postfix}",
             )
         self._thread.start()
         return self
@@ -116,14 +146,14 @@ class TeacherProgress:
 
 @contextlib.contextmanager
 def teacher_progress(
-    directory: Path, total: int, interval: float = 30.0, enabled: bool = True
-) -> Iterator[None]:
+    directory: Path, run: str, total: int, interval: float = 30.0, enabled: bool = True
+) -> Iterator[TeacherProgress | None]:
     """Report the teacher phase while the block runs (nothing when ``enabled`` is false)."""
     if not enabled or total <= 0:
-        yield
+        yield None
         return
-    progress = TeacherProgress(directory, total, interval).start()
+    progress = TeacherProgress(directory, run, total, interval).start()
     try:
-        yield
+        yield progress
     finally:
         progress.stop()

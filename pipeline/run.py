@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, command: str = "generate") -> dict:
     """Run one command for a composed config; return the manifest."""
     from pipeline import aggregate, faults, stages
+    from pipeline.checkpoint_stream import teacher_usage
     from pipeline.cluster import connect
     from pipeline.generate import generate, generated, to_generate
     from pipeline.inputs import read_corpus
@@ -41,6 +42,7 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
     out = job.out
 
     counts: dict[str, int] = {}
+    usage = first_tokens = None
     timings["plan_s"] = time.perf_counter() - started
     with connect(job.cluster, allow_network=job.allow_network):
         if job.plan is not None:
@@ -55,13 +57,19 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             t0 = time.perf_counter()
             with teacher_progress(
                 job.checkpoint_dir,
+                job.generate.kwargs["run"],
                 n_todo,
                 float(job.cluster.get("progress_interval") or 30),
                 bool(job.cluster.get("progress", True)),
-            ):
+            ) as progress:
                 faults.phase("generate", watch=job.checkpoint_dir)
                 errors = generate(todo, job.generate) if n_todo else None
+            if progress is not None:  # when the live progress first counted tokens, from the phase's start
+                first_tokens = progress.first_tokens
             failed = errors.count() if errors is not None else 0
+            price = job.cfg.teacher.get("price")
+            price = OmegaConf.to_container(price, resolve=True) if price is not None else None
+            usage = teacher_usage(job.checkpoint_dir, job.generate.kwargs["run"], price)
             ds = generated(plan, job.checkpoint_dir, blocks, errors)
             counts = {
                 "planned": plan.rows,
@@ -109,6 +117,10 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
             write_dedup_index(ds, minhash, index_run_id(cfg.output.dir), text_column=job.text_column)
         timings["write_s"] = time.perf_counter() - t0
         manifest = manifests.build(job, stats, quantiles, counts, published, stage_seconds, timings, scores)
+        if usage is not None:  # this run's teacher calls: tokens, and the cost when teacher.price is set
+            manifest["teacher_usage"] = usage | (
+                {"first_tokens_s": round(first_tokens, 2)} if first_tokens else {}
+            )
 
         # Pack: fixed-length rows of target-tokenizer ids, from the published shards, in Ray tasks.
         if cfg.output.get("pack_seq_len"):

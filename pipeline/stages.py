@@ -57,6 +57,8 @@ class StageSpec:
             stage that scores for several rule sets (``("repetition_v2", "c4_v1")``).
         keys: Config key to name in the error when a needed column is missing, per column.
         timed: Add the per-row seconds column (off for stages whose rows do not flow on).
+        in_flight: Batches an actor works on at once (a stage whose ``__call__`` is a coroutine: Ray
+            Data runs it on the actor's event loop, as Ray Data LLM runs its vLLM stage).
     """
 
     name: str
@@ -75,6 +77,7 @@ class StageSpec:
     version: str | tuple[str, ...] | None = None
     keys: dict = field(default_factory=dict)
     timed: bool = True
+    in_flight: int = 1
 
     def __post_init__(self):
         if self.pool not in POOLS:
@@ -171,6 +174,18 @@ class StageRunner:
         return out
 
 
+class AsyncStageRunner(StageRunner):
+    """:class:`StageRunner` for a stage whose ``__call__`` is a coroutine (several batches in flight)."""
+
+    async def __call__(self, batch: dict) -> dict:
+        started = time.perf_counter()
+        out = await self.stage(batch)
+        if self.column is not None and out:
+            n = len(next(iter(out.values())))
+            out[self.column] = np.full(n, (time.perf_counter() - started) / max(n, 1))
+        return out
+
+
 def run_task(batch: dict, fn: Callable, kwargs: dict, name: str = "", timed: bool = False) -> dict:
     """One batch of a stage run as a Ray task: the stage is built for the batch (cheap stages only)."""
     return StageRunner(fn, kwargs, name, timed)(batch)
@@ -193,7 +208,14 @@ def apply_one(ds, spec: StageSpec):
         from ray.data import ActorPoolStrategy
 
         # A subclass named after the stage, so Ray's operator names read MapBatches(TokenMetrics).
-        runner = type(_named(spec.fn), (StageRunner,), {})
+        is_async = inspect.iscoroutinefunction(spec.fn.__call__)
+        runner = type(_named(spec.fn), (AsyncStageRunner if is_async else StageRunner,), {})
+        strategy = {}
+        if is_async and spec.in_flight > 1:  # Ray Core runs that many calls of the actor at once
+            strategy = {
+                "max_concurrent_calls_per_actor": spec.in_flight,
+                "max_tasks_in_flight_per_actor": spec.in_flight,
+            }
         return ds.map_batches(
             runner,
             fn_constructor_kwargs={
@@ -203,7 +225,7 @@ def apply_one(ds, spec: StageSpec):
                 "timed": spec.timed,
             },
             batch_size=spec.batch_size,
-            compute=ActorPoolStrategy(size=spec.concurrency or 1),
+            compute=ActorPoolStrategy(size=spec.concurrency or 1, **strategy),
             batch_format="numpy",
             **remote,
         )

@@ -119,6 +119,9 @@ def check_generate(cfg: DictConfig) -> None:
     n = cfg.get("n")
     if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
         raise ConfigError(f"n={n}: the number of requests must be a positive integer, e.g. n=32")
+    from generators.teachers.stream import check_stage_settings
+
+    check_stage_settings(OmegaConf.to_container(cfg.teacher, resolve=True))
     if cfg.teacher.get("sampling") is not None:
         from generators.teachers.contract import SamplingParams
 

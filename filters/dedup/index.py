@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from filters.dedup.lsh import jaccard
-from filters.dedup.minhash import MinHashConfig, minhash_bands, shingle_sets
+from filters.dedup.minhash import MinHashConfig, band_matrix, minhash_bands, shingle_sets
 from filters.rules.base import current_reasons, record_drops
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class IndexRows:
     def __call__(self, batch: dict) -> pa.Table:
         keys = None
         if self.bands_column and self.bands_column in batch:
-            keys = np.asarray(batch[self.bands_column], dtype=np.uint64).reshape(-1, self.cfg.bands)
+            keys = band_matrix(batch[self.bands_column], self.cfg.bands)
         return index_table(batch[self.id_column], [str(t) for t in batch[self.text_column]], self.cfg, keys)
 
 
@@ -238,13 +238,14 @@ class CrossRunMatch:
     """
 
     def __init__(self, text_column: str = "text", **cfg):
-        self.index = DedupIndex(MinHashConfig.from_dict(cfg)).load()
+        self.cfg = MinHashConfig.from_dict(cfg)
+        self.index = DedupIndex(self.cfg).load()
         self.text_column = text_column
 
     def __call__(self, batch: dict) -> dict:
         before = current_reasons(batch)
         rows = np.flatnonzero(before == "")
-        keys = np.asarray(batch["lsh_bands"], dtype=np.uint64).reshape(len(before), -1)
+        keys = band_matrix(batch["lsh_bands"], self.cfg.bands)
         prior = self.index.match(keys[rows], [str(batch[self.text_column][i]) for i in rows])
         hit = rows[np.array([p is not None for p in prior], bool)]
         earlier = prior[[p is not None for p in prior]]

@@ -176,6 +176,28 @@ def signatures(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.nda
     return sig
 
 
+def bands_array(keys: np.ndarray):
+    """Band keys ``(rows, bands)`` as an Arrow ``list<uint64>`` column. Ray Data cannot store a zero-row
+    2-D numpy column as Arrow (it logs an ArrowConversionError and pickles the block): a list column
+    holds any number of rows, with one type whatever the width."""
+    import pyarrow as pa
+
+    keys = np.asarray(keys, dtype=np.uint64)
+    offsets = pa.array(np.arange(len(keys) + 1, dtype=np.int32) * (keys.shape[1] if keys.ndim == 2 else 0))
+    return pa.ListArray.from_arrays(offsets, pa.array(keys.reshape(-1), pa.uint64()))
+
+
+def band_matrix(values, bands: int) -> np.ndarray:
+    """Band keys ``(rows, bands)`` uint64 from what a batch holds: an Arrow list column, the numpy
+    object array of arrays Ray Data makes of one, or a 2-D array."""
+    if hasattr(values, "flatten") and not isinstance(values, np.ndarray):  # an Arrow list array
+        values = values.flatten().to_numpy(zero_copy_only=False)
+    values = np.asarray(values)
+    if values.dtype == object:
+        values = np.stack(list(values)) if len(values) else np.zeros((0, bands), np.uint64)
+    return values.astype(np.uint64).reshape(-1, bands)
+
+
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """One xxh3_64 key per band, shape ``(n_texts, bands)``; the band index seeds the hash, so equal
     values in different bands never share a bucket."""

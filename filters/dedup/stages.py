@@ -20,7 +20,15 @@ from __future__ import annotations
 import numpy as np
 
 from filters.dedup.lsh import cluster_rows, empty_keys, id_hashes
-from filters.dedup.minhash import MinHashConfig, band_keys, permutations, shingle_hashes, signatures
+from filters.dedup.minhash import (
+    MinHashConfig,
+    band_keys,
+    band_matrix,
+    bands_array,
+    permutations,
+    shingle_hashes,
+    signatures,
+)
 from filters.rules.base import current_reasons, record_drops
 
 REASON = "near_duplicate"
@@ -32,7 +40,8 @@ def _require(batch: dict, column: str, key: str) -> None:
 
 
 class MinHashSignatures:
-    """Stage: adds ``lsh_bands``, uint64 ``(rows, bands)``: the LSH band keys of each text.
+    """Stage: adds ``lsh_bands``, the LSH band keys of each text (an Arrow list column of ``bands`` uint64:
+    :func:`filters.dedup.minhash.band_matrix` reads it back as ``(rows, bands)``).
 
     Args:
         text_column: Column holding the text.
@@ -48,14 +57,14 @@ class MinHashSignatures:
         _require(batch, self.text_column, "text_column")
         hashes, offsets = shingle_hashes([str(t) for t in batch[self.text_column]], self.cfg.ngram)
         sig = signatures(hashes, offsets, self.a, self.b)
-        batch["lsh_bands"] = band_keys(sig, self.cfg.bands, self.cfg.rows)
+        batch["lsh_bands"] = bands_array(band_keys(sig, self.cfg.bands, self.cfg.rows))
         return batch
 
 
 def explode_bands(batch: dict, id_column: str, num_parts: int, **cfg) -> dict:
     """One row per (text, band) for non-empty texts: band key, id hash and shuffle partition."""
     settings = MinHashConfig.from_dict(cfg)
-    keys = np.asarray(batch["lsh_bands"], dtype=np.uint64).reshape(-1, settings.bands)
+    keys = band_matrix(batch["lsh_bands"], settings.bands)
     nonempty = ~(keys == empty_keys(settings)).all(axis=1)
     flat = keys[nonempty].reshape(-1)
     return {
@@ -133,7 +142,7 @@ class ClusterGroup:
         if self.cfg.keep_by:
             _require(batch, self.cfg.keep_by, "dedup.keep_by")
         ids = np.asarray(batch[self.id_column], dtype=object)
-        keys = np.asarray(batch["lsh_bands"], dtype=np.uint64).reshape(len(ids), self.cfg.bands)
+        keys = band_matrix(batch["lsh_bands"], self.cfg.bands)
         scores = batch[self.cfg.keep_by] if self.cfg.keep_by else None
         keeper, _ = cluster_rows(ids, [str(t) for t in batch[self.text_column]], keys, scores, self.cfg)
         removed = keeper != np.arange(len(ids))

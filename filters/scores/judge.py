@@ -156,7 +156,10 @@ class JudgeScores:
     ):
         from hydra.utils import instantiate
 
+        from generators.teachers.stream import split_config
+
         self.rubrics, self.scale = check_rubrics(rubrics, scale)
+        teacher = split_config(teacher)[0]  # a conf/teacher/ mapping also holds the teacher stage's keys
         teacher = {**teacher, "sampling": {**(teacher.get("sampling") or {}), **judge_sampling(sampling)}}
         self.teacher = instantiate(teacher, _convert_="all")
         self.dir = Path(checkpoint_dir) if checkpoint_dir else None

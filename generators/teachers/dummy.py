@@ -17,6 +17,7 @@ from generators.teachers.contract import (
     Request,
     SamplingParams,
 )
+from generators.teachers.stream import count_tokens
 
 WORDS = (
     "model data token signal structure layer field pattern meaning density focus attention "
@@ -57,10 +58,16 @@ class DummyTeacher:
         self.sampling = SamplingParams.from_config(sampling)
         self.seconds_per_request = float(seconds_per_request)
 
+    counts_tokens = True  # as each request is answered, like a real backend per decode step
+
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        if self.seconds_per_request:
-            time.sleep(self.seconds_per_request * len(requests))
-        return [self._one(r) for r in requests]
+        out = []
+        for request in requests:
+            if self.seconds_per_request:
+                time.sleep(self.seconds_per_request)
+            out.append(self._one(request))
+            count_tokens(self, out[-1].completion_tokens)
+        return out
 
     def _one(self, request: Request) -> Completion:
         u = xxhash.xxh64_intdigest(request.id.encode()) / 2**64

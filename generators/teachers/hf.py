@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 class HFTeacher:
     """Batched chat generation with a transformers causal LM.
 
+    Tokens are counted per decode step (:class:`TokenCounter`) for the live progress.
+
     Prompts go through the model's chat template, are sorted by length and padded on the left
     in micro-batches of ``batch_size``, so rows of similar length share a forward pass. Sampling
     and the repetition penalty run in :class:`RowSampler` (litho's sampler,
@@ -76,6 +78,8 @@ class HFTeacher:
         self.token_aware, self.logit_bias = _token_aware_bias(
             token_aware, self.tokenizer, self.model, self.device, cache_dir, allow_network
         )
+
+    counts_tokens = True  # per decode step, through TokenCounter
 
     @classmethod
     def wrap(cls, model, tokenizer, device: str, name: str, sampling: SamplingParams, batch_size: int):
@@ -149,6 +153,8 @@ class HFTeacher:
         ]
         if any(processors):
             extra["logits_processor"] = [p for p in processors if p is not None]
+        if getattr(self, "meter", None) is not None:  # live progress: tokens as they are decoded
+            extra["streamer"] = TokenCounter(self.meter, self._eos_ids())
         with torch.inference_mode():
             generated = self.model.generate(**batch, generation_config=config, **extra)
         new_tokens = generated[:, batch["input_ids"].shape[1] :].tolist()
@@ -187,6 +193,30 @@ def _token_aware_bias(settings, tokenizer, model, device, cache_dir, allow_netwo
     vocab = model.get_output_embeddings().weight.shape[0]  # the logits' width
     bias = load_bias(tokenizer, settings, vocab, cache_dir, allow_network)
     return settings, None if bias is None else bias.to(device)
+
+
+class TokenCounter:
+    """A transformers streamer that counts each decode step's new tokens of rows not yet finished (the
+    teacher's :class:`generators.teachers.stream.TokenMeter`); ``generate()`` hands it the prompts first."""
+
+    def __init__(self, meter, eos_ids: Sequence[int]):
+        self.meter, self.eos, self.finished, self.prompt_seen = meter, list(eos_ids), None, False
+
+    def put(self, tokens) -> None:
+        import torch
+
+        if not self.prompt_seen:  # the first call carries the prompts
+            self.prompt_seen = True
+            return
+        tokens = tokens.reshape(-1)
+        if self.finished is None:
+            self.finished = torch.zeros(len(tokens), dtype=torch.bool)
+        ended = torch.isin(tokens, torch.tensor(self.eos, dtype=tokens.dtype))
+        self.meter.add(int((~self.finished & ~ended).sum()))
+        self.finished |= ended
+
+    def end(self) -> None:
+        pass
 
 
 class RowSampler:

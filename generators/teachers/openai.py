@@ -1,6 +1,10 @@
 """Teacher backend for any OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, litho's own serve).
 
-Standard library only: ``urllib`` for HTTP and a thread pool for bounded concurrency. Every request
+asyncio and ``httpx.AsyncClient`` on an event loop of the teacher's own (peers such as Bespoke
+curator and distilabel keep hundreds of requests in flight per process the same way): every request
+is a coroutine, submitted as soon as the teacher stage has it (:meth:`OpenAITeacher.submit`), and at
+most ``max_concurrency`` are in flight, a limit that adapts to the server (:mod:`generators.teachers.limits`:
+halved on 429/503, honouring ``Retry-After``, grown back by one per round of answers). Every request
 is independent: 429 and 5xx answers, timeouts, dropped or reset connections, truncated bodies and
 answers that are not JSON are retried with exponential backoff (the server's ``Retry-After`` wins
 when it sends one); whatever still fails becomes that row's ``Completion(finish_reason="error")``
@@ -11,15 +15,12 @@ sent again once an answer arrived.
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import json
 import logging
 import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 
 import xxhash
 
@@ -33,11 +34,14 @@ from generators.teachers.contract import (
     SamplingParams,
     cut_at_stop,
 )
+from generators.teachers.limits import AdaptiveLimit
+from generators.teachers.stream import LoopThread
 from generators.teachers.structure import Structure, check
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+THROTTLE_STATUS = frozenset({429, 503})  # the server asks for fewer requests: the limit is cut
 ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions"}
 MAX_STOP = 4  # the OpenAI API takes at most four stop strings; the rest are cut here
 # How a request's structure (generators/teachers/structure.py) is sent: OpenAI's response_format
@@ -59,7 +63,9 @@ class OpenAITeacher:
         api_key_env: Environment variable holding the API key; unset or empty sends no key.
         endpoint: ``chat`` (server applies the chat template) or ``completions`` (raw prompt,
             built from the messages by :func:`render_plain`).
-        max_concurrency: Requests in flight at once from this teacher (per actor).
+        max_concurrency: Most requests in flight at once from this teacher (per actor); the limit
+            adapts below it when the server throttles (429/503).
+        adaptive_concurrency: Adapt the limit (AIMD); off, ``max_concurrency`` requests stay in flight.
         timeout_s: Socket timeout per attempt (connect, and each read).
         max_retries: Retries after the first attempt on 429 / 5xx / timeouts / connection errors.
         backoff_s: First retry delay; doubles per retry (with up to 25% deterministic jitter).
@@ -81,7 +87,8 @@ class OpenAITeacher:
         name: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         endpoint: str = "chat",
-        max_concurrency: int = 16,
+        max_concurrency: int = 256,
+        adaptive_concurrency: bool = True,
         timeout_s: float = 120.0,
         max_retries: int = 4,
         backoff_s: float = 1.0,
@@ -107,6 +114,10 @@ class OpenAITeacher:
         )
         self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
         self.extra_body = dict(extra_body or {})
+        floor = 1 if adaptive_concurrency else self.max_concurrency
+        self.limit = AdaptiveLimit(self.max_concurrency, minimum=floor)
+        self._loop: LoopThread | None = None
+        self._client = None
         self._headers = {"Content-Type": "application/json"}
         key = os.environ.get(api_key_env, "") if api_key_env else ""
         if key:
@@ -117,15 +128,18 @@ class OpenAITeacher:
             )
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        if not requests:
-            return []
-        with ThreadPoolExecutor(min(self.max_concurrency, len(requests))) as pool:
-            return list(pool.map(self._complete, requests))
+        return [future.result() for future in [self.submit(r) for r in requests]]
 
-    def _complete(self, request: Request) -> Completion:
+    def submit(self, request: Request) -> Future:
+        """The request's completion, as a future; it runs on the teacher's event loop at once."""
+        if self._loop is None:
+            self._loop = LoopThread(f"litho-openai-{self.name}")
+        return self._loop.run(self._complete(request))
+
+    async def _complete(self, request: Request) -> Completion:
         try:
             for attempt in range(self.structure_retries + 1 if request.structure else 1):
-                answer = self._post(self._payload(request, attempt), request.id)
+                answer = await self._post(self._payload(request, attempt), request.id)
                 completion = self._parse(request, answer)
                 completion.invalid = check(request.structure, completion.text)
                 if completion.invalid is None:
@@ -143,6 +157,14 @@ class OpenAITeacher:
         except Exception as exc:  # one failed request must not kill the run
             log.warning("teacher %s: request %s failed: %s", self.name, request.id, exc)
             return Completion(request.id, "", finish_reason=FINISH_ERROR, error=str(exc)[:500])
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the teacher's event loop."""
+        if self._loop is not None:
+            if self._client is not None:
+                self._loop.run(self._client.aclose()).result(timeout=10)
+            self._loop.close()
+            self._loop = self._client = None
 
     def _payload(self, request: Request, attempt: int = 0) -> dict:
         sp = self.sampling
@@ -168,37 +190,59 @@ class OpenAITeacher:
             body["prompt"] = render_plain(request.messages)
         return {**body, **self.extra_body}
 
-    def _post(self, payload: dict, request_id: str) -> dict:
+    def _http(self):
+        import httpx
+
+        if self._client is None:  # made on the teacher's loop, where it is used
+            limits = httpx.Limits(
+                max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+            )
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits)
+        return self._client
+
+    async def _post(self, payload: dict, request_id: str) -> dict:
+        import httpx
+
         data = json.dumps(payload).encode()
         headers = {**self._headers, "X-Request-Id": request_id}
         for attempt in range(self.max_retries + 1):
-            retry_after = None
+            retry_after, throttled = None, False
+            epoch = await self.limit.acquire()
             try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as response:
-                    body = response.read()
-                try:
-                    return json.loads(body)
-                except ValueError as exc:  # a proxy's error page or a cut-off body: worth another try
-                    raise http.client.HTTPException(f"answer is not JSON ({exc})") from None
-            except urllib.error.HTTPError as exc:
-                detail = _error_text(exc)
-                if exc.code not in RETRY_STATUS:
-                    raise RequestFailed(f"HTTP {exc.code}: {detail}") from None
-                problem, retry_after = f"HTTP {exc.code}: {detail}", exc.headers.get("Retry-After")
-            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
-                problem = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                response = await self._http().post(self.url, content=data, headers=headers)
+                if response.status_code >= 400:
+                    detail = _error_text(response)
+                    if response.status_code not in RETRY_STATUS:
+                        raise RequestFailed(f"HTTP {response.status_code}: {detail}")
+                    problem = f"HTTP {response.status_code}: {detail}"
+                    retry_after = response.headers.get("Retry-After")
+                    throttled = response.status_code in THROTTLE_STATUS
+                else:
+                    try:
+                        answer = json.loads(response.content)
+                        await self.limit.release(epoch)
+                        epoch = None
+                        return answer
+                    except ValueError as exc:  # a proxy's error page or a cut-off body: worth another try
+                        problem = f"answer is not JSON ({exc})"
+            except httpx.TransportError as exc:  # timeouts, resets, truncated bodies, refused connections
+                timed_out = isinstance(exc, httpx.TimeoutException)
+                problem = f"{type(exc).__name__}: {'timed out' if timed_out else ''} {exc}".replace(
+                    "  ", " "
+                ).strip()
+            finally:
+                if epoch is not None:
+                    delay = _seconds(retry_after)
+                    await self.limit.release(epoch, throttled, min(delay, self.backoff_max_s) if delay else None,
+                                             answered=False)  # fmt: skip
             if attempt == self.max_retries:
                 raise RequestFailed(f"{problem} (after {attempt + 1} attempts)")
-            time.sleep(self._delay(attempt, retry_after, request_id))
+            await asyncio.sleep(self._delay(attempt, retry_after, request_id))
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, retry_after: str | None, request_id: str) -> float:
-        if retry_after is not None:
-            try:
-                return min(self.backoff_max_s, max(0.0, float(retry_after)))
-            except ValueError:
-                pass  # an HTTP date: fall back to our own schedule
+        if (seconds := _seconds(retry_after)) is not None:
+            return min(self.backoff_max_s, seconds)
         jitter = 1 + 0.25 * xxhash.xxh64_intdigest(f"{request_id}:{attempt}".encode()) / 2**64
         return min(self.backoff_max_s, self.backoff_s * 2**attempt * jitter)
 
@@ -256,10 +300,17 @@ def render_plain(messages: Sequence[dict]) -> str:
     return "\n\n".join(turns + ["Assistant:"])
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+def _seconds(retry_after: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (None when absent, or an HTTP date: then litho's own schedule)."""
     try:
-        body = exc.read().decode("utf-8", "replace")
-        message = json.loads(body).get("error", {})
-        return str(message.get("message", body) if isinstance(message, dict) else message)[:300]
+        return max(0.0, float(retry_after)) if retry_after is not None else None
+    except ValueError:
+        return None
+
+
+def _error_text(response) -> str:
+    try:
+        message = response.json().get("error", {})
+        return str(message.get("message", message) if isinstance(message, dict) else message)[:300]
     except Exception:
-        return str(exc.reason)[:300]
+        return (response.text or response.reason_phrase)[:300]

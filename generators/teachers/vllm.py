@@ -1,10 +1,13 @@
-"""Teacher backend on vLLM's offline engine: one engine per teacher actor, CPU or CUDA (``teacher=vllm``).
+"""Teacher backend on vLLM's async engine: one engine per teacher actor, CPU or CUDA (``teacher=vllm``).
 
-Runs the engine the way Ray Data LLM's vLLM stage does: the actor owns one engine for its life
-(tensor parallel over the actor's GPUs, vLLM's multiprocessing executor), prompts are rendered
-with the model's chat template and tokenized before they reach the engine, every request carries
-its own sampling parameters, and a request that fails becomes that row's error while the others
-go on. Only a dead engine is rebuilt, for the next batch.
+Runs the engine the way Ray Data LLM's vLLM stage does: the actor owns one ``AsyncLLM`` for its life
+(tensor parallel over the actor's GPUs, vLLM's multiprocessing executor) on an event loop of its
+own, and every request is submitted the moment the teacher stage has it (:meth:`VLLMTeacher.submit`),
+so the engine's continuous batching is fed across Ray Data batches instead of waiting for the
+slowest row of each. Prompts are rendered with the model's chat template and tokenized before they
+reach the engine, every request carries its own sampling parameters (and seed), its tokens are
+counted as the engine streams them (the live progress), and a request that fails becomes that
+row's error while the others go on. Only a dead engine is rebuilt, for the requests that follow.
 
 vLLM is an optional extra (``pip install -e .[vllm]``; the CPU build through ``make install-vllm``)
 and is imported only when the teacher is built.
@@ -12,10 +15,14 @@ and is imported only when the teacher is built.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Sequence
+from concurrent.futures import Future
 
 import xxhash
 
@@ -29,6 +36,7 @@ from generators.teachers.contract import (
     SamplingParams,
     cut_at_stop,
 )
+from generators.teachers.stream import LoopThread, count_tokens
 from generators.teachers.structure import Structure, check
 
 log = logging.getLogger(__name__)
@@ -76,32 +84,14 @@ def structured(structure: Structure | None) -> dict:
     return {"structured_outputs": StructuredOutputsParams(**kind)}
 
 
-def isolate_failures(run: Callable[[list], list], items: list, describe: Callable[[Exception], str]) -> list:
-    """``run(items)``; when the call raises, split the items in halves and retry each half, so a bad
-    request fails alone (its slot holds ``describe(exc)``, a string) and the others still get answers.
-
-    Costs nothing when nothing fails, and ``2 log2(n)`` extra calls per bad request when one does.
-    """
-    if not items:
-        return []
-    try:
-        return list(run(items))
-    except Exception as exc:
-        if len(items) == 1 or _is_fatal(exc):
-            log.warning("vllm: %d request(s) failed: %r", len(items), exc)
-            return [describe(exc)] * len(items)
-    half = len(items) // 2
-    return isolate_failures(run, items[:half], describe) + isolate_failures(run, items[half:], describe)
-
-
 def _is_fatal(exc: Exception) -> bool:
-    """A dead engine fails every request that follows: no use splitting the batch (Ray Data LLM
-    re-raises the same error)."""
+    """A dead engine fails every request that follows: it is rebuilt (Ray Data LLM re-raises the same
+    error)."""
     return type(exc).__name__ in {"EngineDeadError", "EngineGenerateError"} or "Engine core" in str(exc)
 
 
 class VLLMTeacher:
-    """Chat generation with vLLM's offline ``LLM`` engine inside the teacher actor.
+    """Chat generation with vLLM's ``AsyncLLM`` engine inside the teacher actor.
 
     Args:
         model: Model spec (``embedded:smollm2``, a ``.gguf`` file or a model directory); a GGUF file is
@@ -126,7 +116,7 @@ class VLLMTeacher:
             which vLLM keeps for its scheduler and detokenizer. Ignored on CUDA.
         allow_network: Let vLLM fetch a hub id (off: runs are offline).
         cache_dir: Where GGUF files are dequantized to safetensors, once.
-        engine_kwargs: Further ``vllm.LLM`` arguments, e.g. ``{max_num_batched_tokens: 16384}``.
+        engine_kwargs: Further engine arguments (``vllm.AsyncEngineArgs``), e.g. ``{max_num_batched_tokens: 16384}``.
         sampling: Keyword arguments of :class:`SamplingParams`.
     """
 
@@ -179,38 +169,78 @@ class VLLMTeacher:
             self.engine_args["max_num_batched_tokens"] = max(max_model_len, 8192)
         self.engine_args.update(engine_kwargs or {})
         self.max_model_len = max_model_len
-        self.llm = None
+        self.engine = None
         self.start_s = 0.0
-        self._start()
+        self._ids = itertools.count()
+        self._starting: asyncio.Lock | None = None
+        self._launch()
 
-    def _start(self) -> None:
-        from vllm import LLM
+    def _launch(self) -> None:
+        """The teacher's event loop, and the engine on it."""
+        self._loop = LoopThread("litho-vllm")
+        self._loop.run(self._start()).result()
+
+    counts_tokens = True  # as the engine streams them
+
+    async def _start(self) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm import AsyncLLMEngine as AsyncLLM  # vLLM's v1 AsyncLLM under its exported name
 
         started = time.perf_counter()
-        self.llm = LLM(**self.engine_args)
-        self.tokenizer = self.llm.get_tokenizer()
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args, disable_log_stats=True))
+        self.tokenizer = self.engine.get_tokenizer()
         self.start_s = time.perf_counter() - started
         log.info("vllm engine for %s started in %.1f s", self.name, self.start_s)
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        if self.llm is None:  # the engine died in an earlier batch
-            try:
-                self._start()
-            except Exception as exc:
-                return [_failed(r.id, f"vllm engine did not start: {exc!r}") for r in requests]
-        out: list[Completion | None] = [None] * len(requests)
-        todo = []
-        for i, request in enumerate(requests):
-            try:
-                todo.append((i, self._render(request)))
-            except Exception as exc:  # a conversation the chat template refuses, a prompt too long
-                out[i] = _failed(request.id, str(exc))
-        answers = isolate_failures(lambda items: self._run(requests, items), todo, _describe)
-        for (i, ids), answer in zip(todo, answers):
-            out[i] = self._completion(requests[i], ids, answer)
-        if any(isinstance(a, str) and a.startswith("vllm engine died") for a in answers):
-            self._stop()
-        return out  # type: ignore[return-value]
+        return [future.result() for future in [self.submit(r) for r in requests]]
+
+    def submit(self, request: Request) -> Future:
+        """The request's completion, as a future: the engine has the request at once."""
+        return self._loop.run(self._answer(request))
+
+    async def _answer(self, request: Request) -> Completion:
+        if self.engine is None:  # the engine died: the first request after it rebuilds it
+            self._starting = self._starting or asyncio.Lock()
+            async with self._starting:
+                if self.engine is None:
+                    try:
+                        await self._start()
+                    except Exception as exc:
+                        return _failed(request.id, f"vllm engine did not start: {exc!r}")
+        try:
+            prompt = self._render(request)
+        except Exception as exc:  # a conversation the chat template refuses, a prompt too long
+            return _failed(request.id, str(exc))
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = VSamplingParams(
+            **sampling_kwargs(self.sampling, request.id),
+            **structured(request.structure),
+            output_kind=RequestOutputKind.DELTA,  # new tokens per step: counted for the live progress
+        )
+        engine, texts, tokens, reason = self.engine, [], 0, None
+        try:
+            rid = f"{request.id}#{next(self._ids)}"  # unique in the engine, even for a request asked twice
+            async for output in engine.generate({"prompt_token_ids": prompt}, params, request_id=rid):
+                step = output.outputs[0]
+                count_tokens(self, len(step.token_ids))
+                texts.append(step.text or "")
+                tokens += len(step.token_ids)
+                reason = step.finish_reason or reason
+        except Exception as exc:
+            text = _describe(exc)
+            log.warning("vllm: request %s failed: %s", request.id, text)
+            if _is_fatal(exc) and self.engine is engine:
+                log.warning(
+                    "vllm engine for %s died; it is restarted for the requests that follow", self.name
+                )
+                self.engine = None
+                _shutdown(engine)
+            return _failed(request.id, text)
+        answer = types.SimpleNamespace(text="".join(texts), token_ids=range(tokens), finish_reason=reason)
+        return self._completion(request, prompt, answer)
 
     def _render(self, request: Request) -> list[int]:
         ids = self.tokenizer.apply_chat_template(
@@ -223,22 +253,7 @@ class VLLMTeacher:
             )
         return ids
 
-    def _run(self, requests: Sequence[Request], items: list[tuple[int, list[int]]]) -> list:
-        from vllm import SamplingParams as VSamplingParams
-
-        prompts = [{"prompt_token_ids": ids} for _, ids in items]
-        params = [
-            VSamplingParams(
-                **sampling_kwargs(self.sampling, requests[i].id), **structured(requests[i].structure)
-            )
-            for i, _ in items
-        ]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [o.outputs[0] for o in outputs]
-
     def _completion(self, request: Request, prompt: list[int], answer) -> Completion:
-        if isinstance(answer, str):
-            return _failed(request.id, answer)
         text, stopped = cut_at_stop(answer.text or "", self.sampling.stop)
         reason = answer.finish_reason
         finish = FINISH_LENGTH if reason == "length" and not stopped else FINISH_STOP
@@ -248,22 +263,39 @@ class VLLMTeacher:
         completion.invalid = check(request.structure, text)
         return completion
 
-    def _stop(self) -> None:
-        log.warning("vllm engine for %s died; it is restarted for the next batch", self.name)
-        self.close()
-
     def close(self) -> None:
         """Stop the engine's processes (they would outlive the actor otherwise, as Ray Data LLM notes)."""
-        engine = getattr(getattr(self, "llm", None), "llm_engine", None)
-        self.llm = None
-        if engine is not None and hasattr(engine, "engine_core"):
+        engine, self.engine = getattr(self, "engine", None), None
+        loop = getattr(self, "_loop", None)
+        if engine is not None and loop is not None and loop.loop.is_running():
+            # Its output handler stops first: it would log the engine's exit as an EngineDeadError.
             try:
-                engine.engine_core.shutdown()
-            except Exception as exc:  # a dead engine may fail to say goodbye
+                loop.run(_quietly_shutdown(engine)).result(timeout=60)
+            except Exception as exc:
                 log.debug("vllm engine shutdown: %r", exc)
+        else:
+            _shutdown(engine)
+        if loop is not None:
+            loop.close()
 
     def __del__(self):
         self.close()
+
+
+async def _quietly_shutdown(engine) -> None:
+    handler = getattr(engine, "output_handler", None)
+    if handler is not None:
+        handler.cancel()
+        await asyncio.sleep(0)
+    _shutdown(engine)
+
+
+def _shutdown(engine) -> None:
+    if engine is not None:
+        try:
+            engine.shutdown()
+        except Exception as exc:  # a dead engine may fail to say goodbye
+            log.debug("vllm engine shutdown: %r", exc)
 
 
 def _describe(exc: Exception) -> str:

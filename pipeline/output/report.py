@@ -103,6 +103,14 @@ def _about(manifest: dict, config: dict) -> list[tuple[str, str]]:
         about += [("teacher", str(teacher.get("model") or teacher.get("name") or teacher.get("_target_")))]
         about += [("generator", str((config.get("generator") or {}).get("_target_", "")).rsplit(".", 1)[-1])]
         about += [("n, seed", f"{config.get('n')}, {config.get('seed')}")]
+        usage = manifest.get("teacher_usage")
+        if usage:  # this run's teacher calls
+            tokens = f"{usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion"
+            about += [("teacher tokens (this run)", f"{tokens} for {usage['rows']:,} rows")]
+            if "cost_usd" in usage:
+                price = usage["price_per_million"]
+                about += [("teacher cost (estimated)", f"${usage['cost_usd']:,.4f} at ${price['prompt']} / "
+                           f"${price['completion']} per million prompt / completion tokens")]  # fmt: skip
     elif config.get("input"):
         about += [("input", str(config["input"]))]
     about += [("total time", f"{manifest.get('timings_s', {}).get('total_s', '?')} s")]

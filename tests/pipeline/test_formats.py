@@ -3,6 +3,7 @@ real consumer (a tiny Llama trained for a few steps on the packed and the SFT sh
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_multi_step_rows_are_checkpointed_only_when_complete(tmp_path):
     stage = GenerateStage(
         {"_target_": "generators.teachers.dummy.DummyTeacher", "error_rate": 0.1}, str(tmp_path), generator
     )
-    failed = stage(batch)  # with checkpoints, only the failed rows come back
+    failed = asyncio.run(stage(batch))  # with checkpoints, only the failed rows come back
     assert 0 < len(failed["id"]) < 40 and (failed["finish_reason"] == "error").all()
     saved = pq.read_table(next(tmp_path.glob("block=000000/gen-*.parquet"))).to_pydict()
     assert sorted(saved["id"] + failed["id"].tolist()) == sorted(batch["id"].tolist())
@@ -257,9 +258,8 @@ def test_layered_topic_rows_run_one_writing_call_and_one_call_per_layer(tmp_path
     generator = LayeredGenerator(layers=["terms", "claims"], inline="before")
     plan = generator.plan(6, seed=1)
     batch = {k: np.asarray([r[k] for r in plan], dtype=object) for k in plan[0]}
-    out = GenerateStage({"_target_": "generators.teachers.dummy.DummyTeacher"}, str(tmp_path), generator)(
-        batch
-    )
+    stage = GenerateStage({"_target_": "generators.teachers.dummy.DummyTeacher"}, str(tmp_path), generator)
+    out = asyncio.run(stage(batch))
     assert all(len(json.loads(s)) == 3 for s in out["steps"])
     assert all(json.loads(s)[0] == body for s, body in zip(out["steps"], out["body"]))
     for terms, text, body in zip(out["layer_terms"], out["text"], out["body"]):

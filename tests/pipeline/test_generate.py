@@ -1,24 +1,45 @@
-"""The teacher stage outside Ray, and the driver's progress read from the checkpoints it writes."""
+"""The teacher stage outside Ray: rows checkpointed in groups as they finish, several batches in flight, and
+the driver's progress read from the actors' progress records."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import os
 import re
+import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+import pytest
 
 from generators.prompts.textbook import TextbookGenerator
 from pipeline.checkpoint import read_block
+from pipeline.checkpoint_stream import read_records
 from pipeline.generate import GenerateStage
 from pipeline.progress import TeacherProgress, teacher_progress
 
+ROOT = Path(__file__).resolve().parents[2]
+DUMMY = {"_target_": "generators.teachers.dummy.DummyTeacher"}
 
-def _batches(n: int, split: int) -> list[dict]:
+
+def _batches(n: int, *splits: int) -> list[dict]:
     plan = TextbookGenerator().plan(n, seed=0)
-    parts = (plan[:split], plan[split:])
+    edges = [0, *splits, n]
+    parts = [plan[a:b] for a, b in zip(edges, edges[1:])]
     return [{k: np.asarray([r[k] for r in part], dtype=object) for k in part[0]} for part in parts]
+
+
+def call(stage: GenerateStage, *batches: dict) -> list[dict]:
+    """The stage's batches run concurrently on one event loop, as Ray Data runs an async UDF."""
+
+    async def both():
+        return await asyncio.gather(*(stage(b) for b in batches))
+
+    return asyncio.run(both())
 
 
 class Pipe(io.StringIO):
@@ -26,51 +47,76 @@ class Pipe(io.StringIO):
         return False
 
 
-def test_progress_counts_the_rows_and_tokens_of_new_checkpoints(tmp_path):
-    stage = GenerateStage(
-        {"_target_": "generators.teachers.dummy.DummyTeacher"}, checkpoint_dir=str(tmp_path)
-    )
+def test_progress_counts_the_rows_and_tokens_of_this_run_only(tmp_path):
+    earlier = GenerateStage(DUMMY, checkpoint_dir=str(tmp_path), run="earlier")
+    stage = GenerateStage(DUMMY, checkpoint_dir=str(tmp_path), run="this")
     first, second = _batches(8, 5)
-    earlier = stage(first)  # an earlier run's batch: not this run's progress
-    progress = TeacherProgress(tmp_path, total=3, stream=Pipe())
+    call(earlier, first)  # an earlier run's batch: not this run's progress
+    progress = TeacherProgress(tmp_path, "this", total=3, stream=Pipe())
     progress.poll()
     assert (progress.rows, progress.tokens) == (0, 0)
-    out = stage(second)
+    (out,) = call(stage, second)
     progress.poll()
-    progress.poll()  # a file is counted once
+    progress.poll()  # a record is read again, never added twice
     # With checkpoints the stage hands on only failed rows (none here); the texts are in the files.
-    assert len(out["id"]) == len(earlier["id"]) == 0
+    assert len(out["id"]) == 0
     written = read_block(tmp_path, 0)  # rows without a plan block column are block 0
     mine = np.isin(written.column("id").to_numpy(zero_copy_only=False), second["id"])
     assert progress.rows == 3 == int(mine.sum())
     assert progress.tokens == int(np.sum(written.column("completion_tokens").to_numpy()[mine])) > 0
-    line = progress.line()
+    assert [r["prompt_tokens"] for r in read_records(tmp_path, "this")] == [
+        int(np.sum(written.column("prompt_tokens").to_numpy()[mine]))
+    ]
     assert re.match(
         rf"teacher: 3/3 rows \(100%\), {progress.tokens:,} tokens, \d+ tok/s, elapsed 0:00:\d\d, ETA 0:00:00$",
-        line,
+        progress.line(),
     )
 
 
-def test_plain_lines_while_running_and_a_final_one(tmp_path):
-    stage = GenerateStage(
-        {"_target_": "generators.teachers.dummy.DummyTeacher"}, checkpoint_dir=str(tmp_path)
-    )
+def test_rows_are_checkpointed_in_groups_and_batches_share_the_teacher(tmp_path):
+    calls = []
+    stage = GenerateStage({**DUMMY, "checkpoint_rows": 4}, checkpoint_dir=str(tmp_path), run="r")
+    generate = stage.teacher.generate
+    stage.teacher.generate = lambda requests: calls.append(len(requests)) or generate(requests)
+    batches = _batches(12, 3, 6, 9)
+    outs = call(stage, *batches)
+    assert all(len(o["id"]) == 0 for o in outs)
+    files = sorted(tmp_path.glob("block=000000/gen-*.parquet"))
+    sizes = sorted(pq.read_metadata(f).num_rows for f in files)
+    assert (
+        sum(sizes) == 12 and max(sizes) <= 4 + 3
+    )  # a group closes at 4 rows (a batch's rows arrive together)
+    assert calls[0] == 12 and sum(calls) == 12  # the four batches in flight went to the teacher in one call
+
+
+def test_an_actor_restarted_with_a_batch_asks_only_what_it_did_not_checkpoint(tmp_path):
+    batch = _batches(6, 3)[0]
+    call(GenerateStage(DUMMY, checkpoint_dir=str(tmp_path)), {k: v[:2] for k, v in batch.items()})
+    again = GenerateStage(DUMMY, checkpoint_dir=str(tmp_path))  # Ray's new actor gets the whole batch again
+    asked = []
+    generate = again.teacher.generate
+    again.teacher.generate = lambda requests: asked.extend(r.id for r in requests) or generate(requests)
+    call(again, batch)
+    assert asked == [batch["id"][2]]
+    assert sorted(read_block(tmp_path, 0).column("id").to_pylist()) == sorted(batch["id"].tolist())
+
+
+def test_plain_lines_start_with_the_first_tokens_and_end_with_a_final_one(tmp_path):
+    stage = GenerateStage({**DUMMY, "seconds_per_request": 0.3}, checkpoint_dir=str(tmp_path), run="r")
     pipe = Pipe()
-    progress = TeacherProgress(tmp_path, total=8, interval=0.2, stream=pipe).start()
-    time.sleep(1.5)
-    for batch in _batches(8, 5):
-        stage(batch)
+    progress = TeacherProgress(tmp_path, "r", total=8, interval=60, stream=pipe).start()
+    call(stage, *_batches(8, 5))
     progress.stop()
     lines = pipe.getvalue().splitlines()
-    assert len(lines) >= 2 and all(ln.startswith("teacher: ") for ln in lines)
-    assert lines[0].startswith("teacher: 0/8 rows (0%)") and lines[0].endswith("ETA ?")
+    assert len(lines) == 2 and all(ln.startswith("teacher: ") for ln in lines)  # not one every second
     assert lines[-1].startswith("teacher: 8/8 rows (100%)")
+    assert progress.first_tokens is not None
 
 
 def test_disabled_or_nothing_to_do_prints_nothing(tmp_path, capsys):
-    with teacher_progress(tmp_path, 0):
+    with teacher_progress(tmp_path, "r", 0):
         pass
-    with teacher_progress(tmp_path, 5, enabled=False):
+    with teacher_progress(tmp_path, "r", 5, enabled=False):
         pass
     assert capsys.readouterr().err == ""
 
@@ -83,9 +129,9 @@ def test_a_terminal_gets_a_bar(tmp_path, monkeypatch):
             return True
 
     term = Terminal()
-    progress = TeacherProgress(tmp_path, total=4, stream=term).start()
+    progress = TeacherProgress(tmp_path, "r", total=4, stream=term).start()
     progress.stop()
-    assert "teacher: 100%" not in term.getvalue() and "0/4" in term.getvalue()  # tqdm's bar, not a line
+    assert "teacher:   0%|" in term.getvalue() and "0/4 rows" in term.getvalue()  # tqdm's bar, not a line
     monkeypatch.setattr(cluster, "_stderr_was_terminal", True)  # stderr swapped for the noise filter
     assert cluster.is_terminal(sys.stderr)
 
@@ -102,3 +148,32 @@ def test_checkpoints_of_the_pre_block_layout_are_named_not_reused(ray_session, t
     assert any(
         "earlier litho version" in r.getMessage() and str(tmp_path) in r.getMessage() for r in caplog.records
     )
+
+
+@pytest.mark.slow
+def test_a_minhash_run_prints_no_arrow_fallback_and_reports_usage_and_cost(tmp_path):
+    """``litho generate`` in a process of its own (~40 s: its own Ray, whose workers' lines are the subject):
+    the captured output has no ArrowConversionError line (the MinHash band keys are an Arrow list column),
+    and the manifest, summary and report carry this run's teacher tokens and cost."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "pipeline.cli", "generate", "teacher=dummy", "teacher.duplicate_rate=0.2",
+            "n=48", "cluster.teacher_batch_size=8", "teacher.checkpoint_rows=8", "++filters.lm=null",
+            "dedup=minhash", "teacher.price={prompt: 0.5, completion: 2.0}", f"output.dir={out}"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "LITHO_FAULT"} | {"HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout + done.stderr
+    assert "ArrowConversionError" not in printed and "pickled python objects" not in printed, printed[-3000:]
+    assert "teacher: 48/48 rows (100%)" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = [r for part in ("data", "rejected") for f in sorted((out / part).glob("*.parquet"))
+            for r in pq.read_table(f, columns=["prompt_tokens", "completion_tokens"]).to_pylist()]  # fmt: skip
+    usage = manifest["teacher_usage"]
+    assert usage["rows"] == 48 == len(rows)
+    assert usage["prompt_tokens"] == sum(r["prompt_tokens"] for r in rows) > 0
+    assert usage["completion_tokens"] == sum(r["completion_tokens"] for r in rows) > 0
+    cost = (usage["prompt_tokens"] * 0.5 + usage["completion_tokens"] * 2.0) / 1e6
+    assert usage["cost_usd"] == pytest.approx(cost, abs=1e-6)
+    assert re.search(rf"teacher cost \(USD, est\.\) +{cost:.4f}\n", done.stdout), done.stdout
+    assert "teacher cost (estimated)" in (out / "report.html").read_text()
+    assert len(list(out.glob(".litho/generations/*/block=*/gen-*.parquet"))) >= 6  # groups of 8 rows

@@ -31,6 +31,7 @@ def litho_run(out: Path, fault: str | None = None, n: int = 48, timeout: float =
         "teacher.duplicate_rate=0.1",
         f"n={n}",
         "cluster.teacher_batch_size=8",
+        "teacher.checkpoint_rows=8",  # rows are checkpointed in groups of 8: a kill lands between groups
         "++filters.lm=null",
         "output.pack_seq_len=128",
         "output.token_formats=[megatron,nanotron,numpy]",

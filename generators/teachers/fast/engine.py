@@ -96,13 +96,23 @@ class FastEngine:
         eos_ids: Sequence[int] = (),
         stop_fn: Callable[[list[int]], bool] | None = None,
         stop_window: int = 8,
+        feed: Callable[[int, int], list[tuple[list[int], int, int]]] | None = None,
+        done: Callable[[int, RowResult], None] | None = None,
+        on_tokens: Callable[[int], None] | None = None,
     ) -> list[RowResult]:
         """Generate for every prompt; ``stop_fn(tail_tokens)`` may end a row early (finish ``stop``).
 
         ``keys`` are the prompts' row keys (:func:`generators.teachers.sampling.row_key` of their
         request ids): a prompt's draws depend on its key only. Default: keys of the prompt indices
         under ``seed``.
+
+        Streaming (the teacher stage keeps requests of several batches in flight): ``feed(n, room)``
+        is asked for up to ``n`` more ``(prompt, max_new, key)`` whenever slots are free, each with
+        ``len(prompt) + max_new <= room``; they are numbered after ``prompts`` and answered in the same
+        call. ``done(i, result)`` hears of each row as it finishes, ``on_tokens(n)`` of decoded tokens.
         """
+        prompts = list(prompts)
+        self.feed, self.on_done, self.on_tokens, self._seen = feed, done, on_tokens, {}
         limits = [max_new] * len(prompts) if isinstance(max_new, int) else list(max_new)
         results: list[RowResult | None] = [None] * len(prompts)
         valid = []
@@ -113,6 +123,9 @@ class FastEngine:
                 )
             else:
                 valid.append(i)
+        for i, result in enumerate(results):
+            if result is not None and done is not None:
+                done(i, result)
         self.stats = dict.fromkeys(("steps", "syncs", "prefills", "compactions", "tokens"), 0)
         if valid:
             self.mode = SamplingMode.of(temperature, top_k, top_p, repetition_penalty, min_p)
@@ -149,7 +162,11 @@ class FastEngine:
         free = list(range(slots))
         owner: dict[int, int] = {}  # slot -> request index
         steps: dict[int, int] = {}  # slot -> decode steps since its prefill
-        while queue or owner:
+        while True:
+            if self.feed is not None and len(free) > len(queue):  # requests of later batches
+                queue.extend(self._adopt(prompts, limits, results, len(free) - len(queue)))
+            if not queue and not owner:
+                break
             # Refill in groups: every prefill is an eager forward that costs about one decode step.
             if queue and (not owner or (self.refill and len(free) >= min(len(queue), max(1, slots // 16)))):
                 admitted = [queue.popleft() for _ in range(min(len(free), len(queue)))]
@@ -173,6 +190,18 @@ class FastEngine:
             self._collect(owner, free, results, eos, stop_fn, stop_window)
             if not queue and owner and bucket(len(owner), slots) < bucket(max(owner) + 1, slots):
                 self._compact(owner, steps, free)
+
+    def _adopt(self, prompts: list, limits: list, results: list, n: int) -> list[int]:
+        """Up to ``n`` fed requests that fit the allocated slots, numbered after those known."""
+        start = len(prompts)
+        for prompt, limit, key in self.feed(n, self.dec.length):
+            if limit > self.state.width:  # the teacher feeds only rows of its own max_new_tokens
+                raise ValueError(f"fed row of {limit} new tokens > {self.state.width} allocated")
+            prompts.append(list(prompt))
+            limits.append(limit)
+            results.append(None)
+            self.words = torch.cat([self.words, sampling.split_keys([key], self.dec.device)])
+        return list(range(start, len(prompts)))
 
     def _prefill_groups(self, requests: list[int], prompts) -> list[list[int]]:
         """Split requests (sorted by length) into runs that share a padded length and a token budget."""
@@ -211,6 +240,9 @@ class FastEngine:
         live = sorted(owner)
         live_t = torch.tensor(live, device=dev)
         done, n_gen = st.done[live_t].tolist(), dict(zip(live, st.n_gen[live_t].tolist(), strict=True))
+        if self.on_tokens is not None:  # decoded since the last sync, finished rows included
+            self.on_tokens(sum(n_gen[s] - self._seen.get(s, 0) for s in live))
+            self._seen.update(n_gen)
         finished = {s: "done" for s, d in zip(live, done, strict=True) if d}
         running = [s for s, d in zip(live, done, strict=True) if not d]
         if stop_fn is not None and running:
@@ -234,6 +266,9 @@ class FastEngine:
             else:
                 results[owner[s]] = RowResult(tokens, "length")
             self.stats["tokens"] += len(tokens)
+            if self.on_done is not None:
+                self.on_done(owner[s], results[owner[s]])
+            self._seen.pop(s, None)
             del owner[s]
             bisect.insort(free, s)
 
@@ -248,6 +283,7 @@ class FastEngine:
         self.state.done[src] = True
         for s, d in moves:
             owner[d], steps[d] = owner.pop(s), steps.pop(s)
+            self._seen[d] = self._seen.pop(s, 0)
             free.remove(d)
             bisect.insort(free, s)
         self.stats["compactions"] += 1

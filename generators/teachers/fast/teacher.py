@@ -10,7 +10,7 @@ not implement are served by ``HFTeacher`` instead, with the reason logged and ke
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from generators.teachers.contract import (
     FINISH_ERROR,
@@ -141,24 +141,62 @@ class FastTeacher:
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         if self.fallback_reason:
-            self._fallback.sampling = self.sampling
+            self._fallback.sampling, self._fallback.meter = self.sampling, getattr(self, "meter", None)
             return self._fallback.generate(requests)
         constrained = [i for i, r in enumerate(requests) if r.structure is not None]
         if constrained:
             return self._with_constrained(requests, constrained)
-        sp = self.sampling
-        prompts, errors = [], {}
-        for i, request in enumerate(requests):
-            try:
-                prompts.append(self._render(request))
-            except Exception as exc:  # a malformed conversation fails alone
-                prompts.append([])
-                errors[i] = f"chat template failed: {exc!r}"[:500]
-        # Each request draws from its own counter (generators/teachers/sampling.py), as in HFTeacher.
-        keys = [row_key(r.id, sp.seed) for r in requests]
-        stop_fn = self._stop_fn(sp.stop) if sp.stop else None
+        answers: dict[int, Completion] = {}
         try:
-            results = self.engine.generate(
+            self.generate_stream(list(requests), lambda n: [], lambda r, c: answers.__setitem__(id(r), c))
+        except Exception as exc:  # e.g. out of memory: this call's rows fail, the run goes on
+            log.exception("fast generation failed for %d requests", len(requests))
+            return [Completion(r.id, "", finish_reason=FINISH_ERROR, error=repr(exc)[:500]) for r in requests]
+        return [answers[id(r)] for r in requests]
+
+    def generate_stream(self, requests: list[Request], more: Callable, done: Callable) -> None:
+        """Answer ``requests`` and whatever ``more(n)`` hands over while they decode, each through
+        ``done(request, completion)`` as it finishes: the engine's free slots take requests of later
+        batches (:class:`generators.teachers.stream.Streamer`). Requests with a structure, or too long
+        for the slots allocated, are answered after the call."""
+        if self.fallback_reason or any(r.structure is not None for r in requests):
+            for request, completion in zip(requests, self.generate(requests)):
+                done(request, completion)
+            return
+        sp = self.sampling
+        known: list[Request] = []
+        prompts: list[list[int]] = []
+        later: list[Request] = []
+
+        def render(request: Request) -> list[int] | None:
+            try:
+                return self._render(request)
+            except Exception as exc:  # a malformed conversation fails alone
+                done(request, Completion(request.id, "", finish_reason=FINISH_ERROR,
+                                         error=f"chat template failed: {exc!r}"[:500]))  # fmt: skip
+                return None
+
+        def feed(n: int, room: int) -> list[tuple[list[int], int, int]]:
+            items = []
+            for request in more(n):
+                prompt = render(request) if request.structure is None else None
+                if request.structure is not None or (
+                    prompt is not None and len(prompt) + sp.max_new_tokens > room
+                ):
+                    later.append(request)
+                elif prompt is not None:
+                    known.append(request)
+                    items.append((prompt, sp.max_new_tokens, row_key(request.id, sp.seed)))
+            return items
+
+        for request in requests:
+            if (prompt := render(request)) is not None:
+                known.append(request)
+                prompts.append(prompt)
+        if prompts:
+            meter = getattr(self, "meter", None)
+            # Each request draws from its own counter (generators/teachers/sampling.py), as in HFTeacher.
+            self.engine.generate(
                 prompts,
                 sp.max_new_tokens,
                 temperature=sp.temperature,
@@ -166,25 +204,30 @@ class FastTeacher:
                 top_k=sp.top_k,
                 repetition_penalty=sp.repetition_penalty,
                 min_p=sp.min_p,
-                keys=keys,
+                keys=[row_key(r.id, sp.seed) for r in known],
                 eos_ids=self._eos_ids(),
-                stop_fn=stop_fn,
+                stop_fn=self._stop_fn(sp.stop) if sp.stop else None,
                 stop_window=max((len(s) for s in sp.stop), default=0),
+                feed=feed,
+                done=lambda i, result: done(known[i], self._completion(known[i], result)),
+                on_tokens=meter.add if meter is not None else None,
             )
-        except Exception as exc:  # e.g. out of memory: this call's rows fail, the run goes on
-            log.exception("fast generation failed for %d requests", len(requests))
-            return [Completion(r.id, "", finish_reason=FINISH_ERROR, error=repr(exc)[:500]) for r in requests]
-        out = []
-        for i, (request, prompt, result) in enumerate(zip(requests, prompts, results, strict=True)):
-            if i in errors or result.finish == "error":
-                error = errors.get(i) or result.error
-                out.append(Completion(request.id, "", len(prompt), finish_reason=FINISH_ERROR, error=error))
-                continue
-            text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
-            text, stopped = cut_at_stop(text, sp.stop)
-            finish = FINISH_LENGTH if result.finish == "length" and not stopped else FINISH_STOP
-            out.append(Completion(request.id, text.strip(), len(prompt), len(result.tokens), finish))
-        return out
+        if later:
+            self.generate_stream(later, more, done)
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Tokens are counted per host sync of the engine (the hf backend's per step when it stands in)."""
+        return True
+
+    def _completion(self, request: Request, result) -> Completion:
+        prompt = len(self._render(request))
+        if result.finish == "error":
+            return Completion(request.id, "", prompt, finish_reason=FINISH_ERROR, error=result.error)
+        text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, self.sampling.stop)
+        finish = FINISH_LENGTH if result.finish == "length" and not stopped else FINISH_STOP
+        return Completion(request.id, text.strip(), prompt, len(result.tokens), finish)
 
     def _with_constrained(self, requests: Sequence[Request], constrained: list[int]) -> list[Completion]:
         """Requests with a structure go through transformers' ``generate()`` on the same weights, with
@@ -197,7 +240,7 @@ class FastTeacher:
                 self.model, self.tokenizer, self.device, self.name, self.sampling, self.batch_size
             )
             self._hf.token_aware, self._hf.logit_bias = self.token_aware, self.engine.logit_bias
-        self._hf.sampling = self.sampling
+        self._hf.sampling, self._hf.meter = self.sampling, getattr(self, "meter", None)
         out: list[Completion | None] = [None] * len(requests)
         for i, completion in zip(constrained, self._hf.generate([requests[i] for i in constrained])):
             out[i] = completion

@@ -62,7 +62,8 @@ def test_dry_run_needs_only_torch_and_transformers(tmp_path):
     assert len(reports) == 1, done.stderr
     report = reports[0].read_text()
     assert done.returncode == 0, report[-4000:]
-    assert report.count("exit 0 in") == 4  # two teacher benches, the scorer bench, pytest
+    assert report.count("exit 0 in") == 5  # two teacher benches, the scorer bench, the vLLM bench, pytest
+    assert "bench_vllm: skipped: litho's dependencies" in report  # where only torch and transformers are
     for batch in (2, 4):  # one row per batch size in both teacher tables
         assert sum(line.split()[:1] == [str(batch)] for line in report.splitlines()) == 2
     assert '"LMScorer tok/s"' in report

@@ -4,6 +4,7 @@ vLLM needed), then the real engine on the embedded teacher (``-m vllm``, run by 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import sys
@@ -14,7 +15,7 @@ import pytest
 from generators.teachers.contract import FINISH_ERROR, FINISH_LENGTH, Request, SamplingParams
 from generators.teachers.openai import OpenAITeacher
 from generators.teachers.structure import Structure
-from generators.teachers.vllm import VLLMTeacher, isolate_failures, request_seed, sampling_kwargs
+from generators.teachers.vllm import VLLMTeacher, request_seed, sampling_kwargs
 from tests.helpers.random_models import write_random_model
 
 SAMPLED = dict(max_new_tokens=16, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=3)
@@ -57,78 +58,62 @@ def test_greedy_sends_no_seed_and_no_truncation():
     assert not {"seed", "top_p", "top_k"} & set(kwargs)
 
 
-def test_a_bad_item_fails_alone_and_a_dead_engine_is_not_retried():
-    calls = []
-
-    def run(items):
-        calls.append(list(items))
-        if "bad" in items:
-            raise ValueError("token id out of vocabulary")
-        return [f"ok:{x}" for x in items]
-
-    items = [f"r{i}" for i in range(16)]
-    items[5] = "bad"
-    got = isolate_failures(run, items, lambda exc: f"error: {exc}")
-    assert got == [f"ok:{x}" if x != "bad" else "error: token id out of vocabulary" for x in items]
-    assert len(calls) <= 1 + 2 * 4  # two halves per level, log2(16) levels
-
-    class EngineDeadError(RuntimeError):
-        pass
-
-    def dead(items):
-        calls.append(items)
-        raise EngineDeadError("EngineCore encountered an issue")
-
-    calls.clear()
-    assert isolate_failures(dead, items, lambda exc: "dead") == ["dead"] * 16 and len(calls) == 1
-
-
 # --- the teacher against a scripted engine ----------------------------------------------------------
 
 
 class ScriptedLLM:
-    """Stands in for ``vllm.LLM``: answers with what it was given, fails where told to."""
+    """Stands in for ``vllm.AsyncLLM``: streams what it was given two tokens a step, fails where told to."""
 
     started = 0
     die = False
+    seen: list = []
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, args):
         from transformers import AutoTokenizer
 
         ScriptedLLM.started += 1
-        self.kwargs = kwargs
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.kwargs = args
+        self.tokenizer = AutoTokenizer.from_pretrained(args["model"])
+
+    @classmethod
+    def from_engine_args(cls, args):
+        return cls(args)
 
     def get_tokenizer(self):
         return self.tokenizer
 
-    def generate(self, prompts, params, use_tqdm=True):
+    def shutdown(self):
+        pass
+
+    async def generate(self, prompt, params, request_id):
+        ScriptedLLM.seen.append(params)
         if ScriptedLLM.die:
             raise type("EngineDeadError", (RuntimeError,), {})("EngineCore encountered an issue")
-        outputs = []
-        for prompt, p in zip(prompts, params):
-            ids = prompt["prompt_token_ids"]
-            if max(ids) >= len(self.tokenizer):
-                raise ValueError(f"Token id {max(ids)} is out of vocabulary")
-            answer = types.SimpleNamespace(
-                text=f" seed={p.seed} prompt={len(ids)} ",
-                token_ids=list(range(p.max_tokens)),
-                finish_reason="length",
+        ids = prompt["prompt_token_ids"]
+        if max(ids) >= len(self.tokenizer):
+            raise ValueError(f"Token id {max(ids)} is out of vocabulary")
+        text = f" seed={params.seed} prompt={len(ids)} "
+        for step in range(0, params.max_tokens, 2):
+            await asyncio.sleep(0)
+            last = step + 2 >= params.max_tokens
+            piece = types.SimpleNamespace(
+                text=text if last else "", token_ids=[0, 0], finish_reason="length" if last else None
             )
-            outputs.append(types.SimpleNamespace(outputs=[answer]))
-        return outputs
+            yield types.SimpleNamespace(outputs=[piece])
 
 
 @pytest.fixture
 def scripted(monkeypatch, tmp_path):
     fake = types.ModuleType("vllm")
-    fake.LLM = ScriptedLLM
+    fake.AsyncLLMEngine = ScriptedLLM
+    fake.AsyncEngineArgs = lambda **kw: kw
     fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
     fake.sampling_params = types.ModuleType("vllm.sampling_params")
     fake.sampling_params.StructuredOutputsParams = lambda **kw: ("structured_outputs", kw)
+    fake.sampling_params.RequestOutputKind = types.SimpleNamespace(DELTA="delta")
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", fake.sampling_params)
-    ScriptedLLM.started, ScriptedLLM.die = 0, False
+    ScriptedLLM.started, ScriptedLLM.die, ScriptedLLM.seen = 0, False, []
     return str(write_random_model(tmp_path / "tiny", "tiny-llama"))
 
 
@@ -152,15 +137,9 @@ def test_rows_keep_their_order_and_bad_rows_fail_alone(scripted, monkeypatch):
     assert all(c.prompt_tokens > 8 and c.completion_tokens == 16 for c in ok)
 
 
-def test_a_structure_goes_to_the_engine_and_the_answer_is_checked(scripted, monkeypatch):
+def test_a_structure_goes_to_the_engine_and_the_answer_is_checked(scripted):
     teacher = VLLMTeacher(scripted, sampling=SAMPLED)
-    seen = []
-    run = ScriptedLLM.generate
-    monkeypatch.setattr(
-        ScriptedLLM,
-        "generate",
-        lambda self, prompts, params, **kw: seen.extend(params) or run(self, prompts, params),
-    )
+    seen = ScriptedLLM.seen
     schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
     requests = [Request("s", REQUESTS[0].messages, Structure.json(schema)), REQUESTS[1]]
     got = teacher.generate(requests)
@@ -169,7 +148,7 @@ def test_a_structure_goes_to_the_engine_and_the_answer_is_checked(scripted, monk
     assert got[0].invalid.startswith("not JSON") and got[1].invalid is None  # the scripted engine ignores it
 
 
-def test_a_dead_engine_fails_its_batch_and_is_restarted_for_the_next(scripted):
+def test_a_dead_engine_fails_its_requests_and_is_restarted_for_the_next(scripted):
     teacher = VLLMTeacher(scripted, sampling=SAMPLED)
     ScriptedLLM.die = True
     got = teacher.generate(REQUESTS)
@@ -177,7 +156,20 @@ def test_a_dead_engine_fails_its_batch_and_is_restarted_for_the_next(scripted):
     assert all(c.error.startswith("vllm engine died: EngineDeadError") for c in got)
     ScriptedLLM.die = False
     assert {c.finish_reason for c in teacher.generate(REQUESTS)} == {FINISH_LENGTH}
-    assert ScriptedLLM.started == 2
+    assert ScriptedLLM.started >= 2  # the requests after a death got a new engine
+
+
+def test_requests_stream_in_and_tokens_are_counted_per_step(scripted):
+    from generators.teachers.stream import Streamer
+
+    teacher = VLLMTeacher(scripted, sampling=SAMPLED)
+    stream = Streamer(teacher)
+    steps = []
+    add = stream.meter.add
+    stream.meter.add = lambda n: steps.append(n) or add(n)
+    got = [f.result(timeout=30) for f in stream.submit(REQUESTS)]
+    assert stream.meter.tokens == sum(c.completion_tokens for c in got) == 16 * len(REQUESTS)
+    assert steps.count(2) == 8 * len(REQUESTS)  # one count per streamed step, not one per answer
 
 
 def test_engine_settings_for_cpu_and_gpu(scripted):
@@ -196,7 +188,9 @@ def test_every_config_key_is_an_argument():
     from tests.pipeline.conftest import compose
 
     cfg = compose("teacher=vllm", "cluster.teacher_gpus=1")
-    keys = set(cfg.teacher) - {"_target_"}
+    from generators.teachers.stream import STAGE_KEYS
+
+    keys = set(cfg.teacher) - {"_target_", *STAGE_KEYS}  # the teacher stage's keys: conf/teacher/stage/
     assert keys == set(inspect.signature(VLLMTeacher).parameters)
     assert cfg.teacher.num_gpus == 1 and cfg.teacher.sampling.repetition_penalty == 1.1
 
