@@ -204,4 +204,7 @@ def read_corpus(spec: str, text_column: str, id_column: str | None):
         fn_kwargs={"kind": kind, "text_column": text_column, "id_column": id_column},
         batch_size=1,
         batch_format="numpy",
+        # The scorer actors of the same pass hold their CPUs for the whole pass; a read task asking for a
+        # whole CPU would never be scheduled beside them on 2 cores (the run would wait forever).
+        num_cpus=0.25,
     )

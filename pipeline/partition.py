@@ -89,6 +89,9 @@ def map_groups(
     keys = [key] if isinstance(key, str) else list(key)
     kwargs = {"keys": keys, "fn": fn, "fn_kwargs": fn_kwargs or {}, "batch_format": batch_format}
     remote.pop("compute", None)  # one task: no pool to size
+    remote.setdefault(
+        "num_cpus", 0.25
+    )  # beside actor pools that hold their CPUs (a whole one may never come free)
     return ds.repartition(1).map_batches(
         _each_group, fn_kwargs=kwargs, batch_size=None, batch_format="pyarrow", **remote
     )
