@@ -98,7 +98,16 @@ def stage_list(
             # The scorer model (bits per byte, attention metrics; docs/metrics.md), one per actor, after
             # the cheap filters: rows already dropped cost it nothing.
             lm = {**filters["lm"], "cache_dir": filters.get("cache_dir"), **text}
-            specs.append(class_stage("lm_scores", LMScorer, lm, actors("lm_scores")))
+            # IFD scores a text after its request: a generated row's chat messages, or a corpus's
+            # prompt_column. ref_gap_v1 needs a second model, checked here before Ray starts.
+            lm["prompt_column"] = "prompt" if command == "generate" else cfg.get("prompt_column")
+            lm["reference"] = filters.get("lm_reference")
+            if lm["reference"]:
+                from generators.teachers.models import resolve
+
+                resolve(str(lm["reference"]), "filters.lm_reference", bool(filters.get("allow_network")))
+            keys = {lm["prompt_column"]: "prompt_column"} if command == "score" else {}
+            specs.append(class_stage("lm_scores", LMScorer, lm, actors("lm_scores"), keys=keys))
         if filters.get("judge"):
             # A teacher rates every kept row on the rubrics; ratings are checkpointed per output dir.
             specs.append(_judge_stage(cfg, filters["judge"], text, cluster))
