@@ -112,7 +112,7 @@ def test_influence_shares_the_layers_below_the_first_masked_head(models, tmp_pat
         s = scorer(models[0], tmp_path, metrics=metrics)
         register()
         heads = rh.retrieval_heads(
-            s.model, lambda t: s.tok(t, add_special_tokens=False)["input_ids"], s.prefix, tmp_path
+            s.model, lambda t, s=s: s.tok(t, add_special_tokens=False)["input_ids"], s.prefix, tmp_path
         )
         assert len(heads["heads"]) == max(1, round(0.05 * 2 * 4)) and s.first_masked == heads["heads"][0][0]
         assert np.isfinite(s.score(TEXTS)[INFLUENCE]).all()
