@@ -46,5 +46,7 @@ def test_reference_model_is_checked_before_the_run(tmp_path, corpus):
     base = [f"input={corpus}", f"output.dir={tmp_path / 'o'}"]
     with pytest.raises(ConfigError, match="filters.lm_reference=/nowhere/model"):
         Job.from_config(compose(*base, "filters.lm_reference=/nowhere/model", config_name="score"), "score")
-    job = Job.from_config(compose(*base, "filters.lm_reference=embedded:smollm2", config_name="score"), "score")
+    job = Job.from_config(
+        compose(*base, "filters.lm_reference=embedded:smollm2", config_name="score"), "score"
+    )
     assert "ref_gap_v1" in lm_stage(job).adds and lm_stage(job).kwargs["reference"] == "embedded:smollm2"
