@@ -14,6 +14,13 @@ arm trains on the same number of tokens. Kinds:
 * ``weighted`` — every row, drawn without replacement with probability proportional to
   ``exp(z / temperature)``, ``z`` the standardized score (QuRating, Wettig et al., 2024: sampling
   with scores as logits beats taking only the top). Drawn with the Gumbel top-k trick.
+* ``mix`` — with several named pools: random rows of each pool at a fixed share of the budget
+  (``pool(real)`` is one pool alone), so "real text plus this synthetic corpus" and "real text alone"
+  train on the same number of tokens (WRAP, Maini et al. 2024, mixes rephrased and real web text).
+
+With ``max_repeats > 1`` an arm whose candidates hold fewer tokens than the budget repeats them (each
+row at most that many times; DataDecide and Muennighoff et al. 2023 find up to ~4 epochs of unique
+data nearly as good as new data); the default 1 never repeats.
 
 ``stratify: true`` selects within length bins (quantiles of tokens per row over the pool) and gives
 each bin the budget share it has in the pool, so the arm has the pool's length distribution and a
@@ -28,12 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from filters.rules.thresholds import band_bounds
+from filters.rules.thresholds import band_bounds, check_bands
 from generators.errors import ConfigError
 from pipeline import expression
+from pipeline.probe.stats import RANDOM, RANDOM_B  # the two random arms every probe has
 
-KINDS = ("random", "top", "bottom", "band", "filters", "weighted")
-RANDOM, RANDOM_B = "random", "random_b"
+KINDS = ("random", "top", "bottom", "band", "filters", "weighted", "mix")
 # Numeric pool columns that are sizes, counters or ids, not scores (``halves: all`` skips them).
 NOT_SCORES = {
     "source_row",
@@ -63,6 +70,7 @@ class Arm:
         band: ``(low, high)`` quantiles for ``band``.
         temperature: Softness of ``weighted`` (larger: closer to random).
         stratify: Select within length bins.
+        shares: ``((pool, share), ...)`` for ``mix``: each pool's share of the budget.
     """
 
     name: str
@@ -72,6 +80,7 @@ class Arm:
     band: tuple[float, float] | None = None
     temperature: float = 1.0
     stratify: bool = False
+    shares: tuple[tuple[str, float], ...] | None = None
 
 
 def score_columns(columns: dict[str, np.ndarray]) -> list[str]:
@@ -135,6 +144,27 @@ def arm_from_dict(name: str, spec: dict, columns: dict[str, np.ndarray], key: st
     )
 
 
+def check_mix(mix, pools: list[str]) -> tuple[tuple[str, float], ...]:
+    """A mix's ``((pool, share), ...)``: named pools, shares in (0, 1] that add up to 1.
+
+    Raises:
+        ConfigError: no pools to mix, an unknown pool name, or shares that are not a split of 1.
+    """
+    if len(pools) < 2:
+        raise ConfigError(f"mix={mix}: needs pools={{name: pool, ...}} with two or more pools to mix")
+    if not isinstance(mix, dict) or not mix:
+        raise ConfigError(f"mix={mix}: give pool shares, e.g. {{{pools[0]}: 0.5, {pools[1]}: 0.5}}")
+    unknown = sorted(set(map(str, mix)) - set(pools))
+    if unknown:
+        raise ConfigError(f"mix.{unknown[0]}: no such pool; the pools are {pools}")
+    shares = tuple((str(n), _number(v, f"mix.{n}", 0, 1)) for n, v in mix.items())
+    if abs(sum(v for _, v in shares) - 1) > 1e-6:
+        raise ConfigError(
+            f"mix={mix}: the shares add up to {sum(v for _, v in shares):g}; make them add up to 1"
+        )
+    return shares
+
+
 def check_score(score: str, key: str, columns: dict[str, np.ndarray]) -> None:
     """A score column or expression over the pool's numeric columns.
 
@@ -154,17 +184,32 @@ def score_values(score: str, columns: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def build_arms(
-    arms: dict, halves, bands: dict, weighted: dict, stratified: bool, with_filters: bool, columns: dict
+    arms: dict,
+    halves,
+    bands: dict,
+    weighted: dict,
+    stratified: bool,
+    with_filters: bool,
+    columns: dict,
+    middle=None,
+    pools: list[str] | None = None,
+    mixes=None,
 ) -> list[Arm]:
-    """Every arm of a probe: ``random``, ``random_b``, the configured filters (when asked), the named
-    ``arms``, top and bottom halves of each score in ``halves`` (``all``: every score column), the
-    quantile ``bands``, the ``weighted`` samplings, and with ``stratified`` a length-stratified twin of
-    every score arm.
+    """Every arm of a probe: ``random``, ``random_b``, one ``pool(name)`` per named pool and the
+    ``mixes`` of them, the configured filters (when asked), the named ``arms``, top and bottom halves
+    of each score in ``halves`` (``all``: every score column) and, with ``middle`` (``[0.25, 0.75]``),
+    its middle quantile band, the quantile ``bands``, the ``weighted`` samplings, and with
+    ``stratified`` a length-stratified twin of every score arm.
 
     Raises:
-        ConfigError: a bad arm, or two arms with one name.
+        ConfigError: a bad arm or mix, or two arms with one name.
     """
     out = [Arm(RANDOM, "random"), Arm(RANDOM_B, "random")]
+    if len(pools or []) > 1:
+        out += [Arm(f"pool({name})", "mix", shares=((name, 1.0),)) for name in pools]
+    for mix in [mixes] if isinstance(mixes, dict) else list(mixes or []):
+        shares = check_mix(mix, pools or [])
+        out.append(Arm("mix(" + ",".join(f"{n}={s:g}" for n, s in shares) + ")", "mix", shares=shares))
     if with_filters:
         out.append(Arm("filters", "filters"))
     for name, spec in (arms or {}).items():
@@ -173,10 +218,17 @@ def build_arms(
         halves = score_columns(columns)
     if isinstance(halves, str) or not isinstance(halves, list | tuple):
         raise ConfigError(f"halves={halves}: give a list of score columns or expressions, or all")
+    if middle is not None:
+        middle = tuple(check_bands({"middle_band": middle}, "probe")["middle_band"])
     for score in halves:
         for side in ("top", "bottom"):
             spec = {"select": side, "score": score}
             out.append(arm_from_dict(f"{side}({score})", spec, columns, key="halves"))
+        if middle is not None:
+            spec = {"select": "band", "score": score, "band": list(middle)}
+            out.append(
+                arm_from_dict(f"band({score},{middle[0]:g}-{middle[1]:g})", spec, columns, key="halves")
+            )
     for score, band in (bands or {}).items():
         name = f"band({score},{band[0]:g}-{band[1]:g})" if isinstance(band, list | tuple) else str(score)
         spec = {"select": "band", "score": score, "band": band}
@@ -239,8 +291,11 @@ def select(
     seed: int,
     keep: np.ndarray | None = None,
     bins: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    max_repeats: int = 1,
 ) -> np.ndarray:
-    """The rows ``arm`` trains on for ``seed``, in training order.
+    """The rows ``arm`` trains on for ``seed``, in training order (a row repeats only with
+    ``max_repeats > 1``, when the arm's candidates hold fewer tokens than the budget).
 
     Args:
         tokens: Stream tokens per pool row (its tokens plus the separator).
@@ -248,39 +303,52 @@ def select(
         budget: Tokens to fill.
         keep: Rows the configured filters keep (for ``filters``).
         bins: Length bin per row (for stratified arms).
+        labels: Pool name per row (for ``mix``).
+        max_repeats: Most times a row may occur.
 
     Raises:
-        ConfigError: the arm's candidates hold fewer tokens than the budget.
+        ConfigError: the arm's candidates, repeated ``max_repeats`` times, hold fewer tokens than the budget.
     """
     # Each arm draws from its own stream of the seed: random and random_b are two different samples.
     rng = np.random.default_rng([seed, xxhash.xxh3_64_intdigest(arm.name.encode())])
     values = score_values(arm.score, columns) if arm.score else None
     everything = np.arange(len(tokens))
-    if arm.stratify and bins is not None:
-        chosen = []
-        total = tokens.sum()
-        for b in np.unique(bins):
-            rows = everything[bins == b]
-            share = int(round(budget * tokens[rows].sum() / total))
-            order = _candidates(arm, rows, values, tokens, keep, rng)
-            _check_capacity(arm, tokens[order].sum(), share, f" in length bin {b}")
-            chosen.append(fill(order, tokens, share))
-        picked = np.concatenate(chosen)
+    if arm.select == "mix":
+        parts = [(f" in pool {name}", everything[labels == name], share) for name, share in arm.shares]
+    elif arm.stratify and bins is not None:
+        parts = [(f" in length bin {b}", everything[bins == b], None) for b in np.unique(bins)]
     else:
-        order = _candidates(arm, everything, values, tokens, keep, rng)
-        _check_capacity(arm, tokens[order].sum(), budget, "")
-        picked = fill(order, tokens, budget)
-    # A weighted draw comes out sorted by key: training order is random. Stratified bins each fill a
-    # little past their share, so the shuffled rows are cut to the budget again.
-    return fill(rng.permutation(picked), tokens, budget)
+        parts = [("", everything, 1.0)]
+    chosen = []
+    for where, rows, share in parts:
+        # A stratified bin gets its pool share of the budget; a mix's pool its configured share.
+        share = tokens[rows].sum() / tokens.sum() if share is None else share
+        want = int(round(budget * share))
+        if arm.select == "mix":
+            order = rng.permutation(rows)
+        else:
+            order = _candidates(arm, rows, values, tokens, keep, rng)
+        chosen.append(fill(_repeated(arm, order, tokens, want, max_repeats, rng, where), tokens, want))
+    # A weighted draw comes out sorted by key: training order is random. Parts each fill a little past
+    # their share, so the shuffled rows are cut to the budget again.
+    return fill(rng.permutation(np.concatenate(chosen)), tokens, budget)
 
 
-def _check_capacity(arm: Arm, held: int, budget: int, where: str) -> None:
-    if held < budget:
+def _repeated(arm: Arm, order, tokens, budget: int, max_repeats: int, rng, where: str) -> np.ndarray:
+    """``order``, followed by reshuffled copies of it when it holds fewer than ``budget`` tokens.
+
+    Raises:
+        ConfigError: even ``max_repeats`` copies hold fewer tokens than ``budget``.
+    """
+    held = int(tokens[order].sum())
+    if held * max_repeats < budget or not len(order):
+        repeated = f" even repeated {max_repeats} times" if max_repeats > 1 else ""
         raise ConfigError(
-            f"budget_tokens: arm {arm.name!r} has only {int(held)} tokens to choose from{where}, fewer than "
-            f"its budget {budget}; lower budget_tokens or widen the arm (fraction, band)"
+            f"budget_tokens: arm {arm.name!r} has only {held} tokens to choose from{where}{repeated}, fewer "
+            f"than its budget {budget}; lower budget_tokens or widen the arm (fraction, band, max_repeats)"
         )
+    copies = -(-budget // held)  # ceil: the fewest passes that hold the budget
+    return np.concatenate([order] + [rng.permutation(order) for _ in range(copies - 1)])
 
 
 def stream(
