@@ -195,8 +195,8 @@ def build_arms(
     pools: list[str] | None = None,
     mixes=None,
 ) -> list[Arm]:
-    """Every arm of a probe: ``random``, ``random_b``, one ``pool(name)`` per named pool and the
-    ``mixes`` of them, the configured filters (when asked), the named ``arms``, top and bottom halves
+    """Every arm of a probe: ``random``, ``random_b`` (with ``pools``: random rows of the first pool),
+    one ``pool(name)`` per further pool and the ``mixes`` of them, the configured filters (when asked), the named ``arms``, top and bottom halves
     of each score in ``halves`` (``all``: every score column) and, with ``middle`` (``[0.25, 0.75]``),
     its middle quantile band, the quantile ``bands``, the ``weighted`` samplings, and with
     ``stratified`` a length-stratified twin of every score arm.
@@ -206,7 +206,10 @@ def build_arms(
     """
     out = [Arm(RANDOM, "random"), Arm(RANDOM_B, "random")]
     if len(pools or []) > 1:
-        out += [Arm(f"pool({name})", "mix", shares=((name, 1.0),)) for name in pools]
+        # With several pools the two random arms sample the first one, the reference (real text, say):
+        # the noise floor is that pool's, not that of a union whose make-up itself varies from draw to draw.
+        out = [Arm(name, "mix", shares=((pools[0], 1.0),)) for name in (RANDOM, RANDOM_B)]
+        out += [Arm(f"pool({name})", "mix", shares=((name, 1.0),)) for name in pools[1:]]
     for mix in [mixes] if isinstance(mixes, dict) else list(mixes or []):
         shares = check_mix(mix, pools or [])
         out.append(Arm("mix(" + ",".join(f"{n}={s:g}" for n, s in shares) + ")", "mix", shares=shares))

@@ -144,7 +144,7 @@ def prepare(cfg: DictConfig, student: dict) -> Prepared:
         with_filters,
         pool.columns,
         middle=plain(cfg.get("middle_band")) or None,
-        pools=sorted(set(labels)) if labels is not None else None,
+        pools=list(dict.fromkeys(labels)) if labels is not None else None,  # in the order named
         mixes=plain(cfg.get("mix")) or None,
     )
     bins = arm_lib.length_bins(tokens, int(cfg.length_bins))

@@ -116,9 +116,9 @@ def build(arm_list, chosen, tokens, pool, results, budget, seeds, context) -> di
 
 
 def mix_pairs(arm_list, results: list[dict], eval_names: list[str]) -> list[dict]:
-    """Every mix of pools against each pool alone, paired by seed (is real text plus the synthetic
-    corpus better than the real text alone, at equal tokens?)."""
-    pools = [a.name for a in arm_list if a.select == "mix" and len(a.shares) == 1]
+    """Every mix of pools against each pool alone (``random`` is the first pool alone), paired by seed:
+    is real text plus the synthetic corpus better than the real text alone, at equal tokens?"""
+    pools = [a.name for a in arm_list if a.select == "mix" and len(a.shares) == 1 and a.name != RANDOM_B]
     mixes = [a.name for a in arm_list if a.select == "mix" and len(a.shares) > 1]
     out = []
     for mix in mixes:

@@ -55,15 +55,14 @@ def test_mix_arms_hold_their_shares_at_one_budget(two_pools):
     assert [a.name for a in built] == [
         "random",
         "random_b",
-        "pool(real)",
         "pool(synthetic)",
         "mix(real=0.75,synthetic=0.25)",
     ]
-    for arm in built[2:]:
+    for arm in built:  # random and random_b: the first pool
         rows = arms.select(arm, tokens, pool.columns, 8_000, seed=0, labels=pool.groups)
         assert 8_000 <= tokens[rows].sum() < 8_000 + tokens.max() and len(set(rows)) == len(rows)
         share = tokens[rows][pool.groups[rows] == "real"].sum() / tokens[rows].sum()
-        want = {"pool(real)": 1.0, "pool(synthetic)": 0.0}.get(arm.name, 0.75)
+        want = {"random": 1.0, "random_b": 1.0, "pool(synthetic)": 0.0}.get(arm.name, 0.75)
         assert abs(share - want) < 0.03, (arm.name, share)
 
 
