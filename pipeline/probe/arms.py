@@ -39,6 +39,7 @@ from filters.rules.thresholds import band_bounds, check_bands
 from generators.errors import ConfigError
 from pipeline import expression
 from pipeline.probe.stats import RANDOM, RANDOM_B  # the two random arms every probe has
+from pipeline.probe.student import stream  # noqa: F401  (a row list's token stream; it lives with the student)
 
 KINDS = ("random", "top", "bottom", "band", "filters", "weighted", "mix")
 # Numeric pool columns that are sizes, counters or ids, not scores (``halves: all`` skips them).
@@ -352,14 +353,3 @@ def _repeated(arm: Arm, order, tokens, budget: int, max_repeats: int, rng, where
         )
     copies = -(-budget // held)  # ceil: the fewest passes that hold the budget
     return np.concatenate([order] + [rng.permutation(order) for _ in range(copies - 1)])
-
-
-def stream(
-    rows: np.ndarray, flat: np.ndarray, offsets: np.ndarray, budget: int, separator: int
-) -> np.ndarray:
-    """The training stream of ``rows``: each row's tokens led by the separator, cut to ``budget``."""
-    pieces = []
-    for r in rows:
-        pieces.append([separator])
-        pieces.append(flat[offsets[r] : offsets[r + 1]])
-    return np.concatenate(pieces).astype(np.int32)[:budget]

@@ -43,6 +43,7 @@ class Prepared:
     seeds: int
     student: dict
     filters: dict
+    how: dict  # what select() needs besides the arm: keep, bins, labels, max_repeats
     timings: dict = field(default_factory=dict)
 
 
@@ -89,8 +90,9 @@ def read_pools(cfg: DictConfig, filters: dict) -> tuple[str, pool_lib.Pool]:
     return ", ".join(f"{n}={s}" for n, s in pools.items()), pool_lib.concat(named)
 
 
-def prepare(cfg: DictConfig, student: dict) -> Prepared:
-    """Read, decontaminate, tokenize and choose every arm's rows (the arms need no training).
+def prepare(cfg: DictConfig, student: dict, fit: bool = False) -> Prepared:
+    """Read, decontaminate, tokenize and choose every arm's rows (the arms need no training); with
+    ``fit``, a budget some arm cannot fill is lowered to the largest every arm can.
 
     Raises:
         ConfigError: bad input or an arm that cannot fill its budget, before any student trains.
@@ -148,12 +150,20 @@ def prepare(cfg: DictConfig, student: dict) -> Prepared:
         mixes=plain(cfg.get("mix")) or None,
     )
     bins = arm_lib.length_bins(tokens, int(cfg.length_bins))
-    repeats = int(cfg.get("max_repeats", 1))
-    chosen = {
-        (arm.name, seed): arm_lib.select(arm, tokens, pool.columns, budget, seed, keep, bins, labels, repeats)
-        for arm in arm_list
-        for seed in range(seeds)
-    }
+    how = {"keep": keep, "bins": bins, "labels": labels, "max_repeats": int(cfg.get("max_repeats", 1))}
+    try:
+        chosen = choose(arm_list, tokens, pool.columns, budget, seeds, how)
+    except ConfigError:
+        if not fit:
+            raise
+        wanted, budget = (
+            budget,
+            largest_budget(arm_list, tokens, pool.columns, budget, how, student["seq_len"]),
+        )
+        if budget < student["seq_len"]:
+            raise
+        log.warning("probe: budget_tokens=%d does not fit this pool; fitted to %d", wanted, budget)
+        chosen = choose(arm_list, tokens, pool.columns, budget, seeds, how)
     log.info(
         "probe: %d pool rows (%d tokens), %d arms x %d seeds at %d tokens; student vocab %d ids for %d distinct tokens",
         len(pool.texts),
@@ -182,8 +192,33 @@ def prepare(cfg: DictConfig, student: dict) -> Prepared:
         seeds=seeds,
         student=student,
         filters=filters,
+        how=how,
         timings=timings,
     )
+
+
+def choose(
+    arm_list, tokens, columns, budget: int, seeds: int, how: dict
+) -> dict[tuple[str, int], np.ndarray]:
+    """Every arm's rows for every seed (:func:`pipeline.probe.arms.select`)."""
+    return {
+        (arm.name, seed): arm_lib.select(arm, tokens, columns, budget, seed, **how)
+        for arm in arm_list
+        for seed in range(seeds)
+    }
+
+
+def largest_budget(arm_list, tokens, columns, budget: int, how: dict, step: int) -> int:
+    """The largest budget (a multiple of ``step``, at most ``budget``) every arm can fill at seed 0."""
+    low, high = 0, budget // step
+    while low < high:
+        mid = (low + high + 1) // 2
+        try:
+            choose(arm_list, tokens, columns, mid * step, 1, how)
+            low = mid
+        except ConfigError:
+            high = mid - 1
+    return low * step
 
 
 def plain(node):

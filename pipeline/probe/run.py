@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from generators.errors import ConfigError
 from pipeline.probe import arms as arm_lib
 from pipeline.probe.prepare import parallel_tasks, positive_int, positive_number, prepare
-from pipeline.probe.student import SEPARATOR, StudentConfig, Vocab, bits_per_byte, train_student
+from pipeline.probe.student import SEPARATOR, StudentConfig, Vocab, evaluated_student
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +45,6 @@ def train_and_evaluate(
     stream = arm_lib.stream(rows, flat, offsets, budget, SEPARATOR)
     model, stats = evaluated_student(stream, evals, vocab, cfg, seed)
     return {"arm": arm, "seed": seed, "docs": int(len(rows)), **stats}
-
-
-def evaluated_student(stream, evals: dict, vocab: Vocab, cfg: StudentConfig, seed: int):
-    """A student trained on ``stream`` and its bits per byte on every eval set, averaged over the last
-    ``cfg.average_last`` checkpoints (``stats["bpb"]``; each checkpoint's in ``stats["checkpoints"]``)."""
-
-    def evaluate(model) -> dict[str, float]:
-        return {name: bits_per_byte(model, docs, n, vocab, cfg) for name, (docs, n) in evals.items()}
-
-    model, stats = train_student(stream, vocab.size, cfg, seed, evaluate)
-    points = [c["result"] for c in stats["checkpoints"]]
-    stats["bpb"] = {name: float(np.mean([p[name] for p in points])) for name in evals}
-    if len(points) == 1:
-        del stats["checkpoints"]
-    return model, stats
 
 
 def check(cfg: DictConfig) -> dict:

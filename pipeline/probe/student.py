@@ -302,3 +302,29 @@ def bits_per_byte(model, docs: list[np.ndarray], n_bytes: int, vocab: Vocab, cfg
             total += float(nll[valid].sum())
     model.train()
     return total / math.log(2) / n_bytes
+
+
+def stream(
+    rows: np.ndarray, flat: np.ndarray, offsets: np.ndarray, budget: int, separator: int
+) -> np.ndarray:
+    """The training stream of ``rows``: each row's tokens led by the separator, cut to ``budget``."""
+    pieces = []
+    for r in rows:
+        pieces.append([separator])
+        pieces.append(flat[offsets[r] : offsets[r + 1]])
+    return np.concatenate(pieces).astype(np.int32)[:budget]
+
+
+def evaluated_student(stream, evals: dict, vocab: Vocab, cfg: StudentConfig, seed: int):
+    """A student trained on ``stream`` and its bits per byte on every eval set, averaged over the last
+    ``cfg.average_last`` checkpoints (``stats["bpb"]``; each checkpoint's in ``stats["checkpoints"]``)."""
+
+    def evaluate(model) -> dict[str, float]:
+        return {name: bits_per_byte(model, docs, n, vocab, cfg) for name, (docs, n) in evals.items()}
+
+    model, stats = train_student(stream, vocab.size, cfg, seed, evaluate)
+    points = [c["result"] for c in stats["checkpoints"]]
+    stats["bpb"] = {name: float(np.mean([p[name] for p in points])) for name in evals}
+    if len(points) == 1:
+        del stats["checkpoints"]
+    return model, stats
