@@ -6,22 +6,28 @@
 #      (with the share of rows whose first 64 bf16 tokens agree) and sampled (litho's sampler);
 #   2. the scorer bench: plain forward vs LMScorer, 64 x 512 (bench/bench_scorer.py as it is);
 #   3. pytest -m gpu on the test files that have GPU tests (skipped with a note without pytest);
+#   4. the probe's GPU preset (pipeline/probe/gpu.py) on the pack in --pack DIR (default runs/gpu-pack,
+#      built here with python -m pipeline.probe.pack; carried to the machine, it is git-ignored), as
+#      many seeds as its time slot allows (skipped with a note when there is no pack);
 # and writes everything to <out>/gpu-<date>.md (default bench/results/).
 #
 #   bash bench/gpu_check.sh                      # on the GPU machine (the run tool: then copy to $OUT)
 #   bash bench/gpu_check.sh --out "$OUT"         # write the report straight into the tool's $OUT
 #   bash bench/gpu_check.sh --dry-run            # CPU, tiny sizes: checks the script itself (tests do)
+#   bash bench/gpu_check.sh --pack runs/gpu-pack # the probe pack to train (the dry run wants a tiny one)
 # Weights are random unless LITHO_GPU_MODEL names a model directory (speed does not depend on them).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT_DIR=bench/results
 DRY=0
+PACK=runs/gpu-pack
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --out) OUT_DIR=$2; shift ;;
-    *) echo "gpu_check.sh: unknown argument $1 (use --dry-run, --out DIR)" >&2; exit 2 ;;
+    --pack) PACK=$2; shift ;;
+    *) echo "gpu_check.sh: unknown argument $1 (use --dry-run, --out DIR, --pack DIR)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -38,12 +44,14 @@ if [ "$DRY" = 1 ]; then  # the same steps at smoke-test sizes on the CPU
   TEACHER_GREEDY=(--device cpu --threads 1 --shape tiny-llama --batches 2,4 --new-tokens 64 --prompt-len 16 --dtype bfloat16)
   TEACHER_SAMPLED=(--device cpu --threads 1 --shape tiny-llama --batches 2,4 --new-tokens 8 --prompt-len 16 --sample)
   SCORER=(--device cpu --threads 1 --random --quick --seq-len 64 --compile off --json)
-  LIMITS=(180 180 240 120)  # generous: the dry run checks the script, not the speed
+  PROBE=(--device cpu)
+  LIMITS=(180 180 240 120 120)  # generous: the dry run checks the script, not the speed
 else
   TEACHER_GREEDY=(--batches 64,256,1024 --new-tokens 128 --dtype bfloat16 "${MODEL_ARGS[@]}")
   TEACHER_SAMPLED=(--batches 64,256,1024 --new-tokens 128 --dtype bfloat16 --sample "${MODEL_ARGS[@]}")
   SCORER=(--batch-size 64 --seq-len 512 --json)
-  LIMITS=(150 120 120 60)
+  PROBE=(--time-limit 100)  # its students start only while they can finish inside the step's 130 s
+  LIMITS=(120 90 90 45 130)  # 475 s in all, the 8-minute call's budget
 fi
 
 {
@@ -82,6 +90,14 @@ if $PY -c "import pytest" 2>/dev/null; then
   step "pytest -m gpu" "${LIMITS[3]}" env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $PY -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS
 else
   printf '\n## pytest -m gpu\n\npytest is not installed here: not run (files: %s)\n' "$GPU_TESTS" >> "$REPORT"
+fi
+if [ -f "$PACK/pack.json" ]; then
+  PROBE_OUT=$(mktemp -d)
+  step "Probe: the GPU preset on $PACK (pipeline/probe/gpu.py)" "${LIMITS[4]}" \
+    $PY -m pipeline.probe.gpu --pack "$PACK" --out "$PROBE_OUT" "${PROBE[@]}"
+  cp "$PROBE_OUT/probe-gpu.json" "$OUT_DIR/probe-gpu-$STAMP$([ "$DRY" = 1 ] && echo -dry-run).json" 2>/dev/null
+else
+  printf '\n## Probe: the GPU preset\n\nno pack in %s: not run (build it here: python -m pipeline.probe.pack --fit +experiment=probe_gpu output.dir=%s)\n' "$PACK" "$PACK" >> "$REPORT"
 fi
 echo "gpu_check: wrote $REPORT" >&2
 exit $FAILED

@@ -44,7 +44,12 @@ def decompress(path: Path) -> bytes:
         pass
     if shutil.which("zstd"):
         return subprocess.run(["zstd", "-dc", str(path)], check=True, capture_output=True).stdout
-    import pyarrow as pa  # here, where packs are built
+    try:
+        import pyarrow as pa  # here, where packs are built
+    except ImportError:
+        raise SystemExit(
+            f"gpu probe: error: no zstd decoder for {path}: pip install zstandard, or install the zstd program"
+        ) from None
 
     size = json.loads((path.parent / "pack.json").read_text())["raw_bytes"]
     return pa.decompress(data, decompressed_size=size, codec="zstd", asbytes=True)

@@ -33,9 +33,13 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pool")
+    return write_pool(tmp_path_factory.mktemp("pool"))
+
+
+def write_pool(root):
+    """60 real passages with a score ``q`` (their order), as a litho output directory."""
     texts = [d["text"] for d in itertools.islice(corpus.documents("doc", "pool"), 60)]
-    (root / "data").mkdir()
+    (root / "data").mkdir(parents=True)
     pq.write_table(
         pa.table({"text": texts, "q": np.arange(len(texts), dtype=float)}), root / "data" / "t.parquet"
     )
