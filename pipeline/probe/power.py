@@ -80,4 +80,6 @@ def _f(x) -> str:
 
 
 def _h(hours: float) -> str:
+    if hours * 60 < 1:
+        return f"{hours * 3600:.0f} s"
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
