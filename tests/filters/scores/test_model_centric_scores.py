@@ -159,3 +159,23 @@ def test_reference_gap_is_the_difference_of_two_scorers(models, tmp_path):
     np.testing.assert_allclose(got[BPB], alone[0], rtol=1e-6)
     np.testing.assert_allclose(got[REF_GAP], alone[0] - alone[1], rtol=1e-6, atol=1e-9)
     assert (np.abs(got[REF_GAP]) > 1e-3).all()  # two different models
+
+
+def test_cost_bench_runs_at_its_smallest_size(models, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    env = {"LITHO_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "bench/bench_score_costs.py", "--quick", "--model", models[0], "--threads", "1"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert len(rows) == 6 and rows[0].endswith("| 1.00x |"), done.stdout
