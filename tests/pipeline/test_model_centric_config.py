@@ -50,3 +50,26 @@ def test_reference_model_is_checked_before_the_run(tmp_path, corpus):
         compose(*base, "filters.lm_reference=embedded:smollm2", config_name="score"), "score"
     )
     assert "ref_gap_v1" in lm_stage(job).adds and lm_stage(job).kwargs["reference"] == "embedded:smollm2"
+
+
+def test_superfiltering_rule_follows_the_scorer_when_asked(tmp_path, corpus):
+    import numpy as np
+
+    from filters.rules.superfiltering import SuperfilteringFilter
+
+    batch = SuperfilteringFilter(1.0)(
+        {"ifd_v1": np.array([0.5, 1.0, 1.7, np.nan]), "drop_reason": ["", "", "", ""]}
+    )
+    assert list(batch["drop_reason"]) == ["", "ifd_not_below_max", "ifd_not_below_max", ""]
+    names = [
+        s.name
+        for s in Job.from_config(
+            compose("teacher=dummy", "n=4", f"output.dir={tmp_path}", "filters.max_ifd=1.0")
+        ).process
+    ]
+    assert names[names.index("lm_scores") + 1] == "superfiltering"
+    base = [f"input={corpus}", f"output.dir={tmp_path / 'o'}", "filters.max_ifd=1.0"]
+    plain = Job.from_config(compose(*base, config_name="score"), "score")  # no request, no IFD, no rule
+    assert "superfiltering" not in [s.name for s in plain.process]
+    with pytest.raises(ConfigError, match="filters.max_ifd=-1: give a number > 0"):
+        Job.from_config(compose("teacher=dummy", "n=4", f"output.dir={tmp_path}", "filters.max_ifd=-1"))
