@@ -312,7 +312,7 @@ class LMScorer:
                 hook.remove()
         with torch.inference_mode():
             nll_sum = self._nll_sums(hidden, ids, target)
-            masked = self._masked_nll(ids, mask, target, captured[0], bool(collect)) if influence else None
+            masked = self._masked_nll(ids, mask, target, captured[0]) if influence else None
             if not collect:
                 return [nll_sum.cpu().numpy(), None, None, None, None, masked]
             sums, bearing = [], []
@@ -329,12 +329,11 @@ class LMScorer:
             out = (nll_sum, sums, counts, torch.stack(bearing, 1), collector.key.sum(1))
         return [t.double().cpu().numpy() for t in out] + [masked]
 
-    def _masked_nll(self, ids, mask, target, below, eager: bool):
-        """Per-window NLL sums with the retrieval heads' attention uniform (AttentionInfluence). Layers
-        below the first masked one are not run again: their output ``below`` comes from the base pass.
-        The other layers attend as the base pass did (eager when it collected metrics), so with no
-        head masked the two passes agree exactly."""
-        args = {"litho_uniform": self.uniform, "litho_eager": eager}
+    def _masked_nll(self, ids, mask, target, below):
+        """Per-window NLL sums with the retrieval heads' attention uniform (AttentionInfluence), with
+        SDPA attention. Layers below the first masked one are not run again: their output ``below``
+        comes from the base pass (docs/metrics.md)."""
+        args = {"litho_uniform": self.uniform}
         if self.first_masked > 0:
             with skipped_layers(self.model, self.first_masked, below):
                 hidden = self.model.base_model(input_ids=ids, attention_mask=mask, **args)[0]

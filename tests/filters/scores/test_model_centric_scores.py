@@ -123,9 +123,11 @@ def test_influence_shares_the_layers_below_the_first_masked_head(models, tmp_pat
         # pass's output of the layers below the first masked head.
         s.first_masked = 0
         np.testing.assert_allclose(s.score(TEXTS)[INFLUENCE], shared, atol=1e-6)
-        # With no head masked, the masked pass repeats the base pass exactly: the score is 0.
+        # With no head masked, the masked pass repeats the base pass: the score is 0, exactly when the
+        # base pass ran SDPA too, to float32 rounding when it ran the eager attention of the metrics.
         s.uniform, s.first_masked = {}, 1
-        assert (s.score(TEXTS)[INFLUENCE] == 0).all()
+        unmasked = s.score(TEXTS)[INFLUENCE]
+        assert (unmasked == 0).all() if metrics == ["influence"] else (np.abs(unmasked) < 1e-5).all()
 
 
 def test_retrieval_heads_are_cached_with_the_model(models, tmp_path, monkeypatch):
