@@ -17,6 +17,7 @@ in tests/filters/scores/test_lm_scores.py); other dtypes reduce in float32.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -82,6 +83,19 @@ class AttentionCollector:
         zeros = torch.zeros(batch, n_groups, device=dev)
         self.sink, self.entropy, self.long_range = zeros, zeros.clone(), zeros.clone()
         self.heads = torch.zeros(batch, n_groups, width, dtype=torch.int32, device=dev)
+
+    def totals(self, parts: list[list[int]], layers: list[int], head_frac: float, heads: int) -> tuple:
+        """Per window and column group (``parts[c]``: its layer groups, ``layers[c]`` layers in all):
+        ``(sums (B, 3, C) of sink, entropy and long range, query counts (B, 2), load-bearing keys (B, C),
+        eligible keys (B,))``; a key is load-bearing in at least ``ceil(head_frac * layers * heads)`` heads."""
+        metric = torch.stack([self.sink, self.entropy, self.long_range], 1)
+        sums = torch.stack([metric[..., part].sum(2) for part in parts], 2)
+        bearing = []
+        for part, n_layers in zip(parts, layers, strict=True):
+            need = max(1, math.ceil(head_frac * n_layers * heads - 1e-9))
+            bearing.append(((self.heads[:, part].sum(1) >= need) & self.key).sum(1))
+        counts = torch.stack([self.query.sum(1), self.query_ent.sum(1)], 1)
+        return sums, counts, torch.stack(bearing, 1), self.key.sum(1)
 
     @torch.no_grad()
     def update(self, probs: torch.Tensor) -> None:

@@ -182,33 +182,20 @@ class LMScorer:
         self.group_of = [g for g, layers in enumerate(split) for _ in layers]
         self.parts = [list(range(len(split)))] + ([[g] for g in range(n_groups)] if n_groups else [])
         self.group_layers = [len(layers) for layers in split]
-        self.uniform, self.first_masked = self._retrieval_heads(influence_head_frac, cache_dir)
+        self.uniform, self.first_masked = {}, 0  # {layer: head indices} made uniform, the first such layer
+        if self.influence:
+            from filters.scores.retrieval_heads import masked_heads
+
+            encode = lambda text: self.tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+            self.uniform, self.first_masked = masked_heads(
+                self.model, encode, self.prefix, cache_dir, influence_head_frac
+            )
         self.reference = None
         if reference:
             self.reference = LMScorer(
                 reference, text_column, device, dtype, max_len, stride, batch_size, metrics=[],
                 layer_groups=0, threads=threads, allow_network=allow_network, cache_dir=cache_dir,
             )  # fmt: skip
-
-    def _retrieval_heads(self, frac: float, cache_dir) -> tuple[dict, int]:
-        """``({layer: head indices}, first layer with one)`` of the heads ``influence`` masks."""
-        if not self.influence:
-            return {}, 0
-        from filters.scores.retrieval_heads import retrieval_heads
-
-        layers = getattr(self.model.base_model, "layers", None)
-        if layers is None or any(getattr(x.self_attn, "layer_idx", None) != i for i, x in enumerate(layers)):
-            raise ConfigError(
-                "filters.lm.metrics: influence needs a model whose decoder layers are base_model.layers "
-                "with self_attn.layer_idx (Llama, Mistral, Qwen, Gemma); drop influence for this model"
-            )
-        encode = lambda text: self.tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        found = retrieval_heads(self.model, encode, self.prefix, cache_dir, frac)
-        uniform: dict[int, list[int]] = {}
-        for layer, head in found["heads"]:
-            uniform.setdefault(layer, []).append(head)
-        as_tensor = {k: self.torch.tensor(v, device=self.device) for k, v in uniform.items()}
-        return as_tensor, min(uniform)
 
     def _prefix_id(self, token: str | None) -> int:
         """The document token put before every window (see ``prefix_token``)."""
@@ -315,18 +302,8 @@ class LMScorer:
             masked = self._masked_nll(ids, mask, target, captured[0]) if influence else None
             if not collect:
                 return [nll_sum.cpu().numpy(), None, None, None, None, masked]
-            sums, bearing = [], []
-            for part in self.parts:
-                layers = sum(self.group_layers[g] for g in part)
-                sums.append(
-                    torch.stack([collector.sink, collector.entropy, collector.long_range], 1)[..., part]
-                )
-                heads = collector.heads[:, part].sum(1)
-                need = math.ceil(self.head_frac * layers * self.num_heads - 1e-9)
-                bearing.append(((heads >= max(need, 1)) & collector.key).sum(1))
-            sums = torch.stack([s.sum(2) for s in sums], 2)  # (B, 3, column groups)
-            counts = torch.stack([collector.query.sum(1), collector.query_ent.sum(1)], 1)
-            out = (nll_sum, sums, counts, torch.stack(bearing, 1), collector.key.sum(1))
+            layers = [sum(self.group_layers[g] for g in part) for part in self.parts]
+            out = (nll_sum, *collector.totals(self.parts, layers, self.head_frac, self.num_heads))
         return [t.double().cpu().numpy() for t in out] + [masked]
 
     def _masked_nll(self, ids, mask, target, below):

@@ -140,3 +140,27 @@ def retrieval_heads(
     tmp.write_text(json.dumps(found))
     os.replace(tmp, path)  # two actors racing write the same content; the rename is atomic
     return found
+
+
+def masked_heads(model, encode, prefix: int, cache_dir, frac: float = HEAD_FRAC) -> tuple[dict, int]:
+    """``({layer: head index tensor}, first such layer)``: the heads AttentionInfluence makes uniform.
+
+    Raises:
+        ConfigError: the model's layers cannot be masked by index (not ``base_model.layers`` with
+            ``self_attn.layer_idx``).
+    """
+    import torch
+
+    from generators.errors import ConfigError
+
+    layers = getattr(model.base_model, "layers", None)
+    if layers is None or any(getattr(x.self_attn, "layer_idx", None) != i for i, x in enumerate(layers)):
+        raise ConfigError(
+            "filters.lm.metrics: influence needs a model whose decoder layers are base_model.layers "
+            "with self_attn.layer_idx (Llama, Mistral, Qwen, Gemma); drop influence for this model"
+        )
+    heads: dict[int, list[int]] = {}
+    for layer, head in retrieval_heads(model, encode, prefix, cache_dir, frac)["heads"]:
+        heads.setdefault(layer, []).append(head)
+    device = next(model.parameters()).device
+    return {k: torch.tensor(v, device=device) for k, v in heads.items()}, min(heads)
