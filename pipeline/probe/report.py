@@ -184,7 +184,7 @@ def plot(result: dict, path: Path) -> None:
         f"student probe: {result['budget_tokens']:,} tokens per arm, {result['seeds']} seeds, 95% intervals",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title, however tall
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
