@@ -8,22 +8,28 @@
 #   3. teacher=vllm in litho's pipeline vs vLLM's LLM.generate and Ray Data LLM, 256 prompts x 512 tokens
 #      (bench/bench_vllm.py --gpu; it says "skipped" where vLLM is not installed);
 #   4. pytest -m gpu on the test files that have GPU tests (skipped with a note without pytest);
+#   5. the probe's GPU preset (pipeline/probe/gpu.py) on the pack in --pack DIR (default runs/gpu-pack,
+#      built here with python -m pipeline.probe.pack; carried to the machine, it is git-ignored), as
+#      many seeds as its time slot allows (skipped with a note when there is no pack);
 # and writes everything to <out>/gpu-<date>.md (default bench/results/).
 #
 #   bash bench/gpu_check.sh                      # on the GPU machine (the run tool: then copy to $OUT)
 #   bash bench/gpu_check.sh --out "$OUT"         # write the report straight into the tool's $OUT
 #   bash bench/gpu_check.sh --dry-run            # CPU, tiny sizes: checks the script itself (tests do)
+#   bash bench/gpu_check.sh --pack runs/gpu-pack # the probe pack to train (the dry run wants a tiny one)
 # Weights are random unless LITHO_GPU_MODEL names a model directory (speed does not depend on them).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT_DIR=bench/results
 DRY=0
+PACK=runs/gpu-pack
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --out) OUT_DIR=$2; shift ;;
-    *) echo "gpu_check.sh: unknown argument $1 (use --dry-run, --out DIR)" >&2; exit 2 ;;
+    --pack) PACK=$2; shift ;;
+    *) echo "gpu_check.sh: unknown argument $1 (use --dry-run, --out DIR, --pack DIR)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -41,13 +47,16 @@ if [ "$DRY" = 1 ]; then  # the same steps at smoke-test sizes on the CPU
   TEACHER_SAMPLED=(--device cpu --threads 1 --shape tiny-llama --batches 2,4 --new-tokens 8 --prompt-len 16 --sample)
   SCORER=(--device cpu --threads 1 --random --quick --seq-len 64 --compile off --json)
   VLLM=(--dry-run --prompts 4 --new-tokens 8)
-  LIMITS=(180 180 240 120 60)  # generous: the dry run checks the script, not the speed
+  PROBE=(--device cpu)
+  LIMITS=(180 180 240 120 60 120)  # generous: the dry run checks the script, not the speed
 else
   TEACHER_GREEDY=(--batches 64,256,1024 --new-tokens 128 --dtype bfloat16 "${MODEL_ARGS[@]}")
   TEACHER_SAMPLED=(--batches 64,256,1024 --new-tokens 128 --dtype bfloat16 --sample "${MODEL_ARGS[@]}")
   SCORER=(--batch-size 64 --seq-len 512 --json)
   VLLM=(--gpu --prompts 256 --new-tokens 512)
-  LIMITS=(110 90 60 40 170)  # 470 s: the whole check stays inside one 8-minute device call
+  PROBE=(--time-limit 75)  # its students start only while they can finish inside the step's 100 s
+  # greedy, sampled, scorer, pytest, vllm, probe: 450 s, inside one 8-minute device call with its start
+  LIMITS=(80 60 50 40 120 100)
 fi
 
 {
@@ -88,6 +97,14 @@ if $PY -c "import pytest" 2>/dev/null; then
   step "pytest -m gpu" "${LIMITS[3]}" env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $PY -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS
 else
   printf '\n## pytest -m gpu\n\npytest is not installed here: not run (files: %s)\n' "$GPU_TESTS" >> "$REPORT"
+fi
+if [ -f "$PACK/pack.json" ]; then
+  PROBE_OUT=$(mktemp -d)
+  step "Probe: the GPU preset on $PACK (pipeline/probe/gpu.py)" "${LIMITS[5]}" \
+    $PY -m pipeline.probe.gpu --pack "$PACK" --out "$PROBE_OUT" "${PROBE[@]}"
+  cp "$PROBE_OUT/probe-gpu.json" "$OUT_DIR/probe-gpu-$STAMP$([ "$DRY" = 1 ] && echo -dry-run).json" 2>/dev/null
+else
+  printf '\n## Probe: the GPU preset\n\nno pack in %s: not run (build it here: python -m pipeline.probe.pack --fit +experiment=probe_gpu output.dir=%s)\n' "$PACK" "$PACK" >> "$REPORT"
 fi
 echo "gpu_check: wrote $REPORT" >&2
 exit $FAILED

@@ -21,6 +21,7 @@ from filters.dedup.exact import duplicates_to_drop, text_hashes
 from filters.rules.base import DROPPED_BY, Filter, current_reasons, record_drops
 from filters.rules.rule_sets import PublishedRules, check_rule_sets
 from filters.rules.sanity import LengthFilter, SanityFilter
+from filters.rules.superfiltering import SuperfilteringFilter
 from filters.rules.thresholds import ThresholdFilter, check_bands, check_bounds
 from filters.scores.clean import Cleaner
 from filters.scores.judge import JudgeScores
@@ -105,7 +106,22 @@ def stage_list(
             # The scorer model (bits per byte, attention metrics; docs/metrics.md), one per actor, after
             # the cheap filters: rows already dropped cost it nothing.
             lm = {**filters["lm"], "cache_dir": filters.get("cache_dir"), **text}
-            specs.append(class_stage("lm_scores", LMScorer, lm, actors("lm_scores")))
+            # IFD scores a text after its request: a generated row's chat messages, or a corpus's
+            # prompt_column. ref_gap_v1 needs a second model, checked here before Ray starts.
+            lm["prompt_column"] = "prompt" if command == "generate" else cfg.get("prompt_column")
+            lm["reference"] = filters.get("lm_reference")
+            if lm["reference"]:
+                from generators.teachers.models import resolve
+
+                resolve(str(lm["reference"]), "filters.lm_reference", bool(filters.get("allow_network")))
+            keys = {lm["prompt_column"]: "prompt_column"} if command == "score" else {}
+            specs.append(class_stage("lm_scores", LMScorer, lm, actors("lm_scores"), keys=keys))
+            if filters.get("max_ifd") is not None and "ifd_v1" in specs[-1].adds:
+                # Superfiltering: a text its request does not help predict is dropped (docs/probe.md).
+                rule = {"max_ifd": _positive(filters["max_ifd"], "filters.max_ifd")}
+                specs.append(
+                    class_stage("superfiltering", SuperfilteringFilter, rule, tasks("superfiltering"))
+                )
         if filters.get("judge"):
             # A teacher rates every kept row on the rubrics; ratings are checkpointed per output dir.
             specs.append(_judge_stage(cfg, filters["judge"], text, cluster))
@@ -177,6 +193,14 @@ def stage_list(
             )
         )
     return specs
+
+
+def _positive(value, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(
+            f"{key}={value}: give a number > 0 (Superfiltering uses 1.0), or null to turn it off"
+        )
+    return float(value)
 
 
 def _judge_stage(cfg: DictConfig, judge: dict, text: dict, cluster: dict) -> StageSpec:

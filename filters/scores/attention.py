@@ -17,6 +17,7 @@ in tests/filters/scores/test_lm_scores.py); other dtypes reduce in float32.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -83,6 +84,19 @@ class AttentionCollector:
         self.sink, self.entropy, self.long_range = zeros, zeros.clone(), zeros.clone()
         self.heads = torch.zeros(batch, n_groups, width, dtype=torch.int32, device=dev)
 
+    def totals(self, parts: list[list[int]], layers: list[int], head_frac: float, heads: int) -> tuple:
+        """Per window and column group (``parts[c]``: its layer groups, ``layers[c]`` layers in all):
+        ``(sums (B, 3, C) of sink, entropy and long range, query counts (B, 2), load-bearing keys (B, C),
+        eligible keys (B,))``; a key is load-bearing in at least ``ceil(head_frac * layers * heads)`` heads."""
+        metric = torch.stack([self.sink, self.entropy, self.long_range], 1)
+        sums = torch.stack([metric[..., part].sum(2) for part in parts], 2)
+        bearing = []
+        for part, n_layers in zip(parts, layers, strict=True):
+            need = max(1, math.ceil(head_frac * n_layers * heads - 1e-9))
+            bearing.append(((self.heads[:, part].sum(1) >= need) & self.key).sum(1))
+        counts = torch.stack([self.query.sum(1), self.query_ent.sum(1)], 1)
+        return sums, counts, torch.stack(bearing, 1), self.key.sum(1)
+
     @torch.no_grad()
     def update(self, probs: torch.Tensor) -> None:
         """Reduce one layer's probabilities ``(B, H, L, L)`` into its group's sums."""
@@ -143,9 +157,25 @@ def compiled_reduce():
 def metrics_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Eager attention that also feeds ``kwargs['litho_collector']`` (when given) the probabilities.
 
+    Without a collector it is transformers' SDPA attention (unless ``litho_eager`` asks for the
+    eager computation, or the model soft-caps its scores, which SDPA cannot). ``litho_uniform``
+    (``{layer index: head indices}``) replaces those heads' attention by uniform causal attention
+    (:func:`uniform_heads`), for AttentionInfluence's masked pass.
+
     Grouped-query heads are not expanded: the ``G`` query heads of one key/value head are stacked
     along the query axis, which gives the same ``(B, H, L, L)`` map in memory without copying K and V.
     """
+    uniform = (kwargs.get("litho_uniform") or {}).get(getattr(module, "layer_idx", None))
+    groups = query.shape[1] // key.shape[1]
+    collector = kwargs.get("litho_collector")
+    if collector is None and not kwargs.get("litho_eager") and kwargs.get("softcap") is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        rest = {k: v for k, v in kwargs.items() if not k.startswith("litho_")}
+        output, _ = sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **rest
+        )
+        return (output if uniform is None else uniform_heads(output, value, uniform, groups)), None
     batch, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     q = (query * scaling).reshape(batch, kv_heads, heads // kv_heads * length, dim)
@@ -161,8 +191,22 @@ def metrics_attention(module, query, key, value, attention_mask, scaling, dropou
     if collector is not None:
         collector.update(probs)
     grouped = probs.to(value.dtype).view(batch, kv_heads, -1, probs.shape[-1])
-    output = torch.matmul(grouped, value).view(batch, heads, length, dim)
-    return output.transpose(1, 2).contiguous(), None
+    output = torch.matmul(grouped, value).view(batch, heads, length, dim).transpose(1, 2).contiguous()
+    return (output if uniform is None else uniform_heads(output, value, uniform, groups)), None
+
+
+def uniform_heads(
+    output: torch.Tensor, value: torch.Tensor, heads: torch.Tensor, groups: int
+) -> torch.Tensor:
+    """``output`` ``(B, L, H, D)`` with the given heads' outputs replaced by what uniform causal attention
+    gives: query ``i`` averages the values of positions ``0..i``, a running mean (O(L), no map).
+
+    Windows are right-padded, so every key before a real query is real; padded queries are ignored.
+    """
+    v = value[:, heads // groups].float()  # (B, n, L, D): each masked head's key/value head
+    counts = torch.arange(1, v.shape[2] + 1, device=v.device, dtype=v.dtype)[None, None, :, None]
+    output[:, :, heads] = (v.cumsum(2) / counts).transpose(1, 2).to(output.dtype)
+    return output
 
 
 def register() -> str:

@@ -1,8 +1,11 @@
-"""What a scorer model sees in a text: bits per byte and how its attention spreads.
+"""What a scorer model sees in a text: bits per byte, how its attention spreads, and how much of its
+prediction rests on its retrieval heads, on the request the text answers, and on a reference model.
 
-One forward pass per window gives both: the language-model loss (bits per UTF-8 byte,
-comparable across tokenizers) and attention metrics reduced layer by layer inside the
-attention function (:mod:`filters.scores.attention`). Definitions and references: docs/metrics.md.
+One forward pass per window gives bits per byte and the attention metrics (reduced layer by layer
+inside the attention function, :mod:`filters.scores.attention`). ``influence`` adds a second pass with
+the retrieval heads' attention made uniform, sharing the layers below the first of them
+(AttentionInfluence); ``ifd`` scores the text again after its request (IFD); ``reference`` scores it
+under a second model (the reference-model gap). Definitions and references: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 
 import numpy as np
 
+from filters.scores.lm_parts import Accumulator, plan_windows, prompt_ids, prompt_messages, skipped_layers
 from generators.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -19,11 +23,15 @@ log = logging.getLogger(__name__)
 VERSION = "lm_scores_v1"  # for the output metadata; the columns carry _v1 too
 BPB = "bits_per_byte_v1"
 ATTN = ("attn_sink_mass_v1", "attn_entropy_v1", "attn_long_range_v1", "attn_density_v1")
-METRICS = ("sink_mass", "entropy", "long_range", "density")  # filters.lm.metrics: ATTN without attn_, _v1
+INFLUENCE, IFD, REF_GAP = "attn_influence_v1", "ifd_v1", "ref_gap_v1"
+ATTN_METRICS = ("sink_mass", "entropy", "long_range", "density")  # ATTN without attn_ and _v1
+METRICS = (*ATTN_METRICS, "influence", "ifd")  # filters.lm.metrics
+DEFAULT_METRICS = ATTN_METRICS  # the class default; conf/filters/default.yaml says what a run computes
+__all__ = ["ATTN", "BPB", "IFD", "INFLUENCE", "METRICS", "REF_GAP", "LMScorer", "plan_windows"]
 
 
 def wanted_metrics(metrics) -> tuple[str, ...]:
-    """The attention metrics asked for, in :data:`METRICS` order.
+    """The metrics asked for, in :data:`METRICS` order.
 
     Raises:
         ConfigError: ``metrics`` is not a list of names from :data:`METRICS`.
@@ -38,36 +46,19 @@ def wanted_metrics(metrics) -> tuple[str, ...]:
     return tuple(m for m in METRICS if m in names)
 
 
-def plan_windows(n_tokens: int, width: int, stride: int) -> list[tuple[int, int, int]]:
-    """Split ``n_tokens`` text tokens into windows of at most ``width`` tokens.
-
-    Returns:
-        ``(start, end, owned)`` per window: it covers tokens ``[start, end)`` and scores
-        ``[owned, end)``, so every token is scored exactly once, with at least
-        ``width - stride`` tokens of context after the first window. The last window is
-        right-aligned to the text's end to give its tokens the most context.
-    """
-    if n_tokens == 0:
-        return []
-    start, end = 0, min(width, n_tokens)
-    spans = [(0, end, 0)]
-    while end < n_tokens:
-        start, owned = min(start + stride, n_tokens - width), end
-        end = start + width
-        spans.append((start, end, owned))
-    return spans
-
-
 class LMScorer:
-    """Scorer stage: adds ``bits_per_byte_v1`` and the attention metrics ``attn_sink_mass_v1``,
-    ``attn_entropy_v1``, ``attn_long_range_v1``, ``attn_density_v1`` (plus ``<name>_g<i>`` for
-    each layer group when ``layer_groups > 1``).
+    """Scorer stage: adds ``bits_per_byte_v1`` and, as ``metrics`` asks, the attention metrics
+    ``attn_sink_mass_v1``, ``attn_entropy_v1``, ``attn_long_range_v1``, ``attn_density_v1`` (plus
+    ``<name>_g<i>`` for each layer group when ``layer_groups > 1``), ``attn_influence_v1`` and
+    ``ifd_v1`` (with a ``prompt_column``); ``ref_gap_v1`` with a ``reference`` model.
 
     Bits per byte as in the Pile (Gao et al. 2020); attention sinks after StreamingLLM (Xiao et
-    al. 2023); long-range mass after LongAttn (Wu et al. 2025). Each text is prefixed with one
-    document token and cut into windows of ``max_len`` positions; windows of a batch are sorted by
-    length and right-padded, and padding never changes a row's scores. Rows whose ``drop_reason``
-    is non-empty are not scored (NaN).
+    al. 2023); long-range mass after LongAttn (Wu et al. 2025); influence after AttentionInfluence
+    (Hua et al. 2025); IFD after Li et al. 2023/2024 (Cherry LLM, Superfiltering); the reference gap
+    after RHO-1 (Lin et al. 2024) and CoLoR-Filter (Brandfonbrener et al. 2024). Each text is prefixed
+    with one document token and cut into windows of ``max_len`` positions; windows of a batch are
+    sorted by length and right-padded, and padding never changes a row's scores. Rows whose
+    ``drop_reason`` is non-empty are not scored (NaN).
 
     Args:
         model: Scorer model spec: ``embedded:smollm2``, a ``.gguf`` file or a local HF causal LM
@@ -82,17 +73,21 @@ class LMScorer:
         sink_k: Leading positions (prefix token included) counted as the attention sink.
         density_head_frac: Share of heads in which a token must receive more than its uniform
             share of attention to count as load-bearing.
-        layer_groups: Contiguous layer groups with their own columns (0 or 1: none; the number of
-            layers: one column per layer). The metrics are summed per group as the layers run.
-        metrics: Attention metrics to compute, from :data:`METRICS` (default all); the others are
-            neither computed nor written. ``[]`` leaves bits per byte, at the cost of a plain forward.
+        layer_groups: Contiguous layer groups with their own attention columns (0 or 1: none; the
+            number of layers: one column per layer). The metrics are summed per group as the layers run.
+        metrics: Metrics to compute, from :data:`METRICS` (default the attention ones); the others are neither
+            computed nor written. ``[]`` leaves bits per byte, at the cost of a plain forward.
+        prompt_column: Column holding each text's request (chat messages as JSON, a list of them, or
+            a string), for ``ifd``; without it ``ifd`` is not computed.
+        reference: A second model spec: ``ref_gap_v1`` is bits per byte under ``model`` minus under it.
+        influence_head_frac: Share of heads masked for ``influence`` (the top retrieval heads).
         prefix_token: Token put before every window (the document start the scorer was trained on):
             default ``<|endoftext|>`` when the tokenizer has it as a special token, else BOS, else EOS.
         compile_metrics: Fuse the per-layer metric reductions with ``torch.compile`` (for CUDA, where
             they are memory-bound; slower on CPU, and the first batches pay the compilation).
         threads: torch CPU threads (0: all cores, also inside a Ray worker).
         allow_network: Let transformers reach the hub.
-        cache_dir: Where dequantized GGUF models are cached.
+        cache_dir: Where dequantized GGUF models and the retrieval heads are cached.
     """
 
     version = VERSION
@@ -105,7 +100,9 @@ class LMScorer:
         max_len: int = 512,
         stride: int | None = None,
         sink_k: int = 4,
-        metrics=METRICS,
+        metrics=DEFAULT_METRICS,
+        prompt_column: str | None = None,
+        reference: str | None = None,
         **_,
     ) -> tuple[tuple, tuple]:
         """``(needs, adds)``; checks the window and metric settings (cheap: the driver calls it
@@ -115,9 +112,13 @@ class LMScorer:
             raise ConfigError(f"filters.lm.sink_k={sink_k}: use 0..max_len-3 (StreamingLLM uses 4)")
         if not 1 <= stride <= max_len - 1:
             raise ConfigError(f"filters.lm.stride={stride}: use 1..max_len-1 (max_len={max_len})")
-        attn = tuple(ATTN[METRICS.index(m)] for m in wanted_metrics(metrics))
+        wanted = wanted_metrics(metrics)
+        attn = tuple(ATTN[i] for i, m in enumerate(ATTN_METRICS) if m in wanted)
+        extra = (INFLUENCE,) * ("influence" in wanted) + (IFD,) * ("ifd" in wanted and bool(prompt_column))
         n_groups = layer_groups if layer_groups > 1 else 0
-        return (text_column,), (BPB, *attn) + tuple(f"{m}_g{g}" for g in range(n_groups) for m in attn)
+        groups = tuple(f"{m}_g{g}" for g in range(n_groups) for m in attn)
+        needs = (text_column,) + ((prompt_column,) if IFD in extra else ())
+        return needs, (BPB, *attn, *extra, *(REF_GAP,) * bool(reference)) + groups
 
     def __init__(
         self,
@@ -131,7 +132,10 @@ class LMScorer:
         sink_k: int = 4,
         density_head_frac: float = 0.5,
         layer_groups: int = 3,
-        metrics=METRICS,
+        metrics=DEFAULT_METRICS,
+        prompt_column: str | None = None,
+        reference: str | None = None,
+        influence_head_frac: float = 0.05,
         prefix_token: str | None = None,
         compile_metrics: bool = False,
         threads: int = 0,
@@ -143,7 +147,9 @@ class LMScorer:
         from filters.scores.attention import compiled_reduce, register
         from generators.teachers.models import load_causal_lm, pick_device, set_threads
 
-        _, self.adds = self.columns(text_column, layer_groups, max_len, stride, sink_k, metrics)
+        _, self.adds = self.columns(
+            text_column, layer_groups, max_len, stride, sink_k, metrics, prompt_column, reference
+        )
         stride = max_len // 2 if stride is None else stride
         set_threads(threads)
         self.torch = torch
@@ -151,11 +157,14 @@ class LMScorer:
         self.model, self.tok = load_causal_lm(
             model, "filters.lm.model", self.device, dtype, allow_network, cache_dir
         )
-        self.metrics = wanted_metrics(metrics)
-        self.wanted = tuple(m in self.metrics for m in METRICS)
-        # Without attention metrics the model keeps its fused attention: bits per byte alone costs
-        # a plain forward pass.
-        self.model.set_attn_implementation(register() if self.metrics else "sdpa")
+        wanted = wanted_metrics(metrics)
+        self.metrics = tuple(m for m in wanted if m in ATTN_METRICS)
+        self.influence = "influence" in wanted
+        self.prompt_column = prompt_column if IFD in self.adds else None
+        self.wanted = tuple(m in self.metrics for m in ATTN_METRICS)
+        # Without attention metrics or masked heads the model keeps its fused attention: bits per byte
+        # alone costs a plain forward pass.
+        self.model.set_attn_implementation(register() if self.metrics or self.influence else "sdpa")
         # bf16 maps are reduced in bf16 (docs/metrics.md); fp16 would overflow the density weights.
         bf16 = self.model.dtype == torch.bfloat16
         self.reduce_dtype = torch.bfloat16 if bf16 else torch.float32
@@ -173,6 +182,20 @@ class LMScorer:
         self.group_of = [g for g, layers in enumerate(split) for _ in layers]
         self.parts = [list(range(len(split)))] + ([[g] for g in range(n_groups)] if n_groups else [])
         self.group_layers = [len(layers) for layers in split]
+        self.uniform, self.first_masked = {}, 0  # {layer: head indices} made uniform, the first such layer
+        if self.influence:
+            from filters.scores.retrieval_heads import masked_heads
+
+            encode = lambda text: self.tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+            self.uniform, self.first_masked = masked_heads(
+                self.model, encode, self.prefix, cache_dir, influence_head_frac
+            )
+        self.reference = None
+        if reference:
+            self.reference = LMScorer(
+                reference, text_column, device, dtype, max_len, stride, batch_size, metrics=[],
+                layer_groups=0, threads=threads, allow_network=allow_network, cache_dir=cache_dir,
+            )  # fmt: skip
 
     def _prefix_id(self, token: str | None) -> int:
         """The document token put before every window (see ``prefix_token``)."""
@@ -196,28 +219,47 @@ class LMScorer:
         keep = np.ones(len(texts), dtype=bool)
         if "drop_reason" in batch:
             keep = np.array([r is None or str(r) == "" for r in batch["drop_reason"]], dtype=bool)
-        batch.update(self.score([t if k else "" for t, k in zip(texts, keep, strict=True)]))
+        prompts = list(batch[self.prompt_column]) if self.prompt_column else None
+        batch.update(self.score([t if k else "" for t, k in zip(texts, keep, strict=True)], prompts))
         return batch
 
-    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Score texts; empty texts get NaN."""
+    def score(self, texts: list[str], prompts: list | None = None) -> dict[str, np.ndarray]:
+        """Score texts (with their requests, for ``ifd``); empty texts get NaN."""
         ids = self.tok(texts, add_special_tokens=False)["input_ids"] if texts else []
-        windows = []
+        windows, conditional = [], []
         for row, toks in enumerate(ids):
-            for start, end, owned in plan_windows(len(toks), self.width, self.stride):
+            spans = plan_windows(len(toks), self.width, self.stride)
+            for start, end, owned in spans:
                 windows.append((row, [self.prefix, *toks[start:end]], 1 + owned - start))
-        windows.sort(key=lambda w: -len(w[1]))
-        acc = _Accumulator(len(texts), len(self.parts))
-        for i in range(0, len(windows), self.batch_size):
-            chunk = windows[i : i + self.batch_size]
+            messages = prompt_messages(prompts[row]) if self.prompt_column and prompts else None
+            if messages and spans:
+                # The request takes the document token's place before every window: the same text
+                # tokens are scored with the same text context, after the request instead.
+                p = prompt_ids(self.tok, messages, self.prefix, self.width + 1)
+                conditional += [(row, [*p, *toks[s:e]], len(p) + o - s) for s, e, o in spans]
+        acc = Accumulator(len(texts), len(self.parts))
+        for chunk in _batches(windows, self.batch_size):
             acc.add([w[0] for w in chunk], *self._forward(chunk))
+        for chunk in _batches(conditional, self.batch_size):
+            acc.add_conditional([w[0] for w in chunk], self._forward(chunk, plain=True)[0])
         n_bytes = np.array([len(t.encode("utf-8")) for t in texts], dtype=np.float64)
         layers = [sum(self.group_layers[g] for g in part) for part in self.parts]
-        return acc.finish(n_bytes, self.num_heads, layers, self.metrics)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = {BPB: np.where(acc.seen & (n_bytes > 0), acc.nll / (math.log(2) * n_bytes), np.nan)}
+            out.update(acc.attention(layers, self.num_heads, ATTN, self.metrics))
+            nll = np.where(acc.seen & (acc.nll > 0), acc.nll, np.nan)
+            if self.influence:
+                out[INFLUENCE] = (acc.masked - nll) / nll
+            if self.prompt_column:
+                out[IFD] = np.where(acc.prompted, acc.conditional / nll, np.nan)
+        if self.reference is not None:
+            out[REF_GAP] = out[BPB] - self.reference.score(texts)[BPB]
+        return out
 
-    def _forward(self, chunk: list[tuple[int, list[int], int]], reduce=None):
+    def _forward(self, chunk: list[tuple[int, list[int], int]], reduce=None, plain: bool = False):
         """One padded forward pass: per-window NLL sums and, per column group (all layers first),
-        attention sums (``reduce`` overrides the per-layer reduction, for benchmarks)."""
+        attention sums, and the NLL with the retrieval heads made uniform (``reduce`` overrides the
+        per-layer reduction, for benchmarks; ``plain``: NLL only, with SDPA attention)."""
         torch = self.torch
         from filters.scores.attention import AttentionCollector
 
@@ -231,8 +273,10 @@ class LMScorer:
         ids = ids.to(dev)
         pos = torch.arange(width, device=dev)[None]
         mask = (pos < lengths[:, None]).long()
+        target = (pos >= owned[:, None]) & (pos < lengths[:, None]) & (pos >= 1)
+        collect = self.metrics and not plain
         extra = {}
-        if self.metrics:
+        if collect:
             extra["litho_collector"] = collector = AttentionCollector(
                 lengths,
                 owned,
@@ -242,29 +286,44 @@ class LMScorer:
                 self.reduce_dtype,
                 reduce or self.reduce,
             )
+        influence = self.influence and not plain
+        captured, hook = [None], None
+        if influence and self.first_masked > 0:  # the masked pass starts from this layer's output
+            layer = self.model.base_model.layers[self.first_masked - 1]
+            hook = layer.register_forward_hook(lambda module, args, out: captured.__setitem__(0, out))
+        try:
+            with torch.inference_mode():
+                hidden = self.model.base_model(input_ids=ids, attention_mask=mask, **extra)[0]
+        finally:
+            if hook is not None:
+                hook.remove()
         with torch.inference_mode():
-            hidden = self.model.base_model(input_ids=ids, attention_mask=mask, **extra)[0]
-            target = (pos >= owned[:, None]) & (pos < lengths[:, None]) & (pos >= 1)
-            nll = self._nll(hidden[:, :-1][target[:, 1:]], ids[:, 1:][target[:, 1:]])
-            rows = target[:, 1:].nonzero()[:, 0]
-            nll_sum = torch.zeros(len(chunk), dtype=torch.float64, device=dev).index_add_(
-                0, rows, nll.double()
-            )
-            if not self.metrics:
-                return [nll_sum.cpu().numpy(), None, None, None, None]
-            sums, bearing = [], []
-            for part in self.parts:
-                layers = sum(self.group_layers[g] for g in part)
-                sums.append(
-                    torch.stack([collector.sink, collector.entropy, collector.long_range], 1)[..., part]
-                )
-                heads = collector.heads[:, part].sum(1)
-                need = math.ceil(self.head_frac * layers * self.num_heads - 1e-9)
-                bearing.append(((heads >= max(need, 1)) & collector.key).sum(1))
-            sums = torch.stack([s.sum(2) for s in sums], 2)  # (B, 3, column groups)
-            counts = torch.stack([collector.query.sum(1), collector.query_ent.sum(1)], 1)
-            out = (nll_sum, sums, counts, torch.stack(bearing, 1), collector.key.sum(1))
-        return [t.double().cpu().numpy() for t in out]
+            nll_sum = self._nll_sums(hidden, ids, target)
+            masked = self._masked_nll(ids, mask, target, captured[0]) if influence else None
+            if not collect:
+                return [nll_sum.cpu().numpy(), None, None, None, None, masked]
+            layers = [sum(self.group_layers[g] for g in part) for part in self.parts]
+            out = (nll_sum, *collector.totals(self.parts, layers, self.head_frac, self.num_heads))
+        return [t.double().cpu().numpy() for t in out] + [masked]
+
+    def _masked_nll(self, ids, mask, target, below):
+        """Per-window NLL sums with the retrieval heads' attention uniform (AttentionInfluence), with
+        SDPA attention. Layers below the first masked one are not run again: their output ``below``
+        comes from the base pass (docs/metrics.md)."""
+        args = {"litho_uniform": self.uniform}
+        if self.first_masked > 0:
+            with skipped_layers(self.model, self.first_masked, below):
+                hidden = self.model.base_model(input_ids=ids, attention_mask=mask, **args)[0]
+        else:
+            hidden = self.model.base_model(input_ids=ids, attention_mask=mask, **args)[0]
+        return self._nll_sums(hidden, ids, target).cpu().numpy()
+
+    def _nll_sums(self, hidden, ids, target):
+        """Per-window sums of the NLL (nats) of the target positions."""
+        nll = self._nll(hidden[:, :-1][target[:, 1:]], ids[:, 1:][target[:, 1:]])
+        rows = target[:, 1:].nonzero()[:, 0]
+        zeros = self.torch.zeros(len(ids), dtype=self.torch.float64, device=hidden.device)
+        return zeros.index_add_(0, rows, nll.double())
 
     def _nll(self, hidden, labels, chunk: int = 2048):
         """Per-token negative log-likelihood in nats, the output layer applied in chunks to bound memory."""
@@ -280,36 +339,8 @@ class LMScorer:
         return torch.cat(parts) if parts else torch.zeros(0, device=hidden.device)
 
 
-class _Accumulator:
-    """Per-row sums over a text's windows, turned into means at the end."""
-
-    def __init__(self, rows: int, groups: int):
-        self.nll = np.zeros(rows)
-        self.sums = np.zeros((rows, 3, groups))
-        self.counts = np.zeros((rows, 2))
-        self.bearing = np.zeros((rows, groups))
-        self.eligible = np.zeros(rows)
-        self.seen = np.zeros(rows, dtype=bool)
-
-    def add(self, rows, nll, sums=None, counts=None, bearing=None, eligible=None) -> None:
-        np.add.at(self.nll, rows, nll)
-        self.seen[rows] = True
-        if sums is not None:
-            np.add.at(self.sums, rows, sums)
-            np.add.at(self.counts, rows, counts)
-            np.add.at(self.bearing, rows, bearing)
-            np.add.at(self.eligible, rows, eligible)
-
-    def finish(self, n_bytes: np.ndarray, heads: int, layers: list[int], metrics) -> dict[str, np.ndarray]:
-        """Columns from the sums; ``layers[g]`` is the number of layers in column group ``g``."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = {BPB: np.where(self.seen & (n_bytes > 0), self.nll / (math.log(2) * n_bytes), np.nan)}
-            for g, n_layers in enumerate(layers):
-                suffix = "" if g == 0 else f"_g{g - 1}"
-                means = self.sums[:, :, g] / (n_layers * heads) / self.counts[:, [0, 1, 0]]
-                for j, name in enumerate(METRICS[:3]):
-                    if name in metrics:
-                        out[ATTN[j] + suffix] = np.where(self.seen, means[:, j], np.nan)
-                if "density" in metrics:
-                    out[ATTN[3] + suffix] = np.where(self.seen, self.bearing[:, g] / self.eligible, np.nan)
-        return out
+def _batches(windows: list, size: int):
+    """Windows sorted by length (less padding), ``size`` at a time."""
+    windows = sorted(windows, key=lambda w: -len(w[1]))
+    for i in range(0, len(windows), size):
+        yield windows[i : i + size]

@@ -25,6 +25,7 @@ from pipeline.probe import corpus
 
 log = logging.getLogger(__name__)
 GROUP_COLUMNS = ("domain", "source", "generator")  # ``group_column: auto`` takes the first present
+POOL_COLUMN = "pool"  # the group of a row of several named pools: its pool's name
 
 
 @dataclass
@@ -48,6 +49,24 @@ class Pool:
             self.group_column,
             self.files,
         )
+
+
+def concat(pools: dict[str, Pool]) -> Pool:
+    """Several named pools as one, each row's group its pool's name; a score column one pool lacks is
+    NaN in its rows."""
+    names = sorted({c for p in pools.values() for c in p.columns})
+    columns = {
+        c: np.concatenate([p.columns.get(c, np.full(len(p.texts), np.nan)) for p in pools.values()])
+        for c in names
+    }
+    return Pool(
+        [t for p in pools.values() for t in p.texts],
+        columns,
+        np.concatenate([p.drop_reason for p in pools.values()]),
+        np.asarray([n for n, p in pools.items() for _ in p.texts], dtype=object),
+        POOL_COLUMN,
+        [f for p in pools.values() for f in p.files],
+    )
 
 
 def pool_files(spec: str, rows: str = "kept") -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.output.snapshot import write_json
-from pipeline.probe import stats
+from pipeline.probe import power, stats
 from pipeline.probe.arms import RANDOM, RANDOM_B, score_values
 
 
@@ -77,6 +77,22 @@ def build(arm_list, chosen, tokens, pool, results, budget, seeds, context) -> di
     ]
     if pool.groups is not None:
         context["pool"]["group_token_share"] = group_shares(pool.groups, tokens)
+    power_plans = {}
+    cfg = context["config"]
+    if results and "target_difference" in cfg:  # (a report of a probe from before the power plans)
+        run = {
+            "arms": len(arm_list),
+            "parallel": context.get("parallel", 1),
+            "train_s": float(np.mean([r["train_s"] for r in results])),
+            "eval_s": float(np.mean([r["eval_s"] for r in results])),
+            "parameters": results[0]["parameters"],
+            "eval_tokens": sum(e["tokens"] for e in context["eval_sets"].values()),
+            "evals": int(cfg["student"].get("average_last", 1)),
+            "noise_exponent": float(cfg["power"]["noise_exponent"]),
+            "gpu_flops": float(cfg["power"]["gpu_flops"]),
+        }
+        target = float(cfg["target_difference"])
+        power_plans = {n: power.plan(per_set[n]["noise"], seeds, budget, target, run) for n in eval_names}
     return {
         "budget_tokens": budget,
         "seeds": seeds,
@@ -90,11 +106,27 @@ def build(arm_list, chosen, tokens, pool, results, budget, seeds, context) -> di
         "arms": [_arm_profile(a, chosen[(a.name, 0)], tokens, pool) for a in arm_list],
         "length_correlation": correlation,
         "stats": _clean(per_set),
+        "power": _clean(power_plans),
+        "pairs": _clean(mix_pairs(arm_list, results, eval_names)),
         "verdicts": lines,
         "beats_random_on_every_set": winners,
         "runs": sorted(results, key=lambda r: (r["arm"], r["seed"])),
         "config": context["config"],
     }
+
+
+def mix_pairs(arm_list, results: list[dict], eval_names: list[str]) -> list[dict]:
+    """Every mix of pools against each pool alone (``random`` is the first pool alone), paired by seed:
+    is real text plus the synthetic corpus better than the real text alone, at equal tokens?"""
+    pools = [a.name for a in arm_list if a.select == "mix" and len(a.shares) == 1 and a.name != RANDOM_B]
+    mixes = [a.name for a in arm_list if a.select == "mix" and len(a.shares) > 1]
+    out = []
+    for mix in mixes:
+        for alone in pools:
+            for name in eval_names:
+                d = stats.paired_difference(results, name, mix, alone)
+                out.append({"arm": mix, "against": alone, "eval": name, **d})
+    return out
 
 
 def _clean(value):
@@ -152,7 +184,7 @@ def plot(result: dict, path: Path) -> None:
         f"student probe: {result['budget_tokens']:,} tokens per arm, {result['seeds']} seeds, 95% intervals",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title, however tall
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -176,6 +208,8 @@ def summary(result: dict) -> str:
             f"eval {name}: noise floor {_fmt(noise['noise_floor'])} bits/byte, smallest detectable "
             f"{_fmt(noise['detectable'])}; random vs random: {noise['random_vs_random']}"
         )
+        if name in result.get("power", {}):
+            lines.append(power.describe(result["power"][name]))
         lines.append(f"{'arm':<34}{'bits/byte':>18}  {'vs random [95% CI]':<30}verdict")
         for arm in result["arms"]:
             entry = per_set["arms"][arm["name"]]
@@ -188,6 +222,17 @@ def summary(result: dict) -> str:
             else:
                 d = ""
             lines.append(f"{arm['name']:<34}{cell:>18}  {d:<30}{verdict}")
+    if result.get("pairs"):
+        lines.append("")
+        lines.append(
+            "mixes against each pool alone (paired by seed, bits/byte; negative = the mix is better):"
+        )
+        for d in result["pairs"]:
+            ci = d["ci95"] or [None, None]
+            lines.append(
+                f"{d['eval']}: {d['arm']} - {d['against']}: {_fmt(d['mean'], '+')} "
+                f"[{_fmt(ci[0], '+')}, {_fmt(ci[1], '+')}]  {d['verdict']}"
+            )
     if result["length_correlation"]:
         corr = ", ".join(f"{k} {_fmt(v, '+', 2)}" for k, v in result["length_correlation"].items())
         lines.append("")

@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from generators.errors import ConfigError
 from pipeline.probe import arms as arm_lib
-from pipeline.probe import pool as pool_lib
-from pipeline.probe.student import SEPARATOR, StudentConfig, Vocab, bits_per_byte, build_vocab, train_student
+from pipeline.probe.prepare import parallel_tasks, positive_int, positive_number, prepare
+from pipeline.probe.student import SEPARATOR, StudentConfig, Vocab, evaluated_student
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,8 @@ def train_and_evaluate(
     """One arm x seed: the rows' stream, a fresh student trained on it, bits per byte on every eval set."""
     cfg = StudentConfig.from_dict(student)
     stream = arm_lib.stream(rows, flat, offsets, budget, SEPARATOR)
-    model, stats = train_student(stream, vocab.size, cfg, seed)
-    started = time.perf_counter()
-    bpb = {name: bits_per_byte(model, docs, n_bytes, vocab, cfg) for name, (docs, n_bytes) in evals.items()}
-    stats["eval_s"] = round(time.perf_counter() - started, 3)
-    return {"arm": arm, "seed": seed, "docs": int(len(rows)), "bpb": bpb, **stats}
-
-
-def _positive_int(cfg, key: str, minimum: int = 1) -> int:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value}: give an integer >= {minimum}")
-    return value
+    model, stats = evaluated_student(stream, evals, vocab, cfg, seed)
+    return {"arm": arm, "seed": seed, "docs": int(len(rows)), **stats}
 
 
 def check(cfg: DictConfig) -> dict:
@@ -63,31 +53,36 @@ def check(cfg: DictConfig) -> dict:
     Raises:
         ConfigError: the first bad key, as one line.
     """
-    _positive_int(cfg, "seeds")
-    _positive_int(cfg, "length_bins")
-    _positive_int(cfg, "decontaminate_ngram", 0)
+    positive_int(cfg, "seeds")
+    positive_int(cfg, "length_bins")
+    positive_int(cfg, "decontaminate_ngram", 0)
+    positive_int(cfg, "max_repeats")
+    positive_number(cfg, "target_difference")
+    positive_number(cfg, "power.noise_exponent")
+    positive_number(cfg, "power.gpu_flops")
     student = OmegaConf.to_container(cfg.student, resolve=True)
     for key in ("hidden_size", "layers", "heads", "intermediate_size", "seq_len", "batch_size", "epochs"):
-        _positive_int(cfg, f"student.{key}")
-    _positive_int(cfg, "student.threads", 0)
+        positive_int(cfg, f"student.{key}")
+    positive_int(cfg, "student.threads", 0)
+    positive_int(cfg, "student.average_last")
     if student["hidden_size"] % student["heads"]:
         raise ConfigError(
             f"student.heads={student['heads']}: must divide student.hidden_size={student['hidden_size']}"
         )
     if student.get("max_vocab") is not None:
-        _positive_int(cfg, "student.max_vocab", 2)
+        positive_int(cfg, "student.max_vocab", 2)
     if student["dtype"] not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"student.dtype={student['dtype']}: use auto, bf16 or fp32")
     if not (student["device"] in ("auto", "cpu") or str(student["device"]).startswith("cuda")):
         raise ConfigError(f"student.device={student['device']}: use auto, cpu or cuda")
-    _positive_int(cfg, "budget_tokens", student["seq_len"])
+    positive_int(cfg, "budget_tokens", student["seq_len"])
     if cfg.filters_arm not in ("auto", True, False):
         raise ConfigError(f"filters_arm={cfg.filters_arm}: use auto, true or false")
     for key in ("num_cpus", "num_gpus"):
         value = cfg.resources[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"resources.{key}={value}: give a number >= 0")
-    _positive_int(cfg, "eval.max_chars")
+    positive_int(cfg, "eval.max_chars")
     return student
 
 
@@ -99,7 +94,6 @@ def run_probe(cfg: DictConfig) -> dict:
     """
     import ray
 
-    from filters.tokenizers import load_target_tokenizer
     from pipeline import validate
     from pipeline.cluster import connect
     from pipeline.probe import report
@@ -108,79 +102,15 @@ def run_probe(cfg: DictConfig) -> dict:
     load_before = os.getloadavg()
     student = check(cfg)
     out = validate.check_common(cfg)  # output dir, target tokenizer, cluster mode
-    filters = OmegaConf.to_container(cfg.filters, resolve=True)
-    budget, seeds = int(cfg.budget_tokens), int(cfg.seeds)
-    timings: dict[str, float] = {}
-
-    # The pool and the evaluation sets; pool rows that overlap an evaluation set are dropped.
-    t0 = time.perf_counter()
-    source = str(cfg.pool)
-    if source == "builtin":  # scored once by litho score (which runs its own Ray), then cached
-        b = cfg.builtin
-        source = str(
-            pool_lib.builtin_pool(
-                cfg.paths.cache_dir, list(b.sources), int(b.max_chars), bool(b.lm), str(filters["tokenizer"])
-            )
-        )
-    pool = pool_lib.read_pool(
-        pool_lib.pool_files(source, str(cfg.pool_rows)), str(cfg.text_column), cfg.group_column
-    )
-    ev = cfg.eval
-    evals = pool_lib.eval_sets(
-        list(ev.builtin or []), dict(ev.files or {}), str(ev.text_column), int(ev.max_chars)
-    )
-    overlap = pool_lib.contaminated(pool.texts, evals, int(cfg.decontaminate_ngram))
-    rows_read = len(pool.texts)
-    pool = pool.subset(~overlap & np.asarray([bool(t.strip()) for t in pool.texts], dtype=bool))
-    if not pool.texts:
-        raise ConfigError(f"pool={cfg.pool}: no rows left after removing overlap with the eval sets")
-    timings["read_s"] = time.perf_counter() - t0
-
-    # Target tokens, compacted to the ids that occur.
-    t0 = time.perf_counter()
-    tokenizer = load_target_tokenizer(filters["tokenizer"], cache_dir=filters.get("cache_dir"))
-    pool_ids = _encode(tokenizer, pool.texts)
-    eval_ids = {name: _encode(tokenizer, texts) for name, texts in evals.items()}
-    lengths = np.asarray([len(i) for i in pool_ids])
-    flat_target = np.concatenate(pool_ids) if lengths.sum() else np.zeros(0, dtype=np.int64)
-    vocab = build_vocab(flat_target, [np.concatenate(e) for e in eval_ids.values()], student.get("max_vocab"))
-    flat = vocab.encode(flat_target).astype(np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    tokens = lengths + 1  # each document is led by the separator
-    eval_data = {
-        name: ([vocab.encode(i) for i in eval_ids[name]], sum(len(t.encode("utf-8")) for t in evals[name]))
-        for name in evals
-    }
-    timings["tokenize_s"] = time.perf_counter() - t0
-
-    # Arms and their rows for every seed: all capacity problems surface here, before Ray starts.
-    keep = pool_lib.filters_mask(pool, filters.get("thresholds"), filters.get("quantile_bands"))
-    with_filters = cfg.filters_arm is True or (cfg.filters_arm == "auto" and not keep.all())
-    halves = cfg.halves if isinstance(cfg.halves, str) else list(cfg.halves or [])
-    arm_list = arm_lib.build_arms(
-        _plain(cfg.arms),
-        halves,
-        _plain(cfg.bands),
-        _plain(cfg.weighted),
-        bool(cfg.length_stratified),
-        with_filters,
-        pool.columns,
-    )
-    bins = arm_lib.length_bins(tokens, int(cfg.length_bins))
-    chosen = {
-        (arm.name, seed): arm_lib.select(arm, tokens, pool.columns, budget, seed, keep, bins)
-        for arm in arm_list
-        for seed in range(seeds)
-    }
-    log.info(
-        "probe: %d pool rows (%d tokens), %d arms x %d seeds at %d tokens; student vocab %d ids for %d distinct tokens",
-        len(pool.texts),
-        int(tokens.sum()),
-        len(arm_list),
-        seeds,
-        budget,
-        vocab.size,
-        vocab.distinct,
+    p = prepare(cfg, student)  # pool, eval sets, tokens, vocabulary, every arm's rows: no Ray yet
+    timings = p.timings
+    arm_list, chosen, budget, seeds, vocab, filters = (
+        p.arm_list,
+        p.chosen,
+        p.budget,
+        p.seeds,
+        p.vocab,
+        p.filters,
     )
 
     with connect(OmegaConf.to_container(cfg.cluster, resolve=True), bool(filters.get("allow_network"))):
@@ -189,11 +119,11 @@ def run_probe(cfg: DictConfig) -> dict:
         task = ray.remote(train_and_evaluate).options(
             num_cpus=float(cfg.resources.num_cpus), num_gpus=float(cfg.resources.num_gpus)
         )
-        shared = [ray.put(flat), ray.put(offsets)]
-        evals_ref = ray.put(eval_data)
+        shared = [ray.put(p.flat), ray.put(p.offsets)]
+        evals_ref = ray.put(p.eval_data)
         # A rerun of the same config reuses every finished arm x seed (runs.jsonl, appended as they finish).
         keys = {
-            (arm.name, seed): _run_key(chosen[(arm.name, seed)], budget, student, vocab, eval_data, filters)
+            (arm.name, seed): _run_key(chosen[(arm.name, seed)], budget, student, vocab, p.eval_data, filters)
             for arm in arm_list
             for seed in range(seeds)
         }
@@ -231,33 +161,35 @@ def run_probe(cfg: DictConfig) -> dict:
         timings["train_eval_s"] = time.perf_counter() - t0
 
     timings["total_s"] = time.perf_counter() - started
+    pool = p.pool
     context = {
         "pool": {
-            "source": source,
+            "source": p.source,
             "files": len(pool.files),
-            "rows_read": rows_read,
-            "rows_overlapping_eval": int(overlap.sum()),
+            "rows_read": p.rows_read,
+            "rows_overlapping_eval": p.overlap,
             "rows": len(pool.texts),
-            "tokens": int(tokens.sum()),
+            "tokens": int(p.tokens.sum()),
             "group_column": pool.group_column,
         },
         "eval_sets": {
             name: {
-                "docs": len(evals[name]),
-                "bytes": eval_data[name][1],
-                "tokens": int(sum(map(len, eval_ids[name]))),
+                "docs": len(p.evals[name]),
+                "bytes": p.eval_data[name][1],
+                "tokens": int(sum(map(len, p.eval_ids[name]))),
             }
-            for name in evals
+            for name in p.evals
         },
         "vocab": {"size": vocab.size, "distinct": vocab.distinct, "rare_members": vocab.rare_members},
         "load_avg": {
             "start": [round(x, 2) for x in load_before],
             "end": [round(x, 2) for x in os.getloadavg()],
         },
+        "parallel": parallel_tasks(float(cfg.resources.num_cpus)),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    result = report.build(arm_list, chosen, tokens, pool, results, budget, seeds, context)
+    result = report.build(arm_list, chosen, p.tokens, pool, results, budget, seeds, context)
     report.write(out, result)
     return result
 
@@ -288,14 +220,3 @@ def _finished(path, wanted: set[str]) -> dict[str, dict]:
             if r.get("key") in wanted:
                 found[r["key"]] = r
     return found
-
-
-def _plain(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
-
-
-def _encode(tokenizer, texts: list[str], batch: int = 1024) -> list[np.ndarray]:
-    ids = []
-    for i in range(0, len(texts), batch):
-        ids += [np.asarray(x, dtype=np.int64) for x in tokenizer.encode(texts[i : i + batch])]
-    return ids

@@ -21,16 +21,32 @@ import math
 
 import numpy as np
 
-from pipeline.probe.arms import RANDOM, RANDOM_B
-
+RANDOM, RANDOM_B = "random", "random_b"
 BEATS = "beats random beyond noise"
 WORSE = "worse than random beyond noise"
 SAME = "no difference beyond noise"
 
 
-def t_quantile(q: float, dof: int) -> float:
-    from scipy.stats import t
+# Student's t quantiles at 0.975 and 0.8 for 1..30 degrees of freedom, as scipy.stats.t.ppf gives them to
+# 4 decimals (tests/pipeline/test_probe_stats.py checks them): the GPU runner (pipeline/probe/gpu.py) has no
+# scipy. Beyond 30 it uses the normal quantiles (within 3%).
+T_TABLE = {
+    0.975: (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.306, 2.2622, 2.2281, 2.201, 2.1788,
+            2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.093, 2.086, 2.0796, 2.0739, 2.0687, 2.0639,
+            2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423),
+    0.8: (1.3764, 1.0607, 0.9785, 0.941, 0.9195, 0.9057, 0.896, 0.8889, 0.8834, 0.8791, 0.8755, 0.8726,
+          0.8702, 0.8681, 0.8662, 0.8647, 0.8633, 0.862, 0.861, 0.86, 0.8591, 0.8583, 0.8575, 0.8569,
+          0.8562, 0.8557, 0.8551, 0.8546, 0.8542, 0.8538),
+}  # fmt: skip
+NORMAL = {0.975: 1.96, 0.8: 0.8416}
 
+
+def t_quantile(q: float, dof: int) -> float:
+    try:
+        from scipy.stats import t
+    except ImportError:
+        table = T_TABLE[q]
+        return table[dof - 1] if dof <= len(table) else NORMAL[q]
     return float(t.ppf(q, dof))
 
 
@@ -50,6 +66,19 @@ def detectable(sd: float, n: int) -> float:
     if n < 2 or not math.isfinite(sd):
         return math.nan
     return (t_quantile(0.975, n - 1) + t_quantile(0.8, n - 1)) * sd / math.sqrt(n)
+
+
+def seeds_for(sd: float, target: float, most: int = 1000) -> int | None:
+    """The fewest paired seeds whose smallest detectable difference is at most ``target`` (None: more
+    than ``most``, or no spread measured)."""
+    if not (math.isfinite(sd) and target > 0):
+        return None
+    n = 2
+    while detectable(sd, n) > target:
+        n += 1
+        if n > most:
+            return None
+    return n
 
 
 def verdict(diff: dict, noise_floor: float) -> str:
@@ -124,3 +153,17 @@ def length_correlation(values: np.ndarray, lengths: np.ndarray) -> float:
     if ok.sum() < 3 or np.ptp(values[ok]) == 0:
         return math.nan
     return float(spearmanr(values[ok], np.asarray(lengths)[ok]).statistic)
+
+
+def paired_difference(results: list[dict], eval_set: str, arm: str, base: str) -> dict:
+    """``arm - base`` paired by seed on one eval set, its summary and a verdict against the set's noise
+    floor (random vs random): ``better`` / ``worse than <base> beyond noise`` or no difference."""
+    compared = compare(results, eval_set)
+    by_arm = {a: {s: float(v) for s, v in e["bpb"]["per_seed"].items()} for a, e in compared["arms"].items()}
+    diff = _paired(by_arm[arm], by_arm[base])
+    diff.update(summary(diff["per_seed"]))
+    words = verdict(diff, compared["noise"]["noise_floor"])
+    words = {BEATS: f"better than {base} beyond noise", WORSE: f"worse than {base} beyond noise"}.get(
+        words, words if words != SAME else "no difference beyond noise"
+    )
+    return {**diff, "verdict": words}

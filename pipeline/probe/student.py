@@ -46,6 +46,9 @@ class StudentConfig:
         device: ``auto`` (cuda when present), ``cpu`` or ``cuda``.
         threads: torch CPU threads (0 = torch's default).
         eval_batch_size: Windows per evaluation forward pass.
+        average_last: Checkpoints whose held-out bits per byte are averaged (1: the final model only);
+            averaging the last checkpoints lowers seed-to-seed noise (DataDecide, Magnusson et al. 2025).
+        average_span: Share of the steps, counted back from the end, that those checkpoints span.
     """
 
     hidden_size: int = 128
@@ -65,6 +68,8 @@ class StudentConfig:
     device: str = "auto"
     threads: int = 1
     eval_batch_size: int = 16
+    average_last: int = 1
+    average_span: float = 0.2
 
     @classmethod
     def from_dict(cls, values: dict) -> StudentConfig:
@@ -174,15 +179,26 @@ def _lr_at(step: int, steps: int, cfg: StudentConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train_student(stream: np.ndarray, vocab_size: int, cfg: StudentConfig, seed: int):
+def checkpoints(steps: int, last: int, span: float) -> list[int]:
+    """The steps after which the model is evaluated: the final one and ``last - 1`` more, evenly
+    spaced over the final ``span`` of training."""
+    if last <= 1:
+        return [steps]
+    back = [round(span * steps * j / (last - 1)) for j in range(last)]
+    return sorted({max(1, steps - b) for b in back})
+
+
+def train_student(stream: np.ndarray, vocab_size: int, cfg: StudentConfig, seed: int, evaluate=None):
     """Train a fresh student on ``stream`` (compact ids, documents each led by the separator).
 
     The stream is cut into ``seq_len`` blocks (a last partial block is dropped: every arm of one
-    budget gets the same number of blocks), shuffled by ``seed`` each epoch.
+    budget gets the same number of blocks), shuffled by ``seed`` each epoch. ``evaluate(model)``, when
+    given, is called at every step of :func:`checkpoints` (its seconds are not training seconds).
 
     Returns:
         ``(model, stats)``; stats hold ``steps``, ``train_tokens``, ``train_s``, ``tokens_per_s``,
-        ``final_loss`` (nats, mean of the last 10 steps), ``parameters``, ``dtype`` and ``device``.
+        ``final_loss`` (nats, mean of the last 10 steps), ``parameters``, ``dtype`` and ``device``, and
+        with ``evaluate`` its results as ``checkpoints`` (``[{"step", "result"}]``) and ``eval_s``.
     """
     import torch
 
@@ -208,7 +224,8 @@ def train_student(stream: np.ndarray, vocab_size: int, cfg: StudentConfig, seed:
     losses: list[float] = []
     model.train()
     started = time.perf_counter()
-    step = 0
+    step, evaluated, eval_s = 0, [], 0.0
+    points = set(checkpoints(steps, cfg.average_last, cfg.average_span)) if evaluate else set()
     for _ in range(cfg.epochs):
         order = torch.randperm(len(blocks), generator=generator)
         for b in range(per_epoch):
@@ -226,7 +243,11 @@ def train_student(stream: np.ndarray, vocab_size: int, cfg: StudentConfig, seed:
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             step += 1
-    seconds = time.perf_counter() - started
+            if step in points:
+                t0 = time.perf_counter()
+                evaluated.append({"step": step, "result": evaluate(model)})
+                eval_s += time.perf_counter() - t0
+    seconds = time.perf_counter() - started - eval_s
     tokens = int(blocks.numel()) * cfg.epochs
     stats = {
         "steps": steps,
@@ -238,6 +259,8 @@ def train_student(stream: np.ndarray, vocab_size: int, cfg: StudentConfig, seed:
         "dtype": dtype,
         "device": device,
     }
+    if evaluate:
+        stats.update(checkpoints=evaluated, eval_s=round(eval_s, 3))
     return model, stats
 
 
@@ -279,3 +302,29 @@ def bits_per_byte(model, docs: list[np.ndarray], n_bytes: int, vocab: Vocab, cfg
             total += float(nll[valid].sum())
     model.train()
     return total / math.log(2) / n_bytes
+
+
+def stream(
+    rows: np.ndarray, flat: np.ndarray, offsets: np.ndarray, budget: int, separator: int
+) -> np.ndarray:
+    """The training stream of ``rows``: each row's tokens led by the separator, cut to ``budget``."""
+    pieces = []
+    for r in rows:
+        pieces.append([separator])
+        pieces.append(flat[offsets[r] : offsets[r + 1]])
+    return np.concatenate(pieces).astype(np.int32)[:budget]
+
+
+def evaluated_student(stream, evals: dict, vocab: Vocab, cfg: StudentConfig, seed: int):
+    """A student trained on ``stream`` and its bits per byte on every eval set, averaged over the last
+    ``cfg.average_last`` checkpoints (``stats["bpb"]``; each checkpoint's in ``stats["checkpoints"]``)."""
+
+    def evaluate(model) -> dict[str, float]:
+        return {name: bits_per_byte(model, docs, n, vocab, cfg) for name, (docs, n) in evals.items()}
+
+    model, stats = train_student(stream, vocab.size, cfg, seed, evaluate)
+    points = [c["result"] for c in stats["checkpoints"]]
+    stats["bpb"] = {name: float(np.mean([p[name] for p in points])) for name in evals}
+    if len(points) == 1:
+        del stats["checkpoints"]
+    return model, stats

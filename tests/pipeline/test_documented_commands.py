@@ -39,7 +39,10 @@ ELSEWHERE = {
     "litho serve": "tests/generators/teachers/test_serve_openai.py runs it as written and asks it with openai",
     "python pretrain_gpt.py": "Megatron-LM's script (not installed here); tests/pipeline/test_token_files.py "
     "builds megatron-core's GPTDataset from the same blend.json",
+    "python -m pipeline.probe.gpu": "tests/pipeline/test_probe_gpu.py trains a pack with it on the CPU",
+    "bash bench/gpu_check.sh": "tests/generators/teachers/test_gpu_check.py runs its dry run",
 }
+PACK = "python -m pipeline.probe.pack"  # composed and checked as the probe command it prepares
 # Composed and checked but not run: they need a GPU, a model that is not on this machine, a served
 # judge, or minutes of student training.
 NOT_RUN = ("teacher.device=cuda", "/models/", "base_url:", "litho probe", "filters/judge=embedded")
@@ -114,6 +117,8 @@ def litho_argv(line: str) -> list[str] | None:
     words = shlex.split(line)
     if words[0] == "litho":
         return words[1:]
+    if line.startswith(PACK):  # the probe's preparation, packed for a GPU machine
+        return ["probe", *[w for w in words[3:] if w != "--fit"]]
     if words[0] == "make" and len(words) >= 2:
         args = [w.partition("=")[2] for w in words[2:] if w.startswith("ARGS=")]
         return [words[1], *(shlex.split(args[0]) if args else [])]

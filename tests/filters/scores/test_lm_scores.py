@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from filters.scores.lm_scores import ATTN, BPB, METRICS, LMScorer, plan_windows
+from filters.scores.lm_scores import ATTN, BPB, IFD, INFLUENCE, METRICS, LMScorer, plan_windows
 from generators.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -235,7 +235,11 @@ def test_only_the_wanted_metrics_are_computed(tiny_model, texts, reference):
 
 
 def test_metric_names_are_checked():
-    assert LMScorer.columns(metrics=list(METRICS), layer_groups=0)[1] == (BPB, *ATTN)
+    assert LMScorer.columns(metrics=list(METRICS), layer_groups=0)[1] == (BPB, *ATTN, INFLUENCE)
+    assert LMScorer.columns(metrics=list(METRICS), layer_groups=0, prompt_column="prompt") == (
+        ("text", "prompt"),
+        (BPB, *ATTN, INFLUENCE, IFD),
+    )
     with pytest.raises(
         ConfigError, match="filters.lm.metrics: unknown metric 'attn_entropy_v1'; use a list of"
     ):

@@ -31,6 +31,12 @@ ABSENT = (
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash")
 def test_dry_run_needs_only_torch_and_transformers(tmp_path):
+    from pipeline.probe import pack
+    from tests.pipeline.test_probe_gpu import overrides, write_pool
+
+    pack.build(
+        overrides(write_pool(tmp_path / "pool"), tmp_path / "pack", "budget_tokens=2000")
+    )  # built here
     stubs = tmp_path / "absent"
     for name in ABSENT:  # importing any of these now fails, as it would there
         (stubs / name).mkdir(parents=True)
@@ -51,7 +57,7 @@ def test_dry_run_needs_only_torch_and_transformers(tmp_path):
         assert hidden.returncode != 0, name
     out = tmp_path / "results"
     done = subprocess.run(
-        ["bash", "bench/gpu_check.sh", "--dry-run", "--out", str(out)],
+        ["bash", "bench/gpu_check.sh", "--dry-run", "--out", str(out), "--pack", str(tmp_path / "pack")],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -62,8 +68,9 @@ def test_dry_run_needs_only_torch_and_transformers(tmp_path):
     assert len(reports) == 1, done.stderr
     report = reports[0].read_text()
     assert done.returncode == 0, report[-4000:]
-    assert report.count("exit 0 in") == 5  # two teacher benches, the scorer bench, the vLLM bench, pytest
+    assert report.count("exit 0 in") == 6  # two teacher benches, the scorer, the vLLM bench, pytest, the probe
     assert "bench_vllm: skipped: litho's dependencies" in report  # where only torch and transformers are
+    assert "| band(q,0.25-0.75) |" in report and "training tokens/s" in report  # the probe's table
     for batch in (2, 4):  # one row per batch size in both teacher tables
         assert sum(line.split()[:1] == [str(batch)] for line in report.splitlines()) == 2
     assert '"LMScorer tok/s"' in report
