@@ -68,7 +68,9 @@ def test_dry_run_needs_only_torch_and_transformers(tmp_path):
     assert len(reports) == 1, done.stderr
     report = reports[0].read_text()
     assert done.returncode == 0, report[-4000:]
-    assert report.count("exit 0 in") == 6  # two teacher benches, the scorer, the vLLM bench, pytest, the probe
+    assert (
+        report.count("exit 0 in") == 6
+    )  # two teacher benches, the scorer, the vLLM bench, pytest, the probe
     assert "bench_vllm: skipped: litho's dependencies" in report  # where only torch and transformers are
     assert "| band(q,0.25-0.75) |" in report and "training tokens/s" in report  # the probe's table
     for batch in (2, 4):  # one row per batch size in both teacher tables
