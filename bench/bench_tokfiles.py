@@ -111,9 +111,9 @@ def table(results: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         phase, total = r["timings_s"]["token_files_s"], r["timings_s"]["total_s"]
-        cells = [f"{r['n']:,}", f"{r['kept']:,}", f"{total:.1f}", f"{phase:.1f}", f"{phase / total:.1%}",
-                 f"{r['kept'] / phase:,.0f}", f"{r['driver_peak_rss_mib']:.0f}", f"{r['tokenize_only_s']:.1f}",
-                 f"{r['datatrove_megatron_s']:.1f}", f"{r['datatrove_ds_s']:.1f}",
+        cells = [f"{r['n']:,}", f"{r['kept']:,}", f"{total:.1f}", f"{phase:.2f}", f"{phase / total:.1%}",
+                 f"{r['kept'] / phase:,.0f}", f"{r['driver_peak_rss_mib']:.0f}", f"{r['tokenize_only_s']:.2f}",
+                 f"{r['datatrove_megatron_s']:.2f}", f"{r['datatrove_ds_s']:.2f}",
                  f"{phase / r['tokenize_only_s']:.2f}", f"{phase / r['datatrove_megatron_s']:.2f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -20,7 +20,6 @@ def test_bench_tokfiles_runs_at_its_smallest_size():
     assert result.returncode == 0, result.stderr[-3000:]
     row = next(line for line in result.stdout.splitlines() if line.startswith("| 100 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert (
-        cells[1] == "100" and float(cells[3]) > 0 and float(cells[8]) > 0
-    )  # kept rows, phase s, datatrove s
+    # kept rows, the phase's seconds, datatrove's; the ratios need both times measured (not rounded to 0)
+    assert cells[1] == "100" and float(cells[3]) > 0 and float(cells[8]) > 0, row
     assert "load average at end" in result.stdout and "CPUs" in result.stdout

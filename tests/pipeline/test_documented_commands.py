@@ -78,6 +78,10 @@ def data(tmp_path_factory, real_texts) -> Path:
         part = texts[i * 6 : (i + 1) * 6]
         pq.write_table(pa.table({"text": part, "content": part}), root / "corpus" / f"part-{i}.parquet")
     pq.write_table(pa.table({"text": texts[:4]}), root / "seed.parquet")
+    # A generated run's rows as docs/probe.md scores them again: each text with its request's messages.
+    (root / "own256" / "data").mkdir(parents=True)
+    prompts = [json.dumps([{"role": "user", "content": f"Write about {t.split()[0]}."}]) for t in texts[:6]]
+    pq.write_table(pa.table({"text": texts[:6], "prompt": prompts}), root / "own256" / "data" / "part-0.parquet")
     pq.write_table(pa.table({"text": texts[-2:]}), root / "eval.parquet")
     for name in ("web.jsonl", "corpus.jsonl"):
         (root / name).write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
@@ -105,6 +109,7 @@ def localize(args: list[str], data: Path, out: Path, store: str | None = None) -
         "input=web.jsonl": f"input={data}/web.jsonl",
         "input=corpus.jsonl": f"input={data}/corpus.jsonl",
         "input=corpus/": f"input={data}/corpus/",
+        "input=runs/own256/data": f"input={data}/own256/data",
     }
     if store is not None:
         places.update({STORE[0]: "s3://litho-test/", STORE[1]: store})

@@ -41,7 +41,7 @@ def test_every_row_is_accounted_for(ray_session, tmp_path):
     assert {"teacher_error", "truncated", "exact_duplicate"} <= set(reasons)
     assert counts["teacher_errors"] == reasons["teacher_error"]
     stages = {s["name"]: s for s in manifest["stages"]}
-    assert list(stages)[:5] == ["clean", "length", "token_metrics", "repetition", "sanity"]
+    assert list(stages)[:5] == ["clean", "length", "token_metrics", "rule_scores", "sanity"]
     assert stages["sanity"]["dropped"]["teacher_error"] == reasons["teacher_error"]
     assert stages["exact_dedup"]["dropped"] == {"exact_duplicate": reasons["exact_duplicate"]}
     by_stage = {}
@@ -102,13 +102,15 @@ def test_rerun_reuses_generations_and_rewrites_nothing(ray_session, tmp_path):
 
 
 def test_interrupted_run_resumes_only_missing_batches(ray_session, tmp_path):
-    _run(tmp_path, "n=40", "cluster.teacher_batch_size=10")
+    groups = ("n=40", "cluster.teacher_batch_size=10", "teacher.checkpoint_rows=10")
+    _run(tmp_path, *groups)
     checkpoints = sorted((tmp_path / ".litho" / "generations").glob("*/block=000000/gen-*.parquet"))
-    assert len(checkpoints) == 4  # one file per teacher batch, under its plan block
+    # One file per checkpoint group of at most 10 rows (a group also closes when its batch is answered).
+    assert len(checkpoints) >= 4 and all(pq.read_metadata(p).num_rows <= 10 for p in checkpoints)
     lost = sum(pq.read_metadata(p).num_rows for p in checkpoints[:2])
     for path in checkpoints[:2]:  # as if the run died before these batches finished
         path.unlink()
-    manifest = _run(tmp_path, "n=40", "cluster.teacher_batch_size=10")
+    manifest = _run(tmp_path, *groups)
     assert manifest["counts"]["generated"] == lost and manifest["counts"]["reused"] == 40 - lost
     ids = [r["id"] for r in _rows(tmp_path / "data")]
     assert len(ids) == len(set(ids)) == manifest["counts"]["kept"]

@@ -75,6 +75,7 @@ def test_top_beats_bottom_beyond_noise_and_random_matches_random(ray_session, de
         f"pool={root}",
         f"output.dir={tmp_path / 'probe'}",
         "halves=[bigram_hits]",
+        "middle_band=null",  # top and bottom only: the calibration needs no middle band
         "budget_tokens=20000",
         "seeds=3",
         "eval.builtin=[pydoc]",

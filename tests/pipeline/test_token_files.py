@@ -276,8 +276,7 @@ def test_sft_token_files_hold_chat_template_ids_and_an_assistant_loss_mask(ray_s
 
     out = tmp_path / "sft"
     manifest = litho_run(compose("teacher=dummy", "++filters.lm=null", "n=6", "generator=instruct", "output=sft",
-                                 "filters.min_words=5", "filters.max_dup_line_frac=1.0",
-                                 "filters.max_dup_ngram_frac={5:1.0,10:1.0}", FORMATS, f"output.dir={out}"))  # fmt: skip
+                                 "filters.min_words=5", "filters.rule_sets=[]", FORMATS, f"output.dir={out}"))  # fmt: skip
     tok = load_tokenizer("embedded:smollm2")
     eos = manifest["tokenized"]["eos_id"]
     for name, rows in _kept(out).items():
