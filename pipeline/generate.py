@@ -163,12 +163,11 @@ def generate(todo, spec: StageSpec):
 def generated(plan: Plan, checkpoint_dir: Path, blocks=None, errors=None):
     """The generated rows of this plan: its checkpoints, read one plan block per task (only the block's
     plan ids when ``blocks`` comes from :func:`to_generate`), and this run's failed rows."""
-    if blocks is None:
-        source = blocks_dataset(plan)
-    else:
-        source = blocks.select_columns(["block", "ids"])
-    # A quarter CPU, as the plan tasks: the scorer actors of the same pass hold theirs for the whole pass,
-    # and on 2 CPUs a read task asking for a whole one would never be scheduled beside them.
+    # ``blocks`` as it is, not ``select_columns``: a projection is a task of its own that asks for a whole
+    # CPU. Every task here asks a quarter, as the plan tasks: the scorer actors of the same pass hold
+    # theirs for the whole pass, and on 2 CPUs a task asking for a whole one would never be scheduled
+    # beside them (a rerun of a run with a judge waited forever).
+    source = blocks_dataset(plan) if blocks is None else blocks
     ds = source.map_batches(_read_blocks, fn_kwargs={"checkpoint_dir": str(checkpoint_dir)}, **_PLAN_TASK)
     if errors is not None and errors.count():
         ds = ds.union(errors)
