@@ -85,8 +85,9 @@ def run(cfg: DictConfig, command: str = "generate") -> dict:
         t0 = time.perf_counter()
         stage_seconds: dict[str, float] = {}
         faults.phase("process")
-        ds = stages.apply(ds, job.process, stage_seconds)
-        ds = stages.apply(ds, job.select, stage_seconds).materialize()
+        rows = job.plan.rows if job.plan is not None else None  # a small run shares its scorers (stages.py)
+        ds = stages.apply(ds, job.process, stage_seconds, rows)
+        ds = stages.apply(ds, job.select, stage_seconds, rows).materialize()
         timings["score_filter_dedup_s"] = time.perf_counter() - t0
         log.info(
             "scored, filtered and deduplicated %d rows in %.1f s", ds.count(), timings["score_filter_dedup_s"]

@@ -49,6 +49,8 @@ class RuleSetScores:
         text_column: Column holding the text.
     """
 
+    shareable = True  # holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py)
+
     @classmethod
     def columns(
         cls, rule_sets: tuple[str, ...] = ("gopher_repetition",), text_column: str = "text"
