@@ -78,6 +78,17 @@ def teacher_fingerprint(teacher_cfg: dict) -> str:
     return xxhash.xxh3_64_hexdigest(json.dumps(keep, sort_keys=True, default=str).encode())
 
 
+def remove_partial(directory: Path) -> int:
+    """Delete the half-written checkpoint files under ``directory`` (``.gen-*.tmp<pid>``): left by a
+    teacher actor killed while writing, e.g. when a full disk ended the run while several checkpoint
+    groups were being written. Call it only when no writer is alive (after Ray has shut down)."""
+    removed = 0
+    for path in Path(directory).rglob(".gen-*.tmp*"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def write_batch(directory: Path, table: pa.Table, timing: dict | None = None) -> Path | None:
     """Write one finished batch atomically; never rewrite an existing file. ``timing`` (when the batch
     started, its seconds, the worker) goes in the file's metadata: the run report's teacher throughput."""

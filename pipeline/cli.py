@@ -40,6 +40,13 @@ def report_and_exit(work: Callable[[], dict], cfg, table: Callable[[dict], str] 
         if cause is None and full is None:
             raise
         if full is not None:
+            from pathlib import Path
+
+            from pipeline.checkpoint import remove_partial
+            from pipeline.validate import work_dir
+
+            # Ray has shut down: a checkpoint group another actor was writing is half a file.
+            remove_partial(Path(work_dir(cfg)[1]).expanduser() / ".litho")
             where = f" (writing {full.filename})" if full.filename else ""
             cause = (
                 f"output.dir={cfg.output.dir}: no space left on its device{where}; free space (or set output.dir "

@@ -97,16 +97,11 @@ def histogram(column: str, kept: np.ndarray, dropped: np.ndarray, lines: list[di
     fig, ax = plt.subplots(figsize=(4.6, 2.5))
     for values, color, label in ((kept, KEPT, "kept"), (dropped, DROPPED, "dropped")):
         if values.size:
-            clipped = np.clip(values, lo, hi)
-            ax.hist(
-                clipped,
-                bins=edges,
-                color=color,
-                alpha=0.45,
-                histtype="stepfilled",
-                label=f"{label} ({values.size:,})",
-            )
-            ax.hist(clipped, bins=edges, color=color, histtype="step", linewidth=1)
+            # Counted by numpy and drawn as one step patch each (ax.stairs): ax.hist builds a polygon
+            # per call and walks its vertices in Python, most of a small report's drawing time.
+            counts, _ = np.histogram(np.clip(values, lo, hi), bins=edges)
+            ax.stairs(counts, edges, fill=True, color=color, alpha=0.45, label=f"{label} ({values.size:,})")
+            ax.stairs(counts, edges, color=color, linewidth=1)
     band = {line["side"]: line["value"] for line in lines if line["side"].startswith("band_")}
     if len(band) == 2:
         ax.axvspan(band["band_min"], band["band_max"], color=BAND, alpha=0.08, label="quantile band")

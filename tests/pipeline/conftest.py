@@ -14,6 +14,11 @@ def ray_session():
         log_to_driver=False,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}},
     )
+    from ray.data import DataContext
+
+    # As pipeline.cluster.connect sets it for a run: tests that call a groupby directly (the shuffled
+    # dedup paths) would otherwise shuffle into Ray's default of 200 partitions on 2 CPUs.
+    DataContext.get_current().default_hash_shuffle_parallelism = 4
     yield ray
     ray.shutdown()
 
