@@ -33,6 +33,7 @@ def test_bench_vllm_dry_run_plans_every_mode():
 
 @pytest.mark.vllm
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # as long as its subprocess may take: two vLLM CPU engine starts
 def test_bench_vllm_smallest_size_runs_litho_and_llm_generate():
     """Two engine starts on the CPU (minutes): litho's pipeline and LLM.generate, 2 prompts. The Ray Data
     LLM mode is left out here: on this CPU its engine actor did not finish starting in the time tried."""

@@ -68,6 +68,7 @@ def test_a_served_model_name_is_free_text_but_needs_filters_tokenizer(tmp_path):
 
 @pytest.mark.vllm
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a vLLM CPU engine start per run (minutes on 2 cores)
 def test_generate_with_the_vllm_teacher(tmp_path):
     pytest.importorskip("vllm")
     out = tmp_path / "run"
