@@ -234,7 +234,11 @@ def apply_one(ds, spec: StageSpec, small: bool = False):
         functools.update_wrapper(task, run_shared)
         task.__name__ = _named(spec.fn)
         return ds.map_batches(
-            task, batch_size=spec.batch_size, batch_format="numpy", concurrency=spec.concurrency or 1, **remote
+            task,
+            batch_size=spec.batch_size,
+            batch_format="numpy",
+            concurrency=spec.concurrency or 1,
+            **remote,
         )
     if spec.pool == "actors":
         from ray.data import ActorPoolStrategy

@@ -49,7 +49,9 @@ class RuleSetScores:
         text_column: Column holding the text.
     """
 
-    shareable = True  # holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py)
+    shareable = (
+        True  # holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py)
+    )
 
     @classmethod
     def columns(

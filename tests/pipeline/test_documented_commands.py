@@ -81,7 +81,9 @@ def data(tmp_path_factory, real_texts) -> Path:
     # A generated run's rows as docs/probe.md scores them again: each text with its request's messages.
     (root / "own256" / "data").mkdir(parents=True)
     prompts = [json.dumps([{"role": "user", "content": f"Write about {t.split()[0]}."}]) for t in texts[:6]]
-    pq.write_table(pa.table({"text": texts[:6], "prompt": prompts}), root / "own256" / "data" / "part-0.parquet")
+    pq.write_table(
+        pa.table({"text": texts[:6], "prompt": prompts}), root / "own256" / "data" / "part-0.parquet"
+    )
     pq.write_table(pa.table({"text": texts[-2:]}), root / "eval.parquet")
     for name in ("web.jsonl", "corpus.jsonl"):
         (root / name).write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))

@@ -295,5 +295,11 @@ def test_user_structure_rows_match_it_or_drop_as_structure_invalid(ray_session, 
     structure = Structure.from_config(OmegaConf.to_container(compose(SCHEMA_OVERRIDE).generator.structure))
     assert all(structure.validate(r["text"]) is None and r["structure_error"] == "" for r in rows)
     # The dummy teacher cannot write to a regex: every row fails it and is dropped with the reason.
-    manifest = _run(tmp_path / "regex", "n=4", "generator.structure={regex: 'never'}", "filters.min_words=1", "filters.rule_sets=[]")
+    manifest = _run(
+        tmp_path / "regex",
+        "n=4",
+        "generator.structure={regex: 'never'}",
+        "filters.min_words=1",
+        "filters.rule_sets=[]",
+    )
     assert manifest["counts"]["kept"] == 0 and manifest["dropped_by_reason"]["structure_invalid"] == 4
