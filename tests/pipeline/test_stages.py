@@ -68,3 +68,33 @@ def test_runner_times_each_batch_per_row():
         {"text": np.array(["a"], dtype=object)}
     )
     assert seconds_column("repetition") not in quiet
+
+
+class _Counted:
+    """A shareable stage that counts how often it is built."""
+
+    shareable = True
+    built = 0
+
+    def __init__(self, add: int):
+        type(self).built += 1
+        self.add = add
+
+    def __call__(self, batch: dict) -> dict:
+        return {"x": batch["x"] + self.add}
+
+
+def test_a_small_run_builds_a_shareable_stage_once_per_worker_and_again_for_new_arguments():
+    from pipeline.stages import StageSpec, run_shared, shareable
+
+    _Counted.built = 0
+    batch = {"x": np.arange(3)}
+    for _ in range(3):  # batches of one run, and a later run with the same arguments
+        out = run_shared(batch, _Counted, {"add": 1}, name="counted")
+    assert _Counted.built == 1 and out["x"].tolist() == [1, 2, 3] and "_litho_s_counted" in out
+    assert run_shared(batch, _Counted, {"add": 2}, name="counted")["x"].tolist() == [2, 3, 4]
+    assert _Counted.built == 2  # other arguments: built again, replacing the held one
+    assert shareable(StageSpec(name="c", fn=_Counted, pool="actors"))
+    assert not shareable(
+        StageSpec(name="c", fn=_Counted, pool="actors", num_gpus=1)
+    )  # GPU stages stay actors
