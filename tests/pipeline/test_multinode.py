@@ -34,6 +34,21 @@ def _node(ray_bin: str, env: dict, *args: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def _wait_for_port(port: int, seconds: float) -> None:
+    """Until something listens on 127.0.0.1:``port``, at most ``seconds`` (then the test fails)."""
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on port {port} after {seconds} s") from None
+            time.sleep(0.5)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -60,7 +75,7 @@ def two_nodes():
                  "--ray-client-server-port", str(_free_port()))  # fmt: skip
     nodes = [head]
     try:
-        time.sleep(5)
+        _wait_for_port(gcs, 120)  # the head's GCS accepts connections: a bounded wait, not a fixed sleep
         nodes.append(
             _node(
                 ray_bin,
