@@ -76,6 +76,7 @@ def two_nodes():
     nodes = [head]
     try:
         _wait_for_port(gcs, 120)  # the head's GCS accepts connections: a bounded wait, not a fixed sleep
+        _wait_for_port(dashboard, 120)  # and its job API (a submit before it listens was refused once)
         nodes.append(
             _node(
                 ray_bin,
