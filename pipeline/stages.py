@@ -229,18 +229,8 @@ def apply_one(ds, spec: StageSpec, small: bool = False):
         remote["num_gpus"] = spec.num_gpus
     if spec.resources:
         remote["resources"] = dict(spec.resources)
-    if spec.pool == "actors" and small and shareable(spec):
-        task = functools.partial(run_shared, fn=spec.fn, kwargs=spec.kwargs, name=spec.name, timed=spec.timed)
-        functools.update_wrapper(task, run_shared)
-        task.__name__ = _named(spec.fn)
-        return ds.map_batches(
-            task,
-            batch_size=spec.batch_size,
-            batch_format="numpy",
-            concurrency=spec.concurrency or 1,
-            **remote,
-        )
-    if spec.pool == "actors":
+    shared = spec.pool == "actors" and small and shareable(spec)
+    if spec.pool == "actors" and not shared:
         from ray.data import ActorPoolStrategy
 
         # A subclass named after the stage, so Ray's operator names read MapBatches(TokenMetrics).
@@ -265,10 +255,13 @@ def apply_one(ds, spec: StageSpec, small: bool = False):
             batch_format="numpy",
             **remote,
         )
-    task = functools.partial(run_task, fn=spec.fn, kwargs=spec.kwargs, name=spec.name, timed=spec.timed)
-    functools.update_wrapper(task, run_task)
+    runner = run_shared if shared else run_task
+    task = functools.partial(runner, fn=spec.fn, kwargs=spec.kwargs, name=spec.name, timed=spec.timed)
+    functools.update_wrapper(task, runner)
     task.__name__ = _named(spec.fn)
-    extra = {"concurrency": spec.concurrency} if spec.concurrency else {}
+    # A shared stage keeps its pool's parallelism (one actor by default), so a worker holds one model.
+    concurrency = (spec.concurrency or 1) if shared else spec.concurrency
+    extra = {"concurrency": concurrency} if concurrency else {}
     return ds.map_batches(task, batch_size=spec.batch_size, batch_format="numpy", **extra, **remote)
 
 

@@ -90,9 +90,8 @@ class LMScorer:
         cache_dir: Where dequantized GGUF models and the retrieval heads are cached.
     """
 
-    shareable = (
-        True  # holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py)
-    )
+    # Holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py).
+    shareable = True
 
     version = VERSION
 

@@ -49,9 +49,8 @@ class RuleSetScores:
         text_column: Column holding the text.
     """
 
-    shareable = (
-        True  # holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py)
-    )
+    # Holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py).
+    shareable = True
 
     @classmethod
     def columns(

@@ -75,9 +75,8 @@ class TokenMetrics:
         keep_ids: Also keep each text's token ids (:data:`TOKEN_IDS`), so packing does not tokenize again.
     """
 
-    shareable = (
-        True  # holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py)
-    )
+    # Holds nothing a run changes: a small run keeps one per worker process (pipeline/stages.py).
+    shareable = True
 
     adds = (
         "n_tokens",
