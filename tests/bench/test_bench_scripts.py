@@ -41,5 +41,6 @@ def test_bench_vllm_smallest_size_runs_litho_and_llm_generate():
     done = _bench(sys.executable, "bench/bench_vllm.py", "--prompts", "2", "--new-tokens", "8", "--modes",
                   "litho,llm", timeout=1500)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    table = [ln for ln in done.stdout.splitlines() if ln.startswith("| ")]
-    assert [ln.split("|")[1].strip() for ln in table[2:]] == ["litho", "llm"]
+    rows = [ln.split("|")[1:-1] for ln in done.stdout.splitlines() if ln.startswith("| ")]
+    assert [r[0].strip() for r in rows] == ["mode", "litho", "llm"]  # header, a row a mode ("|---|" is not "| ")
+    assert all(int(r[1]) > 0 for r in rows[1:]), rows  # both generated tokens
