@@ -42,5 +42,6 @@ def test_bench_vllm_smallest_size_runs_litho_and_llm_generate():
                   "litho,llm", timeout=1500)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = [ln.split("|")[1:-1] for ln in done.stdout.splitlines() if ln.startswith("| ")]
-    assert [r[0].strip() for r in rows] == ["mode", "litho", "llm"]  # header, a row a mode ("|---|" is not "| ")
+    # The header, then a row a mode (the "|---|" line does not start with "| ").
+    assert [r[0].strip() for r in rows] == ["mode", "litho", "llm"]
     assert all(int(r[1]) > 0 for r in rows[1:]), rows  # both generated tokens

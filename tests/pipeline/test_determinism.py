@@ -72,6 +72,8 @@ def _generated(out: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_resume_with_two_actors_and_other_batch_sizes_gives_the_same_texts(ray_session, tmp_path):
+    """Over 30 s: two runs of a tiny random-weight teacher in fp32 (one actor, then two actors resuming half
+    of the plan), each starting its teacher actors and loading the model."""
     from pipeline.run import run
 
     model = write_random_model(tmp_path / "model", "tiny-llama")

@@ -44,6 +44,8 @@ def _digests(out: Path) -> dict[str, str]:
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_published_shards(small_disk):
+    """Over 30 s: two `litho generate` processes on a 1 MB tmpfs, the second one filling it: what a full disk
+    does to a whole run (its Ray instance included) is what it tests."""
     out = small_disk / "run"
     first = _litho(out, 16)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -74,6 +74,8 @@ def test_rephrase_keeps_the_link_to_its_source(ray_session, tmp_path, seed_file)
 
 
 def test_instruct_writes_conversations_for_sft(ray_session, tmp_path):
+    """Over 30 s: the real embedded teacher writes two steps per request (the user turn, then the answer);
+    the real teacher's conversations are what it tests."""
     manifest, rows = _run(tmp_path, "generator=instruct", "output=sft", "generator.kinds=[question]")
     for row in rows:
         messages = row["messages"]

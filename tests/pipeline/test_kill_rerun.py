@@ -77,6 +77,8 @@ def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def test_killed_mid_generation_reruns_to_the_same_bytes(reference, tmp_path):
+    """Over 30 s: two `litho generate` processes (the killed run and its rerun), each starting Ray: kill -9
+    of a whole run needs a process of its own."""
     out = tmp_path / "run"
     code = litho_run(out, "generate+2")
     assert code == -9, f"the fault did not kill the run (exit {code})"
@@ -88,6 +90,8 @@ def test_killed_mid_generation_reruns_to_the_same_bytes(reference, tmp_path):
 
 
 def test_killed_while_publishing_keeps_the_old_set_whole(reference, tmp_path):
+    """Over 30 s: `litho generate` processes of their own (killed between the renames that publish, then
+    rerun): kill -9 of a whole run needs a process of its own."""
     from pipeline.output.snapshot import Snapshot
 
     out = tmp_path / "run"
@@ -101,6 +105,7 @@ def test_killed_while_publishing_keeps_the_old_set_whole(reference, tmp_path):
 
 
 def test_a_teacher_actor_killed_mid_batch_is_restarted_and_nothing_is_lost_or_doubled(reference, tmp_path):
+    """Over 30 s: a whole `litho generate` process of its own, in which Ray restarts the killed teacher actor."""
     out = tmp_path / "run"
     assert litho_run(out, "actor:2") == 0  # the run itself finishes: Ray restarts the actor
     assert list((out / ".litho").rglob(".litho-fault-fired")), "the actor was not killed"

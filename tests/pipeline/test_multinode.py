@@ -121,6 +121,8 @@ def _teacher_nodes(address: str, env: dict) -> tuple[set[str], str]:
 
 
 def test_submit_to_two_nodes_places_teachers_on_the_worker_and_matches_a_local_run(two_nodes, tmp_path):
+    """Over 30 s: a Ray cluster of two nodes of its own, a job submitted to it and a local run to compare;
+    placement across nodes is what it tests, which the tests' shared Ray session cannot show."""
     address, env = two_nodes
     shared = tmp_path / "cluster"  # both nodes see this machine's disk: the shared storage
     args = " ".join([*CONFIG, f"output.dir={shared}", "cluster.teacher_resources={teacher_node:1}"])

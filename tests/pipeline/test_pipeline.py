@@ -145,6 +145,8 @@ def test_cross_run_index_blocks_earlier_texts_but_not_a_rerun(ray_session, tmp_p
 def test_exact_dedup_by_reference_and_by_shuffled_rows_write_the_same_shards(
     ray_session, tmp_path, monkeypatch
 ):
+    """Over 30 s: two runs, the second with every groupby a hash shuffle, which starts Ray Data's aggregator
+    actors: the cluster-scale path is what it tests."""
     from pipeline import partition, process
 
     overrides = ("n=40", "teacher.duplicate_rate=0.3", "output.rows_per_shard=9")

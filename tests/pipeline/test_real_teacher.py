@@ -37,6 +37,8 @@ def _offline_prefix() -> list[str]:
 
 
 def test_embedded_teacher_end_to_end_without_network(tmp_path):
+    """Over 30 s: the real embedded teacher in a `litho generate` process of its own inside a network
+    namespace: that the default run needs no network and prints no noise is what it tests."""
     prefix = _offline_prefix()
     if not prefix:
         pytest.skip("network namespaces are not permitted here: cannot prove the run is offline")

@@ -85,6 +85,7 @@ def ray_head():
 
 
 def test_make_submit_runs_the_job_on_the_cluster(ray_head, tmp_path):
+    """Over 30 s: a Ray head of its own and a job through `make submit` (Ray's job API is what it tests)."""
     address, env = ray_head
     out = tmp_path / "run"
     command = ["make", "-s", "submit", f"RAY_ADDRESS={address}", f"ARGS=teacher=dummy n=6 output.dir={out}"]

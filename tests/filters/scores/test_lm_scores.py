@@ -281,6 +281,8 @@ def test_real_scorer_ranks_constructed_cases():
 
 @pytest.mark.slow
 def test_compiled_reductions_match(tiny_model, texts):
+    """Over 30 s: torch.compile (Inductor, dynamic shapes) builds the fused reductions' C++ kernels on the CPU;
+    that the compiled path gives the plain path's numbers is what it tests."""
     plain = make_scorer(tiny_model, batch_size=16).score(texts)
     out = make_scorer(tiny_model, batch_size=16, compile_metrics=True).score(texts)
     for name in plain:

@@ -31,6 +31,8 @@ ABSENT = (
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash")
 def test_dry_run_needs_only_torch_and_transformers(tmp_path):
+    """Over 30 s: every step of bench/gpu_check.sh at smoke sizes on the CPU (teacher, scorer, probe
+    training), with litho's other dependencies hidden as on the GPU machine."""
     from pipeline.probe import pack
     from tests.pipeline.test_probe_gpu import overrides, write_pool
 
