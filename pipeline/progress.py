@@ -28,6 +28,11 @@ from pipeline.cluster import is_terminal
 log = logging.getLogger(__name__)
 
 
+# An ETA waits this long after the first counted tokens: a default run's first line, from the prompts'
+# first decode step after 21 s of actor start and model load, extrapolated 1:29:18 for a 75 s job.
+ETA_AFTER_S = 5.0
+
+
 def _hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -77,11 +82,16 @@ class TeacherProgress:
         return min(1.0, (self.rows + max(0.0, min(partial, self.total - self.rows - 0.5))) / self.total)
 
     def eta(self) -> float | None:
-        elapsed = time.monotonic() - self.started
-        share = self.done_share()
+        """Seconds left at the rate of work since the first counted tokens (actor start and model load
+        are behind us, not ahead); ``None`` (shown as ``?``) during the first :data:`ETA_AFTER_S`
+        seconds of decoding, whose prefill-heavy first steps say nothing of the rate."""
         if self.rows >= self.total:
             return 0.0
-        return elapsed * (1 - share) / share if share > 0 else None
+        share = self.done_share()
+        if self.first_tokens is None or share <= 0:
+            return None
+        decoding = time.monotonic() - self.started - self.first_tokens
+        return decoding * (1 - share) / share if decoding >= ETA_AFTER_S else None
 
     def line(self) -> str:
         """``teacher: 96/256 rows (41%), 5,120 tokens, 95 tok/s, elapsed 0:00:54, ETA 0:01:30``: the

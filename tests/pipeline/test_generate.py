@@ -113,6 +113,21 @@ def test_plain_lines_start_with_the_first_tokens_and_end_with_a_final_one(tmp_pa
     assert progress.first_tokens is not None
 
 
+def test_the_eta_counts_from_the_first_tokens_and_waits_for_a_rate(tmp_path):
+    import time
+
+    progress = TeacherProgress(tmp_path, "r", total=10, stream=Pipe())
+    progress.tokens, progress.max_new_tokens = 100, 100  # one row's worth of tokens: a tenth of the work
+    progress.started = time.monotonic() - 40  # 40 s since the teacher phase began
+    progress.first_tokens = 38.0  # the first tokens 2 s ago: no rate yet
+    assert progress.eta() is None and progress.line().endswith("ETA ?")
+    progress.first_tokens = 20.0  # 20 s of decoding did a tenth: 180 s to go (not 360 s from the start)
+    assert progress.eta() == pytest.approx(180, abs=2)
+    assert re.search(r"ETA 0:0[23]:\d\d$", progress.line())
+    progress.rows = 10
+    assert progress.eta() == 0.0
+
+
 def test_disabled_or_nothing_to_do_prints_nothing(tmp_path, capsys):
     with teacher_progress(tmp_path, "r", 0):
         pass
