@@ -261,8 +261,11 @@ def apply_one(ds, spec: StageSpec, small: bool = False):
     task.__name__ = _named(spec.fn)
     # A shared stage keeps its pool's parallelism (one actor by default), so a worker holds one model.
     concurrency = (spec.concurrency or 1) if shared else spec.concurrency
-    extra = {"concurrency": concurrency} if concurrency else {}
-    return ds.map_batches(task, batch_size=spec.batch_size, batch_format="numpy", **extra, **remote)
+    if concurrency:  # (`compute=`, not Ray's deprecated `concurrency=`, which warns on the terminal)
+        from ray.data import TaskPoolStrategy
+
+        remote["compute"] = TaskPoolStrategy(size=concurrency)
+    return ds.map_batches(task, batch_size=spec.batch_size, batch_format="numpy", **remote)
 
 
 def apply(ds, specs: list[StageSpec], timings: dict | None = None, rows: int | None = None):

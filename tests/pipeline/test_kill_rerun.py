@@ -15,17 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline.conftest import compose
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def litho_run(out: Path, fault: str | None = None, n: int = 48, timeout: float = 600) -> int:
-    """``litho generate`` of a small plan with the dummy teacher, packing and a cross-run dedup index."""
-    argv = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "generate",
+def overrides(out: Path, n: int = 48) -> list[str]:
+    """A small plan with the dummy teacher, packing, every token format and a cross-run dedup index."""
+    return [
         "teacher=dummy",
         "teacher.seconds_per_request=0.05",  # generation lasts seconds: a kill lands mid-phase
         "teacher.duplicate_rate=0.1",
@@ -40,13 +38,23 @@ def litho_run(out: Path, fault: str | None = None, n: int = 48, timeout: float =
         f"dedup.minhash.index_dir={out}-index",
         f"output.dir={out}",
     ]
+
+
+def litho_run(out: Path, fault: str, n: int = 48, timeout: float = 600) -> int:
+    """``litho generate`` in a process of its own, which ``LITHO_FAULT`` kills (kill -9 of a whole run)."""
+    argv = [sys.executable, "-m", "pipeline.cli", "generate", *overrides(out, n)]
     env = {k: v for k, v in os.environ.items() if k != "LITHO_FAULT"}
-    if fault:
-        env["LITHO_FAULT"] = fault
+    env["LITHO_FAULT"] = fault
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if fault is None:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.returncode
+
+
+def clean_run(out: Path) -> None:
+    """The same run, uninterrupted, in this process on the tests' Ray instance (a run or a rerun that
+    nothing kills needs no process of its own, nor a Ray start)."""
+    from pipeline.run import run
+
+    run(compose(*overrides(out)))
 
 
 def digests(out: Path) -> dict[str, str]:
@@ -67,9 +75,9 @@ def digests(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+def reference(tmp_path_factory, ray_session) -> tuple[Path, dict[str, str]]:
     out = tmp_path_factory.mktemp("reference") / "run"
-    litho_run(out)
+    clean_run(out)
     found = digests(out)
     assert any(k.startswith("data/") for k in found) and any(k.startswith("packed/") for k in found)
     assert any(k.endswith(".idx") for k in found) and any(k.endswith(".ds") for k in found)
@@ -77,14 +85,14 @@ def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def test_killed_mid_generation_reruns_to_the_same_bytes(reference, tmp_path):
-    """Over 30 s: two `litho generate` processes (the killed run and its rerun), each starting Ray: kill -9
-    of a whole run needs a process of its own."""
+    """Over 30 s: the killed run is a `litho generate` process of its own, starting Ray (kill -9 of a whole
+    run needs one); the rerun runs here."""
     out = tmp_path / "run"
     code = litho_run(out, "generate+2")
     assert code == -9, f"the fault did not kill the run (exit {code})"
     kept = list((out / ".litho").rglob("gen-*.parquet"))
     assert 0 < len(kept) < 6, kept  # killed while the teacher was answering: some batches are kept
-    litho_run(out)
+    clean_run(out)
     assert digests(out) == reference[1]
     assert not list((out / ".litho").glob("staging-*"))
 
@@ -113,8 +121,8 @@ def test_a_teacher_actor_killed_mid_batch_is_restarted_and_nothing_is_lost_or_do
 
 
 def test_killed_while_writing_token_files_reruns_to_the_same_bytes(reference, tmp_path):
-    """Two more runs of the small plan (~40 s at load 2, all of it starting Ray and Python), on a copy of
-    the reference run without its token files: killed once the first shard's token files are staged."""
+    """On a copy of the reference run without its token files: a `litho generate` process of its own
+    (starting Ray and Python), killed once the first shard's token files are staged; then the rerun here."""
     out = tmp_path / "run"
     shutil.copytree(reference[0], out)  # its checkpoints: nothing is generated again
     shutil.rmtree(out / "tokenized")
@@ -122,6 +130,6 @@ def test_killed_while_writing_token_files_reruns_to_the_same_bytes(reference, tm
     code = litho_run(out, "tokfiles")
     assert code == -9, f"the fault did not kill the run (exit {code})"
     assert list((out / ".litho").glob("staging-*")) and not (out / "tokenized").exists()
-    litho_run(out)
+    clean_run(out)
     assert digests(out) == reference[1]
     assert not list((out / ".litho").glob("staging-*"))
