@@ -132,11 +132,16 @@ def test_n_choices_each_draw_their_own_seed_and_choice_zero_is_n_1(server, teach
     assert two.usage.completion_tokens == sum(c.completion_tokens for c in local)
 
 
-def test_a_seeded_request_gives_the_same_text_in_any_micro_batch(server):
-    """One request alone, then sent concurrently inside two different mixes of other requests."""
+def test_a_seeded_request_gives_the_same_text_in_any_micro_batch(server, monkeypatch):
+    """One request alone, then sent concurrently inside two different mixes of other requests. The
+    micro-batch closes when the whole mix has arrived (its size as ``max_batch``, 30 s at most), not
+    after the server's 0.15 s window: on a loaded machine the mix's requests came further apart than that
+    and were answered in separate calls (the test failed under ``pytest -n 2``)."""
     target = dict(model="tiny", messages=ASK, seed=77, max_tokens=12)
+    monkeypatch.setattr(server.batcher, "wait_s", 30.0)
 
     async def mix(others: list[dict]) -> str:
+        monkeypatch.setattr(server.batcher, "max_batch", 1 + sum(kw.get("n", 1) for kw in others))
         client = _client(server, cls=openai.AsyncOpenAI)
         answers = await asyncio.gather(*(client.chat.completions.create(**kw) for kw in [*others, target]))
         await client.close()
