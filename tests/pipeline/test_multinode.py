@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline.conftest import compose
 from tests.pipeline.test_submit import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,9 +121,12 @@ def _teacher_nodes(address: str, env: dict) -> tuple[set[str], str]:
     return {a["node_id"] for a in teachers if a.get("node_id")}, worker
 
 
-def test_submit_to_two_nodes_places_teachers_on_the_worker_and_matches_a_local_run(two_nodes, tmp_path):
-    """Over 30 s: a Ray cluster of two nodes of its own, a job submitted to it and a local run to compare;
-    placement across nodes is what it tests, which the tests' shared Ray session cannot show."""
+def test_submit_to_two_nodes_places_teachers_on_the_worker_and_matches_a_local_run(
+    two_nodes, ray_session, tmp_path
+):
+    """Over 30 s: a Ray cluster of two nodes of its own and a job submitted to it; placement across nodes
+    is what it tests, which the tests' shared Ray session cannot show. The local run to compare with runs
+    here, on that session."""
     address, env = two_nodes
     shared = tmp_path / "cluster"  # both nodes see this machine's disk: the shared storage
     args = " ".join([*CONFIG, f"output.dir={shared}", "cluster.teacher_resources={teacher_node:1}"])
@@ -138,8 +142,9 @@ def test_submit_to_two_nodes_places_teachers_on_the_worker_and_matches_a_local_r
     teachers, worker = _teacher_nodes(address, env)
     assert teachers == {worker}, f"teacher actors ran on {teachers}, the worker node is {worker}"
 
+    from pipeline.run import run
+
     local = tmp_path / "local"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "generate", *CONFIG, f"output.dir={local}"], cwd=ROOT,
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    run(compose(*CONFIG, f"output.dir={local}"))
     remote, here = _digests(shared), _digests(local)
     assert len(remote) > 3 and remote == here
