@@ -14,6 +14,7 @@
     python bench/bench_rules.py                                   # 800 pages, 100,000 rows
     python bench/bench_rules.py --pages 40 --rows 300             # the size tests/bench runs
     python bench/bench_rules.py --before a4f3573 --write          # + main's scores; bench/results/rules.md
+    python bench/bench_rules.py --before a4f3573 --texts runs/latest   # what changes in a run's kept texts
 """
 
 from __future__ import annotations
@@ -121,6 +122,37 @@ def _before_table(rev: str, pages: list[str], batch: dict) -> list[str]:
     return lines
 
 
+def texts_of(path: Path) -> list[str]:
+    """The texts a teacher wrote: a litho run's checkpoints (every generated text, kept or not), or a JSON
+    file with a ``texts`` list (tests/filters/rules/teacher_texts.json)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    if path.is_dir():
+        files = sorted((path / ".litho" / "generations").rglob("*.parquet"))
+        return [t for f in files for t in pq.read_table(f, columns=["text"]).column("text").to_pylist() if t]
+    return json.loads(path.read_text())["texts"]
+
+
+def kept_change(rev: str, texts: list[str]) -> str:
+    """What the corrected repetition rules change in which texts are kept: ``rev``'s scores at its default
+    bounds (duplicate lines 0.3, duplicate 5-grams 0.15, 10-grams 0.10) against the gopher_repetition set."""
+    old = _before(rev, texts)
+    dropped_before = (
+        (np.asarray(old["rep_dup_line_frac"]) > 0.3)
+        | (np.asarray(old["rep_dup_ngram_frac_5"]) > 0.15)
+        | (np.asarray(old["rep_dup_ngram_frac_10"]) > 0.10)
+    )
+    batch = RuleSetScores(rule_sets=("gopher_repetition",))({"text": np.array(texts, dtype=object)})
+    dropped_now = np.array([bool(r) for r in _reasons(batch, "gopher_repetition")])
+    return (
+        f"| texts | dropped by {rev}'s rules | dropped by gopher_repetition | decided differently |\n"
+        f"|---|---|---|---|\n"
+        f"| {len(texts)} | {dropped_before.sum()} | {dropped_now.sum()} | {(dropped_before != dropped_now).sum()} |"
+    )
+
+
 def speed(rows: list[str], chunk: int = 5_000, batch_size: int = 1_000) -> str:
     """CPU seconds (and wall seconds) of litho's rule stages and of datatrove's chained filters on the same
     rows. CPU time of this process is the measure: on a shared machine the wall clock counts the others."""
@@ -189,7 +221,17 @@ def main() -> int:
         "--before", help="a git revision whose repetition scores to compare too (e.g. a4f3573)"
     )
     parser.add_argument("--write", action="store_true", help="also write bench/results/rules.md")
+    parser.add_argument(
+        "--texts",
+        type=Path,
+        help="with --before, only: which of a run's texts (its folder) or a JSON's `texts` each rule set drops",
+    )
     args = parser.parse_args()
+    if args.texts:
+        if not args.before:
+            parser.error("--texts needs --before REV (the revision to compare with)")
+        print(kept_change(args.before, texts_of(args.texts)))
+        return 0
     pages_n, rows_n = (200, 5_000) if args.quick else (args.pages, args.rows)
     command = "python bench/bench_rules.py " + " ".join(sys.argv[1:])
     started = machine()

@@ -40,13 +40,18 @@ def overrides(out: Path, n: int = 48) -> list[str]:
     ]
 
 
-def litho_run(out: Path, fault: str, n: int = 48, timeout: float = 600) -> int:
+def litho_run(out: Path, fault: str, n: int = 48, timeout: float = 600) -> subprocess.CompletedProcess:
     """``litho generate`` in a process of its own, which ``LITHO_FAULT`` kills (kill -9 of a whole run)."""
     argv = [sys.executable, "-m", "pipeline.cli", "generate", *overrides(out, n)]
     env = {k: v for k, v in os.environ.items() if k != "LITHO_FAULT"}
     env["LITHO_FAULT"] = fault
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    return result.returncode
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def killed(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == -9, (
+        f"the fault did not kill the run (exit {result.returncode}):\n" + result.stderr[-3000:]
+    )
 
 
 def clean_run(out: Path) -> None:
@@ -88,8 +93,7 @@ def test_killed_mid_generation_reruns_to_the_same_bytes(reference, tmp_path):
     """Over 30 s: the killed run is a `litho generate` process of its own, starting Ray (kill -9 of a whole
     run needs one); the rerun runs here."""
     out = tmp_path / "run"
-    code = litho_run(out, "generate+2")
-    assert code == -9, f"the fault did not kill the run (exit {code})"
+    killed(litho_run(out, "generate+2"))
     kept = list((out / ".litho").rglob("gen-*.parquet"))
     assert 0 < len(kept) < 6, kept  # killed while the teacher was answering: some batches are kept
     clean_run(out)
@@ -104,8 +108,7 @@ def test_killed_while_publishing_keeps_the_old_set_whole(reference, tmp_path):
 
     out = tmp_path / "run"
     shutil.copytree(reference[0], out)  # a published run, with its checkpoints
-    code = litho_run(out, "commit", n=56)  # more rows: the new shards differ, so they are swapped in
-    assert code == -9, f"the fault did not kill the run (exit {code})"
+    killed(litho_run(out, "commit", n=56))  # more rows: the new shards differ, so they are swapped in
     assert not (out / "data").exists()  # killed between moving data/ aside and moving the new one in
     Snapshot(out)  # what the next run does first: the swap cut short is undone
     assert digests(out) == reference[1]
@@ -115,7 +118,8 @@ def test_killed_while_publishing_keeps_the_old_set_whole(reference, tmp_path):
 def test_a_teacher_actor_killed_mid_batch_is_restarted_and_nothing_is_lost_or_doubled(reference, tmp_path):
     """Over 30 s: a whole `litho generate` process of its own, in which Ray restarts the killed teacher actor."""
     out = tmp_path / "run"
-    assert litho_run(out, "actor:2") == 0  # the run itself finishes: Ray restarts the actor
+    result = litho_run(out, "actor:2")
+    assert result.returncode == 0, result.stderr[-3000:]  # the run itself finishes: Ray restarts the actor
     assert list((out / ".litho").rglob(".litho-fault-fired")), "the actor was not killed"
     assert digests(out) == reference[1]
 
@@ -127,8 +131,7 @@ def test_killed_while_writing_token_files_reruns_to_the_same_bytes(reference, tm
     shutil.copytree(reference[0], out)  # its checkpoints: nothing is generated again
     shutil.rmtree(out / "tokenized")
     (out / "manifest.json").unlink()
-    code = litho_run(out, "tokfiles")
-    assert code == -9, f"the fault did not kill the run (exit {code})"
+    killed(litho_run(out, "tokfiles"))
     assert list((out / ".litho").glob("staging-*")) and not (out / "tokenized").exists()
     clean_run(out)
     assert digests(out) == reference[1]
