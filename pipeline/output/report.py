@@ -125,12 +125,11 @@ def _scores(manifest: dict, config: dict, rows: data.Rows, columns: list[str]) -
     out = []
     for column in columns:
         values = rows.column(column)
-        figure = plots.histogram(column, values[kept], values[scored], lines.get(column, []))
         out.append(
             {
                 "name": column,
                 "group": bool(data.LAYER_GROUP.search(column)),
-                "plot": plots.svg_uri(figure),
+                "plot": plots.histogram(column, values[kept], values[scored], lines.get(column, [])),
                 "lines": lines.get(column, []),
                 **summaries[column],
             }
