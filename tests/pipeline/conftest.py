@@ -7,12 +7,15 @@ import pytest
 def ray_session():
     """One local Ray instance for the whole session (it takes ~8 s to start); litho's run() reuses it."""
     ray = pytest.importorskip("ray")
+    from pipeline.cluster import LOCAL_SYSTEM_CONFIG
+
     ray.init(
         address="local",
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}},
+        _system_config=LOCAL_SYSTEM_CONFIG,  # as litho's own local instance (pipeline/cluster.py)
     )
     from ray.data import DataContext
 
