@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -232,6 +233,11 @@ def apply_one(ds, spec: StageSpec, small: bool = False):
     shared = spec.pool == "actors" and small and shareable(spec)
     if spec.pool == "actors" and not shared:
         from ray.data import ActorPoolStrategy
+
+        from pipeline import faults
+
+        if os.environ.get(faults.ENV):  # an injected fault reaches the actors of a Ray this run joined too
+            remote["runtime_env"] = {"env_vars": {faults.ENV: os.environ[faults.ENV]}}
 
         # A subclass named after the stage, so Ray's operator names read MapBatches(TokenMetrics).
         is_async = inspect.iscoroutinefunction(spec.fn.__call__)

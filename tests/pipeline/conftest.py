@@ -1,5 +1,14 @@
 from __future__ import annotations
 
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 
@@ -32,3 +41,105 @@ def compose(*overrides: str, config_name: str = "config"):
 
     with initialize_config_module(config_module="conf", version_base=None):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node(ray_bin: str, env: dict, *args: str) -> subprocess.Popen:
+    ports = ["--dashboard-agent-listen-port", str(free_port()), "--node-manager-port", str(free_port()),
+             "--object-manager-port", str(free_port()), "--metrics-export-port", str(free_port()),
+             "--runtime-env-agent-port", str(free_port())]  # fmt: skip
+    return subprocess.Popen(
+        [ray_bin, "start", "--block", "--node-ip-address", "127.0.0.1", "--object-store-memory", str(300 << 20),
+         "--disable-usage-stats", *ports, *args],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for_port(port: int, seconds: float) -> None:
+    """Until something listens on 127.0.0.1:``port``, at most ``seconds`` (then the test fails)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on port {port} after {seconds} s") from None
+            time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill a node's process group at once: a graceful `ray stop` takes ~30 s, and a test cluster needs none."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The tests on the two-node cluster run last, one after another: the session's cluster starts once
+    and is stopped at once after them, instead of idling (two raylets, a dashboard) between modules."""
+    on_cluster = [item for item in items if "two_nodes" in getattr(item, "fixturenames", ())]
+    items[:] = [item for item in items if item not in on_cluster] + on_cluster
+
+
+@pytest.fixture(scope="session")
+def two_nodes():
+    """A token-authenticated Ray cluster of two nodes on loopback, started with `ray start` as a user
+    would: a head (2 CPUs, no teacher resource) and a worker node (2 CPUs, ``teacher_node``). One for the
+    session: `make submit` (test_submit.py) and placement across nodes (test_multinode.py) both use it.
+    Yields the job API's address and the environment to reach it with."""
+    # A cluster's nodes run the job entrypoint (`python -m pipeline.cli generate`) with their own Python, which
+    # must have litho's dependencies: here, the project's venv first on PATH, as on a node where it is
+    # installed. (CI runs make without activating the venv, so `python` alone would be the system one.)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # fmt: skip
+    env.pop("RAY_ADDRESS", None)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    gcs, dashboard = free_port(), free_port()
+    # Fixed default ports (the agent's 52365, the client server's 10001) clash with any other Ray on this
+    # machine, such as the test session's own: then no job agent ever registers. Every port is a free one.
+    head = _node(ray_bin, env, "--head", "--port", str(gcs), "--num-cpus", "2", "--include-dashboard=true",
+                 "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                 "--ray-client-server-port", str(free_port()))  # fmt: skip
+    nodes = [head]
+    try:
+        _wait_for_port(gcs, 120)  # the head's GCS accepts connections: a bounded wait, not a fixed sleep
+        _wait_for_port(dashboard, 120)  # and its job API (a submit before it listens was refused once)
+        nodes.append(
+            _node(
+                ray_bin,
+                env,
+                "--address",
+                f"127.0.0.1:{gcs}",
+                "--num-cpus",
+                "2",
+                "--resources",
+                '{"teacher_node": 4}',
+            )  # fmt: skip
+        )
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        for node in reversed(nodes):
+            _stop(node)
+
+
+def make_submit(address: str, env: dict, args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`make submit` of ``args`` to the cluster at ``address``, retried while its job agent has not yet
+    registered (a few seconds after the dashboard answers; at most 240 s)."""
+    root = Path(__file__).resolve().parents[2]
+    deadline = time.monotonic() + 240
+    while True:
+        result = subprocess.run(["make", "-s", "submit", f"RAY_ADDRESS={address}", f"ARGS={args}"], cwd=root,
+                                env=env, capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        transient = any(s in result.stderr for s in ("No available agent", "Failed to connect to Ray"))
+        if result.returncode == 0 or not transient or time.monotonic() > deadline:
+            return result
+        time.sleep(5)

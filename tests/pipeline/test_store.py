@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline.conftest import compose
-from tests.pipeline.test_submit import _free_port
+from tests.pipeline.conftest import free_port as _free_port
 
 CONFIG = ("teacher=dummy", "filters.lm=null", "n=30", "output.rows_per_shard=8", "teacher.duplicate_rate=0.2",
           "output.pack_seq_len=64")  # fmt: skip
