@@ -38,13 +38,12 @@ def _pyplot():
 
 
 def svg_uri(fig) -> str:
-    """The figure as an SVG data URI; cropped to its contents unless it has fixed margins (a
-    ``litho_fixed`` attribute: cropping draws the figure twice, and histograms are most figures)."""
+    """The matplotlib figure as an SVG data URI, cropped to its contents."""
     buffer = io.BytesIO()
     fig.savefig(
         buffer,
         format="svg",
-        bbox_inches=None if getattr(fig, "litho_fixed", False) else "tight",
+        bbox_inches="tight",
         metadata={"Date": None, "Creator": None, "Format": None, "Type": None},
     )
     _pyplot().close(fig)
@@ -91,7 +90,7 @@ def histogram(column: str, kept: np.ndarray, dropped: np.ndarray, lines: list[di
     Written as SVG here rather than drawn with matplotlib: a report holds one histogram per score
     column (44 on the default run), and matplotlib spent ~90 ms on each laying out ticks and text (4.6
     of the default report's 6.1 s; most of a small run's report). These are two step paths, a few lines
-    and labels, ~1 ms each. Tick values come from matplotlib's MaxNLocator, as its own axes choose them.
+    and labels, ~3 ms each (measured on 2 cores). Tick values come from matplotlib's MaxNLocator, as its own axes choose them.
     """
     from matplotlib.ticker import MaxNLocator
 

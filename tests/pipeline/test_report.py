@@ -277,3 +277,29 @@ def test_throughput_merges_long_runs_of_batches_and_keeps_their_totals():
     assert merged[0]["t0"] == 0.0 and merged[-1]["t1"] == 999.9
     assert report_plots._merged(batches[:10], most=50) == batches[:10]  # short runs are drawn batch by batch
     report_plots.throughput(batches)  # draws without one artist per batch
+
+
+def test_histogram_svg_draws_the_counts_bounds_and_labels():
+    """The score histogram is SVG written by hand (report_plots.histogram): each side's step path rises to
+    its bin counts, bounds are lines at their values, and the text is escaped."""
+    import xml.etree.ElementTree as ET
+
+    from pipeline.output import report_plots
+
+    kept, dropped = np.array([1.0, 1.0, 1.0, 2.0]), np.array([3.0])
+    lines = [{"value": 2.5, "side": "max", "label": "max <2.5>"}]
+    uri = report_plots.histogram("a&b", kept, dropped, lines, bins=4)
+    root = ET.fromstring(base64.b64decode(uri.split(",", 1)[1]))
+    ns = "{http://www.w3.org/2000/svg}"
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert "a&b" in texts and "max <2.5>" in texts and "kept (4)" in texts and "dropped (1)" in texts
+    fills = [p for p in root.iter(f"{ns}path") if p.get("fill") == report_plots.KEPT]
+    assert len(fills) == 1
+    # Four bins over the 0.5-99.5 percentile range: kept counts 3, 0, 1, 0 -> the path's heights; the tallest
+    # reaches the y range's top / 1.05 (220 px at 0, 25 px at the top).
+    heights = [float(v) for v in re.findall(r"V([\d.]+)H", fills[0].get("d"))]
+    assert heights[0] == pytest.approx(220 - 195 / 1.05, abs=0.1) and heights[1] == 220.0
+    assert heights[2] == pytest.approx(220 - 195 / 1.05 / 3, abs=0.1)
+    bound = [p for p in root.iter(f"{ns}path") if p.get("stroke-dasharray") == "4 2"]
+    lo, hi = np.percentile(np.r_[kept, dropped], [0.5, 99.5])  # the x range, pixels 64..447
+    assert len(bound) == 1 and bound[0].get("d").startswith(f"M{64 + (2.5 - lo) / (hi - lo) * 383:.1f},")

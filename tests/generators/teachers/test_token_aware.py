@@ -228,3 +228,13 @@ def test_fast_decode_step_with_the_bias_reads_no_values_on_the_host():
             engine.state = RowState(8, 32, 384, torch.device("meta"), 128, mode.penalty)
             engine.step(8, 64)
             assert engine.state.out.is_meta
+
+
+def test_a_target_tokenizer_loads_once_per_process_and_again_when_its_file_changes(sp_target):
+    import os
+
+    first = load_target_tokenizer(sp_target)
+    assert load_target_tokenizer(sp_target) is first
+    stat = os.stat(sp_target)
+    os.utime(sp_target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert load_target_tokenizer(sp_target) is not first
