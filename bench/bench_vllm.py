@@ -15,7 +15,7 @@ Ratios are litho over each baseline, measured in the same run. Needs vLLM: runs 
 (`make install-vllm`); started from another venv it re-runs itself there.
 
     .venv-vllm/bin/python bench/bench_vllm.py --write                       # 256 prompts, 512 tokens
-    .venv-vllm/bin/python bench/bench_vllm.py --prompts 2 --new-tokens 8    # smallest (tests)
+    .venv-vllm/bin/python bench/bench_vllm.py --prompts 2 --new-tokens 8 --enforce-eager  # smallest (tests)
     bash bench/gpu_check.sh                                                # on a GPU: --gpu
 """
 
@@ -56,18 +56,19 @@ def plan(n: int) -> list[tuple[str, list[dict]]]:
     return [(r["id"], json.loads(r["prompt"])) for r in build_generator(cfg).plan(n, 0)]
 
 
-def engine(gpu: bool) -> dict:
-    """Engine settings of every mode: the VLLMTeacher's for this device."""
+def engine(gpu: bool, eager: bool = False) -> dict:
+    """Engine settings of every mode: the VLLMTeacher's for this device (``eager``: no torch.compile)."""
     from generators.teachers.vllm import VLLMTeacher
 
     class Settings(VLLMTeacher):
         def _launch(self) -> None:  # the constructor's settings, no engine
             self._loop = None
 
-    return dict(Settings("embedded:smollm2", num_gpus=1 if gpu else 0, max_model_len=2048).engine_args)
+    settings = Settings("embedded:smollm2", num_gpus=1 if gpu else 0, max_model_len=2048, enforce_eager=eager)
+    return dict(settings.engine_args)
 
 
-def run_llm(n: int, new_tokens: int, gpu: bool) -> dict:
+def run_llm(n: int, new_tokens: int, gpu: bool, eager: bool = False) -> dict:
     from vllm import LLM
     from vllm import SamplingParams as VSamplingParams
 
@@ -76,7 +77,7 @@ def run_llm(n: int, new_tokens: int, gpu: bool) -> dict:
 
     requests, sp = plan(n), SamplingParams.from_config(sampling(new_tokens))
     started = time.perf_counter()
-    llm = LLM(**engine(gpu))
+    llm = LLM(**engine(gpu, eager))
     start_s = time.perf_counter() - started
     tok = llm.get_tokenizer()
     rendered = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True) for _, m in requests]
@@ -89,7 +90,7 @@ def run_llm(n: int, new_tokens: int, gpu: bool) -> dict:
     return {"start_s": start_s, "seconds": seconds, "tokens": tokens}
 
 
-def run_raydata(n: int, new_tokens: int, gpu: bool) -> dict:
+def run_raydata(n: int, new_tokens: int, gpu: bool, eager: bool = False) -> dict:
     import ray
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
@@ -97,7 +98,7 @@ def run_raydata(n: int, new_tokens: int, gpu: bool) -> dict:
     from generators.teachers.vllm import sampling_kwargs
 
     requests, sp = plan(n), SamplingParams.from_config(sampling(new_tokens))
-    args = engine(gpu)
+    args = engine(gpu, eager)
     model = args.pop("model")
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     # On the CPU the engine's placement group must not ask for a GPU (Ray Data LLM's default bundle does).
@@ -115,14 +116,14 @@ def run_raydata(n: int, new_tokens: int, gpu: bool) -> dict:
     return {"seconds_with_start": time.perf_counter() - began, "tokens": sum(r["tokens"] for r in out)}
 
 
-def run_litho(n: int, new_tokens: int, gpu: bool) -> dict:
+def run_litho(n: int, new_tokens: int, gpu: bool, eager: bool = False) -> dict:
     from pipeline.output.report_teacher import teacher_batches
 
     with tempfile.TemporaryDirectory(prefix="litho-bench-vllm-") as tmp:
         out = Path(tmp) / "run"
         overrides = ["teacher=vllm", f"n={n}", f"teacher.sampling.max_new_tokens={new_tokens}", "filters.lm=null",
                      "teacher.max_model_len=2048", f"cluster.teacher_gpus={1 if gpu else 0}",
-                     "filters.min_words=1", f"output.dir={out}"]  # fmt: skip
+                     "filters.min_words=1", f"output.dir={out}", f"teacher.enforce_eager={str(eager).lower()}"]  # fmt: skip
         began = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "pipeline.cli", "generate", *overrides], cwd=ROOT,
                               capture_output=True, text=True)  # fmt: skip
@@ -154,6 +155,11 @@ def main() -> int:
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {list(MODES)}")
     parser.add_argument("--gpu", action="store_true", help="one GPU per engine (bench/gpu_check.sh)")
     parser.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="every engine without torch.compile and CUDA graphs: starts in seconds, decodes slower (tests)",
+    )
+    parser.add_argument(
         "--write", action="store_true", help=f"append the table to {RESULTS.relative_to(ROOT)}"
     )
     parser.add_argument("--dry-run", action="store_true", help="plan and settings of every mode, no engine")
@@ -161,7 +167,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.one:
         run = {"litho": run_litho, "llm": run_llm, "raydata": run_raydata}[args.one]
-        print("RESULT " + json.dumps(run(args.prompts, args.new_tokens, args.gpu)), flush=True)
+        result = run(args.prompts, args.new_tokens, args.gpu, args.enforce_eager)
+        print("RESULT " + json.dumps(result), flush=True)
         return 0
     missing = [m for m in ("hydra", "ray", "xxhash") if not _importable(m)]
     if missing:  # the GPU machine of bench/gpu_check.sh has torch and transformers only
@@ -188,6 +195,7 @@ def main() -> int:
     for mode in args.modes.split(","):
         command = [sys.executable, __file__, "--one", mode, "--prompts", str(args.prompts),
                    "--new-tokens", str(args.new_tokens)] + (["--gpu"] if args.gpu else [])  # fmt: skip
+        command += ["--enforce-eager"] if args.enforce_eager else []
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
         found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
         if done.returncode or not found:
@@ -208,6 +216,7 @@ def main() -> int:
         f"{time.strftime('%Y-%m-%d %H:%M')}, {'GPU' if args.gpu else cpu}, vllm {vllm.__version__}, "
         f"load {before[0]:.1f} -> {os.getloadavg()[0]:.1f}; {args.prompts} default-plan prompts, "
         f"{args.new_tokens} new tokens at most, default sampling"
+        + (", engines eager (no torch.compile)" if args.enforce_eager else "")
     )
     lines = ["| mode | tokens | seconds | tok/s | litho / this |", "|---|---|---|---|---|"]
     for mode, r in results.items():

@@ -18,6 +18,16 @@ OTHER_NATIVE = (
 )
 
 
+def _read_until(capfd, needle: str, seconds: float = 10.0) -> str:
+    """stderr captured so far, read until it holds ``needle`` (the filter's thread passes it on), at most
+    ``seconds``: a bound on a condition, not a sleep, so a loaded machine does not fail the test."""
+    seen, deadline = "", time.monotonic() + seconds
+    while needle not in seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+        seen += capfd.readouterr().err
+    return seen
+
+
 def test_only_the_noise_line_is_dropped(capfd):
     with native_lines_dropped(NATIVE_NOISE):
         os.write(2, b"before\n")
@@ -25,12 +35,11 @@ def test_only_the_noise_line_is_dropped(capfd):
         time.sleep(0.1)
         os.write(2, NOISE[40:] + OTHER_NATIVE)
         os.write(2, b"\rteacher:  50%|#####     | 2/4")  # a progress bar: no newline, passes at once
-        time.sleep(0.3)
-        partial = capfd.readouterr().err
+        partial = _read_until(capfd, "2/4")
         os.write(2, b"\rteacher: 100%|##########| 4/4\n[not a log line\nafter\n")
-        time.sleep(0.3)
+        rest = _read_until(capfd, "after\n")
     os.write(2, b"restored\n")
-    err = partial + capfd.readouterr().err
+    err = partial + rest + capfd.readouterr().err
     assert "\rteacher:  50%|#####     | 2/4" in partial  # not held back until a newline
     assert "has constructor arguments" not in err
     assert err == (

@@ -70,6 +70,8 @@ def test_a_served_model_name_is_free_text_but_needs_filters_tokenizer(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # a vLLM CPU engine start per run (minutes on 2 cores)
 def test_generate_with_the_vllm_teacher(tmp_path):
+    """Over 30 s: a `litho generate` process whose teacher actor starts vLLM's CPU engine (eager, ~25 s of
+    the ~60 s); the engine inside litho's Ray actor is what it tests."""
     pytest.importorskip("vllm")
     out = tmp_path / "run"
     result = _litho(
