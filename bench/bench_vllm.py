@@ -209,7 +209,7 @@ def main() -> int:
         r["seconds"] = r["seconds_with_start"] - results.get("llm", {}).get("start_s", 0.0)
     rates = {m: r["tokens"] / r["seconds"] for m, r in results.items() if r.get("seconds")}
     cpu = subprocess.run(
-        "lscpu | grep 'Model name'", shell=True, capture_output=True, text=True
+        "lscpu | sed -n 's/^Model name: *//p'", shell=True, capture_output=True, text=True
     ).stdout.strip()
     header = (
         f"`{Path(sys.executable).parent.parent.name}/bin/python bench/bench_vllm.py {' '.join(sys.argv[1:])}` — "
