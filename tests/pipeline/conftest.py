@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -43,10 +44,33 @@ def compose(*overrides: str, config_name: str = "config"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on every interface, below the kernel's ephemeral range and above Ray's worker ports.
+
+    A port the kernel hands out (``bind(0)``) comes from the ephemeral range, where any outgoing
+    connection may take it before the server it was meant for binds it: a two-node cluster's worker lost
+    its dashboard agent that way (``Address already in use`` on its metrics port), and with it the node.
+    Ports below that range are never given to outgoing connections."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = list(range(20000, max(low, 20001)))  # Ray's workers take 10002-19999
+    random.shuffle(candidates)
+    for port in candidates:
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def _node(ray_bin: str, env: dict, *args: str) -> subprocess.Popen:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,17 +32,36 @@ def _state(address: str, env: dict, kind: str) -> list[dict]:
     return json.loads(out.stdout)
 
 
-def _teacher_nodes(address: str, env: dict) -> tuple[set[str], str]:
-    """Node ids of the teacher actors that ran, and the worker node's id (the one with ``teacher_node``)."""
-    nodes = _state(address, env, "nodes")
-    worker = next(n["node_id"] for n in nodes if "teacher_node" in n.get("resources_total", {}))
-    actors = _state(address, env, "actors")
-    teachers = [
-        a for a in actors if "GenerateStage" in f"{a.get('repr_name')}{a.get('class_name')}{a.get('name')}"
-    ]
+def _teacher_nodes(address: str, env: dict, seconds: float = 90.0) -> tuple[set[str], str, list]:
+    """Node ids of the teacher actors that ran, the worker node's id (the one with ``teacher_node``), and
+    each teacher actor's state and node (for the failure message).
+
+    Ray's state API answers from the dashboard, which may lag the job or fail a call on a loaded machine:
+    it is asked again until it lists the teacher actors, at most ``seconds`` (then the last answer or
+    error fails the test)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            nodes = _state(address, env, "nodes")
+            worker = next(n["node_id"] for n in nodes if "teacher_node" in n.get("resources_total", {}))
+            actors = _state(address, env, "actors")
+        except (subprocess.SubprocessError, StopIteration, json.JSONDecodeError) as error:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"ray list failed for {seconds} s: {error!r}") from error
+            time.sleep(2)
+            continue
+        teachers = [
+            a
+            for a in actors
+            if "GenerateStage" in f"{a.get('repr_name')}{a.get('class_name')}{a.get('name')}"
+        ]
+        if teachers or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert teachers, [a.get("class_name") for a in actors]
     # An actor Ray Data asked for but never placed (the pool scaled down first) has no node.
-    return {a["node_id"] for a in teachers if a.get("node_id")}, worker
+    placed = [(a.get("state"), a.get("node_id"), a.get("death_cause")) for a in teachers]
+    return {a["node_id"] for a in teachers if a.get("node_id")}, worker, placed
 
 
 def test_submit_to_two_nodes_places_teachers_on_the_worker_and_matches_a_local_run(
@@ -55,8 +75,8 @@ def test_submit_to_two_nodes_places_teachers_on_the_worker_and_matches_a_local_r
     args = " ".join([*CONFIG, f"output.dir={shared}", "cluster.teacher_resources={teacher_node:1}"])
     result = make_submit(address, env, args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    teachers, worker = _teacher_nodes(address, env)
-    assert teachers == {worker}, f"teacher actors ran on {teachers}, the worker node is {worker}"
+    teachers, worker, placed = _teacher_nodes(address, env)
+    assert teachers == {worker}, f"teacher actors ran on {teachers}, the worker node is {worker}: {placed}"
 
     from pipeline.run import run
 
