@@ -32,6 +32,10 @@ def _state(address: str, env: dict, kind: str) -> list[dict]:
     return json.loads(out.stdout)
 
 
+def _job_number(actor: dict) -> int:
+    return int.from_bytes(bytes.fromhex(actor.get("job_id") or "00"), "little")
+
+
 def _teacher_nodes(address: str, env: dict, seconds: float = 90.0) -> tuple[set[str], str, list]:
     """Node ids of the teacher actors that ran, the worker node's id (the one with ``teacher_node``), and
     each teacher actor's state and node (for the failure message).
@@ -55,6 +59,10 @@ def _teacher_nodes(address: str, env: dict, seconds: float = 90.0) -> tuple[set[
             for a in actors
             if "GenerateStage" in f"{a.get('repr_name')}{a.get('class_name')}{a.get('name')}"
         ]
+        # The cluster is the session's: test_submit.py's job left teacher actors too (on either node).
+        # This test's job is the newest one (Ray's job ids count up, as little-endian bytes).
+        newest = max((_job_number(a) for a in teachers), default=None)
+        teachers = [a for a in teachers if _job_number(a) == newest]
         if teachers or time.monotonic() > deadline:
             break
         time.sleep(2)
