@@ -7,7 +7,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,39 +35,22 @@ def _job_number(actor: dict) -> int:
     return int.from_bytes(bytes.fromhex(actor.get("job_id") or "00"), "little")
 
 
-def _teacher_nodes(address: str, env: dict, seconds: float = 90.0) -> tuple[set[str], str, list]:
-    """Node ids of the teacher actors that ran, the worker node's id (the one with ``teacher_node``), and
-    each teacher actor's state and node (for the failure message).
-
-    Ray's state API answers from the dashboard, which may lag the job or fail a call on a loaded machine:
-    it is asked again until it lists the teacher actors, at most ``seconds`` (then the last answer or
-    error fails the test)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            nodes = _state(address, env, "nodes")
-            worker = next(n["node_id"] for n in nodes if "teacher_node" in n.get("resources_total", {}))
-            actors = _state(address, env, "actors")
-        except (subprocess.SubprocessError, StopIteration, json.JSONDecodeError) as error:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"ray list failed for {seconds} s: {error!r}") from error
-            time.sleep(2)
-            continue
-        teachers = [
-            a
-            for a in actors
-            if "GenerateStage" in f"{a.get('repr_name')}{a.get('class_name')}{a.get('name')}"
-        ]
-        # The cluster is the session's: test_submit.py's job left teacher actors too (on either node).
-        # This test's job is the newest one (Ray's job ids count up, as little-endian bytes).
-        newest = max((_job_number(a) for a in teachers), default=None)
-        teachers = [a for a in teachers if _job_number(a) == newest]
-        if teachers or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+def _teacher_nodes(address: str, env: dict) -> tuple[set[str], str, list]:
+    """Node ids of this test's teacher actors, the worker node's id (the one with ``teacher_node``), and
+    each of those actors' state, node and cause of death (for the failure message)."""
+    nodes = _state(address, env, "nodes")
+    worker = next(n["node_id"] for n in nodes if "teacher_node" in n.get("resources_total", {}))
+    actors = _state(address, env, "actors")
+    teachers = [
+        a for a in actors if "GenerateStage" in f"{a.get('repr_name')}{a.get('class_name')}{a.get('name')}"
+    ]
+    # The cluster is the session's: test_submit.py's job left teacher actors too (on either node).
+    # This test's job is the newest one (Ray's job ids count up, as little-endian bytes).
+    newest = max((_job_number(a) for a in teachers), default=None)
+    teachers = [a for a in teachers if _job_number(a) == newest]
     assert teachers, [a.get("class_name") for a in actors]
-    # An actor Ray Data asked for but never placed (the pool scaled down first) has no node.
     placed = [(a.get("state"), a.get("node_id"), a.get("death_cause")) for a in teachers]
+    # An actor Ray Data asked for but never placed (the pool scaled down first) has no node.
     return {a["node_id"] for a in teachers if a.get("node_id")}, worker, placed
 
 

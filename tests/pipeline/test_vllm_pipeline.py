@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from tests.pipeline.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "VLLM_NO_USAGE_STATS": "1"}
@@ -93,12 +94,6 @@ def test_generate_with_the_vllm_teacher(tmp_path):
     assert "teacher: 8/8 rows (100%)" in result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     """vLLM's OpenAI-compatible server for the embedded teacher's safetensors directory, on loopback."""
@@ -106,7 +101,7 @@ def vllm_server(tmp_path_factory):
     from generators.teachers.models import materialize, resolve
 
     model_dir = materialize(resolve("embedded:smollm2"))
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "vllm.log"
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
