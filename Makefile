@@ -66,8 +66,12 @@ submit: install
 	  --runtime-env-json '{"working_dir": ".", "excludes": [".venv", ".git", "outputs", "runs", "*.parquet"], "env_vars": {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}}' \
 	  -- python -m pipeline.cli generate cluster=remote $(ARGS)
 
+# Two pytest-xdist workers, each pinned to its own share of the cores with its own Ray instance
+# (tests/conftest.py): on 2 cores the serial suite left a third of the CPU idle (imports, Ray starts).
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests

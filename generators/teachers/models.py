@@ -206,15 +206,24 @@ def load_causal_lm(spec: str, key: str, device: str, dtype: str, allow_network: 
     return model, load_tokenizer(spec, key, allow_network, cache_dir)
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), which
+    may be fewer than the machine has; more threads than that only wait on each other."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int = 0) -> None:
-    """Use ``threads`` torch CPU threads; 0 means every core of the machine.
+    """Use ``threads`` torch CPU threads; 0 means every core this process may run on.
 
     Ray starts workers with OMP_NUM_THREADS=1 (their logical CPU share), which would leave a
     model actor on one core of an otherwise idle machine, so 0 is made explicit here.
     """
     import torch
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or usable_cpus())
 
 
 def pick_device(device: str = "auto") -> str:

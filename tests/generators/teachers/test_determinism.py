@@ -7,7 +7,6 @@ the Ray side (1 or 2 actors, other teacher batch sizes) is tests/pipeline/test_d
 from __future__ import annotations
 
 import pytest
-import torch
 
 from generators.teachers.contract import Request
 from generators.teachers.fast import FastTeacher
@@ -70,7 +69,6 @@ def test_fast_text_does_not_depend_on_slots_refill_or_batch_and_equals_hf(model_
 def test_embedded_teacher_text_does_not_depend_on_batch_size(backend):
     """The real embedded teacher (loaded once; its batch size changes between calls, as a teacher actor's
     engine meets batches of every size). Four requests: one at a time, 3 + 1, and all together."""
-    torch.set_num_threads(2)
     requests = REQUESTS[:4]
     sampling = dict(SAMPLING, max_new_tokens=24, repetition_penalty=1.1)
     teacher = backend("embedded:smollm2", device="cpu", dtype="float32", sampling=sampling)

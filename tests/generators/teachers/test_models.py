@@ -1,6 +1,13 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from generators.teachers.models import ModelSpecError, resolve
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_embedded_teacher_is_found_without_importing_its_package():
@@ -86,3 +93,23 @@ def test_the_choice_is_logged_once_per_key_and_reason(tmp_path, caplog, monkeypa
             model, _ = load_causal_lm(model_dir, "filters.lm.model", "cpu", "auto")
     lines = [r.getMessage() for r in caplog.records if "filters.lm.dtype" in r.getMessage()]
     assert len(lines) == 1 and str(model.dtype).replace("torch.", "") in lines[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_threads_default_to_the_cores_this_process_may_use():
+    """A process pinned to one core (taskset, a container's cpuset, a pytest-xdist worker) gets one
+    torch thread, not one per core of the machine: more would wait on each other."""
+    code = (
+        "import os, torch\n"
+        "from generators.teachers.models import set_threads\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "set_threads(0)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    pinned = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert pinned.stdout.split() == ["1"]
+    code = code.replace("os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n", "")
+    free = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert free.stdout.split() == [str(len(os.sched_getaffinity(0)))]
