@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_bench_tokfiles_runs_at_its_smallest_size():
+    """Over 30 s on one core: the bench script in a process of its own, which runs litho's token-file phase
+    and datatrove's tokenizer on the same 100 documents (a bench must run at its smallest size)."""
     result = subprocess.run([sys.executable, "bench/bench_tokfiles.py", "--sizes", "100"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

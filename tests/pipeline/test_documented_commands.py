@@ -160,6 +160,11 @@ def _tiny(command: str, args: list[str], out: Path) -> list[str]:
     "name,line", [c for c in COMMANDS if (litho_argv(c[1]) or [""])[0] in COMMAND], ids=lambda v: v[:60]
 )
 def test_documented_command_works(name, line, data, tmp_path, ray_session, request):
+    """A documented command, run as the docs give it on a small plan (4 requests; the dummy teacher unless it
+    names one; the LM scorer only where it selects by bits per byte) in this process, on the session's Ray.
+    Over 30 s at times in `make test`: the `filters.min_words=80` example took 11.2 s alone, 18.7 s pinned to
+    one core (as an xdist worker is), and 39.7 s once in a full run, where the core is shared with that
+    worker's Ray processes."""
     from pipeline.cli import check_overrides
     from pipeline.job import Job
     from pipeline.run import run

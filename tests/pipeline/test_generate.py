@@ -167,7 +167,7 @@ def test_checkpoints_of_the_pre_block_layout_are_named_not_reused(ray_session, t
 
 @pytest.mark.slow
 def test_a_minhash_run_prints_no_arrow_fallback_and_reports_usage_and_cost(tmp_path):
-    """``litho generate`` in a process of its own (~40 s: its own Ray, whose workers' lines are the subject):
+    """Over 30 s: ``litho generate`` in a process of its own (its own Ray, whose workers' lines are the subject):
     the captured output has no ArrowConversionError line (the MinHash band keys are an Arrow list column),
     and the manifest, summary and report carry this run's teacher tokens and cost."""
     out = tmp_path / "run"

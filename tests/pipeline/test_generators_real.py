@@ -113,6 +113,8 @@ def test_dense_reports_token_savings_and_key_terms(ray_session, tmp_path, seed_f
 
 
 def test_layered_parses_layers_of_seed_texts(ray_session, tmp_path, seed_file):
+    """Over 30 s on one core: the real embedded teacher writes each layer (terms, then claims) as its own
+    step; that its real output parses into layers is what it tests."""
     _, rows = _run(
         tmp_path,
         "generator=layered",

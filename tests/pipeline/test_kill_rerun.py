@@ -128,7 +128,7 @@ def test_a_teacher_actor_killed_mid_batch_is_restarted_and_nothing_is_lost_or_do
 
 
 def test_killed_while_writing_token_files_reruns_to_the_same_bytes(reference, tmp_path):
-    """On a copy of the reference run without its token files: a `litho generate` process of its own
+    """Over 30 s. On a copy of the reference run without its token files: a `litho generate` process of its own
     (starting Ray and Python), killed once the first shard's token files are staged; then the rerun here."""
     out = tmp_path / "run"
     shutil.copytree(reference[0], out)  # its checkpoints: nothing is generated again

@@ -68,6 +68,8 @@ def test_the_score_detects_the_degradation(degraded_pool):
 
 
 def test_top_beats_bottom_beyond_noise_and_random_matches_random(ray_session, degraded_pool, tmp_path):
+    """Over 30 s on one core: the probe trains a tiny student per arm and seed (top, bottom, two random
+    halves) to the same token budget; a calibration needs all of them trained."""
     from pipeline.probe.run import run_probe
 
     root, _ = degraded_pool
