@@ -26,10 +26,11 @@ def pytest_configure(config) -> None:
     """Under pytest-xdist (``make test`` runs ``-n 2``), each worker process and everything it starts
     (its Ray instance, the actors, `litho` subprocesses) runs on cores of its own.
 
-    Without this, two workers' torch threads (one per core each) and their Ray instances compete for every
-    core, and OpenMP threads that spin waiting for a busy core burn the time the other worker needed:
-    a suite run with two unpinned workers used 36% more CPU time than a serial one and finished no sooner.
-    Pinned, a model on a worker's core uses one thread (generators.teachers.models.usable_cpus)."""
+    Without this, two workers' torch threads (as many as the machine has cores, in each) and their Ray
+    instances compete for every core: on 2 cores, two unpinned workers kept the CPU busy for 1,773 s against
+    a serial run's 1,301 s and finished in 929 s against its 957 s (2026-12-07; threads waiting on a core
+    the other worker holds are the likely cause). Pinned: 1,388 s and 717 s. On its worker's core a model
+    uses one thread (generators.teachers.models.usable_cpus)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_getaffinity"):
