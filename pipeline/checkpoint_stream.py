@@ -31,6 +31,7 @@ from pipeline import faults
 from pipeline.checkpoint import block_dir, write_batch
 
 PROGRESS = "progress"  # folder of the per-actor progress records, beside the block=*/ folders
+RECORD_S = 0.5  # seconds between two rewrites of an actor's record (only when it changed: a small file)
 
 
 def worker_name() -> str:
@@ -117,7 +118,7 @@ class ProgressRecord:
     """
 
     def __init__(self, directory: Path, run: str, groups: RowGroups, meter, max_new_tokens: int,
-                 interval: float = 1.0):  # fmt: skip
+                 interval: float = RECORD_S):  # fmt: skip
         self.path = Path(directory) / PROGRESS / f"{groups.worker.replace(':', '-')}.json"
         self.run, self.groups, self.meter = run, groups, meter
         self.max_new_tokens, self.interval = int(max_new_tokens), float(interval)

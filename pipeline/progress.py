@@ -2,7 +2,7 @@
 
 Every teacher actor keeps one small progress record beside the checkpoints
 (:class:`pipeline.checkpoint_stream.ProgressRecord`: rows checkpointed, tokens decoded so far,
-rows still in flight included, rewritten about once a second), so the driver sums them with no
+rows still in flight included, rewritten every :data:`~pipeline.checkpoint_stream.RECORD_S` seconds), so the driver sums them with no
 extra actor and no message per row, the same way locally, on a cluster and under ``ray job submit``
 (the driver must see ``output.dir``, as a resume does). Tokens move from the first decode step, so
 the line says something long before the first row is done.
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # An ETA waits this long after the first counted tokens: a default run's first line, from the prompts'
 # first decode step after 21 s of actor start and model load, extrapolated 1:29:18 for a 75 s job.
 ETA_AFTER_S = 5.0
+# Seconds between two reads of the records: with the actors' RECORD_S, the first tokens show within a
+# second of their decode step on average (a default run's first_tokens_s waits for them).
+POLL_S = 0.5
 
 
 def _hms(seconds: float) -> str:
@@ -120,7 +123,7 @@ class TeacherProgress:
 
     def _loop(self) -> None:
         last = None  # when the last plain line was printed (None: not yet, waiting for tokens)
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(POLL_S):
             self.poll()
             now = time.monotonic()
             if (
