@@ -327,7 +327,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both runs (default: none)")
     args = parser.parse_args()
     if args.quick:
-        args.overrides += ["n=4", "teacher.sampling.max_new_tokens=32"]
+        # 32 tokens make fewer words than filters.min_words: every row would be too_short, dropped unscored
+        args.overrides += ["n=4", "teacher.sampling.max_new_tokens=32", "filters.min_words=5"]
         args.no_write = True
     load_before = load()
     runs: dict[str, dict] = {}

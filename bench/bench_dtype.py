@@ -53,11 +53,11 @@ def default_plan(n: int) -> tuple[list[tuple[str, list[dict]]], dict]:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from pipeline.generate import build_generator, make_plan
+    from pipeline.generate import build_generator
 
     with initialize_config_module(config_module="conf", version_base=None):
         cfg = compose(config_name="config", overrides=[f"n={n}"])
-    plan = make_plan(cfg, build_generator(cfg))
+    plan = build_generator(cfg).plan(int(cfg.n), int(cfg.seed))  # the plan's rows (a Plan is a Ray dataset)
     sampling = OmegaConf.to_container(cfg.teacher.sampling, resolve=True)
     return [(row["id"], json.loads(row["prompt"])) for row in plan], sampling
 

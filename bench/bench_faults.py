@@ -3,6 +3,7 @@ runs that needed a manual step.
 
     python bench/bench_faults.py                 # all faults; writes bench/results/faults.md
     python bench/bench_faults.py --only chaos    # the OpenAI-server faults alone (seconds)
+    python bench/bench_faults.py --quick         # smoke run: 40 requests, one kill and its rerun; no write
 
 Faults: an OpenAI-compatible server that answers 429 + Retry-After, 500, malformed JSON, truncated
 bodies, resets and hangs (tests/helpers/chaos_server.py); ``kill -9`` of the whole run in each
@@ -24,6 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.pipeline.test_kill_rerun import digests, litho_run  # noqa: E402
+
+
+def run(out: Path, fault: str | None = None, n: int = 48) -> int:
+    """``litho generate`` in a process of its own; its exit code (a run without a fault must succeed)."""
+    result = litho_run(out, fault or "", n)  # LITHO_FAULT="" injects nothing
+    if fault is None:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.returncode
+
 
 # (fault, LITHO_FAULT) for the kill matrix: moments inside each phase of the small run.
 KILLS = [
@@ -83,19 +93,19 @@ def chaos(n: int = 200) -> list[dict]:
     return rows
 
 
-def kills() -> list[dict]:
+def kills(matrix: list[tuple] = KILLS, actor: bool = True) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        litho_run(tmp / "reference")
+        run(tmp / "reference")
         reference = digests(tmp / "reference")
-        for i, (name, fault, first_n) in enumerate(KILLS):
+        for i, (name, fault, first_n) in enumerate(matrix):
             out = tmp / f"run{i}"
             if first_n:
-                litho_run(out, n=first_n)
-            code = litho_run(out, fault)
+                run(out, n=first_n)
+            code = run(out, fault)
             before = digests(out)
-            litho_run(out)
+            run(out)
             after = digests(out)
             same = after == reference
             rows.append(
@@ -108,8 +118,10 @@ def kills() -> list[dict]:
                     "note": f"{len(before)} published files left by the killed run; rerun byte-identical: {same}",
                 }
             )
+        if not actor:
+            return rows
         out = tmp / "actor"
-        code = litho_run(out, "actor:2")
+        code = run(out, "actor:2")
         fired = bool(list((out / ".litho").rglob(".litho-fault-fired")))
         same = code == 0 and digests(out) == reference
         rows.append(
@@ -129,9 +141,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["chaos", "kills"])
     parser.add_argument("--write", action="store_true", help="write bench/results/faults.md")
+    parser.add_argument("--quick", action="store_true", help="40 requests, the first kill only; no write")
     args = parser.parse_args()
     started, load = time.perf_counter(), os.getloadavg()
-    rows = (chaos() if args.only != "kills" else []) + (kills() if args.only != "chaos" else [])
+    requests, matrix, actor = (40, KILLS[:1], False) if args.quick else (200, KILLS, True)
+    rows = (chaos(requests) if args.only != "kills" else []) + (
+        kills(matrix, actor) if args.only != "chaos" else []
+    )
     lines = [
         "| fault | injected | rows lost | rows duplicated | runs needing a manual step | note |",
         "|---|---|---|---|---|---|",
@@ -142,11 +158,11 @@ def main() -> None:
         )
     text = "\n".join(lines)
     footer = (
-        f"\n\n`python bench/bench_faults.py{' --only ' + args.only if args.only else ''} --write`, "
+        f"\n\n`python bench/bench_faults.py{' --only ' + args.only if args.only else ''}{' --quick' if args.quick else ' --write'}`, "
         f"{time.perf_counter() - started:.0f} s, load {load[0]:.1f} at start.\n"
     )
     print(text + footer)
-    if args.write:
+    if args.write and not args.quick:
         path = ROOT / "bench" / "results" / "faults.md"
         path.write_text("# Faults injected (bench/bench_faults.py)\n\n" + text + footer)
         print(f"wrote {path}")

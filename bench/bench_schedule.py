@@ -8,7 +8,7 @@ and is timed from its start to the last scored text:
 
 * ``after``            today's pipeline: the teacher generates everything with all cores, then the
                        scorer starts (loads) and scores with all cores;
-* ``after, preloaded`` the same, but the scorer loads its model while the teacher generates;
+* ``after preloaded`` the same, but the scorer loads its model while the teacher generates;
 * ``overlap bN T+S``   the teacher answers batches of N rows with T threads while the scorer scores
                        each finished batch with S threads (separate thread budgets).
 
@@ -35,11 +35,11 @@ def plan(n: int, max_new_tokens: int) -> tuple[list[tuple[str, list]], dict]:
     """The default config's requests and sampling settings."""
     from hydra import compose, initialize_config_module
 
-    from pipeline.generate import build_generator, make_plan
+    from pipeline.generate import build_generator
 
     with initialize_config_module(config_module="conf", version_base=None):
         cfg = compose(config_name="config", overrides=[f"n={n}"])
-    rows = make_plan(cfg, build_generator(cfg))
+    rows = build_generator(cfg).plan(int(cfg.n), int(cfg.seed))  # the plan's rows (a Plan is a Ray dataset)
     sampling = dict(cfg.teacher.sampling) | {"max_new_tokens": max_new_tokens}
     return [(row["id"], json.loads(row["prompt"])) for row in rows], sampling
 
@@ -105,7 +105,7 @@ def run_variant(args, variant: dict, requests, sampling) -> dict:
 
 VARIANTS = {
     "after (today)": dict(after=True, teacher_threads=2, batch=32, load_threads=2, scorer_threads=2),
-    "after, preloaded": dict(after=False, teacher_threads=2, batch=32, load_threads=1, scorer_threads=2),
+    "after preloaded": dict(after=False, teacher_threads=2, batch=32, load_threads=1, scorer_threads=2),
     "overlap b8 1+1": dict(after=False, teacher_threads=1, batch=8, load_threads=1, scorer_threads=1),
     "overlap b16 1+1": dict(after=False, teacher_threads=1, batch=16, load_threads=1, scorer_threads=1),
     "overlap b8 2+1": dict(after=False, teacher_threads=2, batch=8, load_threads=1, scorer_threads=1),

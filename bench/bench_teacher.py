@@ -157,11 +157,11 @@ def dtype_agreement(args) -> dict:
     from hydra import compose, initialize_config_module
     from transformers import AutoTokenizer
 
-    from pipeline.generate import build_generator, make_plan
+    from pipeline.generate import build_generator
 
     with initialize_config_module(config_module="conf", version_base=None):
         cfg = compose(config_name="config", overrides=[f"n={args.dtype_agreement}"])
-    plan = make_plan(cfg, build_generator(cfg))
+    plan = build_generator(cfg).plan(int(cfg.n), int(cfg.seed))  # the plan's rows (a Plan is a Ray dataset)
     tok = AutoTokenizer.from_pretrained(materialize(resolve(args.model, "--model")))
     chats = [json.loads(row["prompt"]) for row in plan]
     prompts = [
