@@ -10,7 +10,7 @@ ARGS ?=
 TORCH_SPEC ?= torch==2.13.0
 RAY_ADDRESS ?= http://127.0.0.1:8265
 
-.PHONY: install install-vllm test-vllm generate score dedup probe report submit test test-fast bench lint format clean
+.PHONY: install install-vllm test-vllm generate score dedup probe report submit test test-bench test-fast bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -71,11 +71,16 @@ submit: install
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 -m "not bench" tests
+
+# Every bench script at its smallest size (tests/bench/test_bench_quick.py: `bench_X.py --quick`).
+test-bench: install
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25 -m bench tests/bench
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
 
+# Every bench script in turn; `make bench ARGS=--quick`: each at its smallest size (a smoke run).
 bench: install
 	$(PY) bench/run_all.py $(ARGS)
 

@@ -206,7 +206,11 @@ SCALING = ["docs", "time s", "us/doc", "peak RSS MiB", "RSS growth B/doc", "inde
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,30000,100000")
-    parser.add_argument("--quick", action="store_true", help="sizes 3000,10000, one repeat (about a minute)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): sizes 3000,10000, one repeat",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exact-up-to", type=int, default=30000, help="largest size with all-pairs truth")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method; the fastest counts")

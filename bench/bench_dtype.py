@@ -165,7 +165,11 @@ def main() -> None:
     parser.add_argument("--invariance", type=int, default=8, help="sampled batch invariance: requests")
     parser.add_argument("--invariance-tokens", type=int, default=64, help="sampled: new tokens per row")
     parser.add_argument("--texts", type=int, default=16, help="score tolerance: real texts")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 8 prompts, 4 requests, 4 texts")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 8 prompts, 4 requests, 4 texts, no write",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not append to bench/results/teacher.md")
     parser.add_argument("--parts", default="greedy,invariance,scores", help="which measurements to run")
     args = parser.parse_args()

@@ -3,7 +3,7 @@ runs that needed a manual step.
 
     python bench/bench_faults.py                 # all faults; writes bench/results/faults.md
     python bench/bench_faults.py --only chaos    # the OpenAI-server faults alone (seconds)
-    python bench/bench_faults.py --quick         # smoke run: 40 requests, one kill and its rerun; no write
+    python bench/bench_faults.py --quick         # smoke run: 20 requests, one kill and its rerun; no write
 
 Faults: an OpenAI-compatible server that answers 429 + Retry-After, 500, malformed JSON, truncated
 bodies, resets and hangs (tests/helpers/chaos_server.py); ``kill -9`` of the whole run in each
@@ -141,10 +141,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["chaos", "kills"])
     parser.add_argument("--write", action="store_true", help="write bench/results/faults.md")
-    parser.add_argument("--quick", action="store_true", help="40 requests, the first kill only; no write")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 20 requests, the first kill only, no write",
+    )
     args = parser.parse_args()
     started, load = time.perf_counter(), os.getloadavg()
-    requests, matrix, actor = (40, KILLS[:1], False) if args.quick else (200, KILLS, True)
+    requests, matrix, actor = (20, KILLS[:1], False) if args.quick else (200, KILLS, True)
     rows = (chaos(requests) if args.only != "kills" else []) + (
         kills(matrix, actor) if args.only != "chaos" else []
     )

@@ -5,6 +5,7 @@ dense generator's token savings (target tokenizer = the teacher's), and writes e
 bench/results/generators.json. Usage:
 
     python bench/bench_generators.py [--n 8] [--max-new-tokens 128] [--only dense,instruct] [--set KEY=VALUE ...]
+    python bench/bench_generators.py --quick     # smoke run: 1 row each, 16 new tokens; writes nothing
 """
 
 from __future__ import annotations
@@ -70,23 +71,15 @@ def dense_summary(rows: list[dict]) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--only", default=",".join(RUNS))
-    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
-    parser.add_argument("--tag", default="", help="results key suffix, e.g. greedy -> dense@greedy")
-    args = parser.parse_args()
+def run_all(args, work: Path) -> dict:
+    """Every generator of ``--only`` in turn on one local Ray instance; their results by name."""
+    from pydoc_data.topics import topics  # clean English prose that ships with Python
 
     import ray
 
     from pipeline.run import run
 
-    work = Path(tempfile.mkdtemp(prefix="litho-bench-gen-"))
     seeds = work / "seeds.parquet"
-    from pydoc_data.topics import topics  # clean English prose that ships with Python
-
     texts = [topics[k] for k in sorted(topics) if len(topics[k].split()) > 150][:12]
     pq.write_table(pa.table({"text": texts, "doc_id": [f"pydoc-{i}" for i in range(len(texts))]}), seeds)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -118,6 +111,31 @@ def main() -> int:
             results[name]["dense"] = dense_summary(kept + rejected)
         print(json.dumps({name: results[name]}, indent=1, ensure_ascii=False, default=str), flush=True)
     ray.shutdown()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--only", default=",".join(RUNS))
+    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
+    parser.add_argument("--tag", default="", help="results key suffix, e.g. greedy -> dense@greedy")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): every generator, 1 row, 16 new tokens, no write",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.max_new_tokens = 1, 16
+    with tempfile.TemporaryDirectory(prefix="litho-bench-gen-") as tmp:
+        results = run_all(args, Path(tmp))
+    print("\n| generator | planned | kept | s |\n|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['counts']['planned']} | {r['counts']['kept']} | {r['seconds']} |")
+    if args.quick:  # a smoke run: bench/results keeps the measured sizes
+        return 0
     target = ROOT / "bench" / "results" / "generators.json"
     target.parent.mkdir(exist_ok=True)
     saved = json.loads(target.read_text()) if target.is_file() else {}

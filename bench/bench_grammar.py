@@ -8,6 +8,7 @@ advancing every row's state by its token. Printed next to the time of one bf16 f
 model itself at the same batch, so the overhead reads as a share of a decode step.
 
     python bench/bench_grammar.py --batch 32 --write     # bench/results/grammar.md
+    python bench/bench_grammar.py --quick                # smoke run: batch 1, no write
 """
 
 from __future__ import annotations
@@ -224,7 +225,12 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="write bench/results/grammar.md")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run (make bench ARGS=--quick): batch 1, no write"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.write = 1, False
     torch.set_num_threads(args.threads)
     tok = _tokenizer()
     vocab = len(tok)
@@ -280,6 +286,7 @@ def main(argv=None) -> None:
         f"| {e} | {s} | {c:.3f} | {k * 1e3:.2f} | {p * 1e3:.2f} | {u:.1f} | {f:.1%} |"
         for e, s, c, k, p, u, f in rows
     ]
+    print("\n" + "\n".join(lines))
     if args.write:
         out = ROOT / "bench" / "results" / "grammar.md"
         out.write_text("\n".join(lines) + "\n")

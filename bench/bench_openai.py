@@ -62,7 +62,9 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds before each answer")
     parser.add_argument("--cap", type=int, default=32, help="most requests the server serves at once")
     parser.add_argument("--concurrency", default="8,32,64,256", help="max_concurrency values, comma list")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 24 requests, 20 ms, cap 4")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run (make bench ARGS=--quick): 24 requests, 20 ms, cap 4"
+    )
     parser.add_argument("--write", action="store_true", help=f"append to {RESULTS.relative_to(ROOT)}")
     args = parser.parse_args()
     if args.quick:

@@ -14,6 +14,7 @@
    from its probe.json; the wall time is compared with the 900 s target.
 
 Writes bench/results/probe.json and, with ``--write``, appends a table to bench/results/probe.md.
+``--quick`` (a smoke run, not the target) writes neither: a tiny student, 2 seeds, a small built-in pool.
 The machine is shared: the load average is printed next to every number.
 """
 
@@ -35,6 +36,21 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 TARGET_S = 900.0
+# --quick: the student section at two default-shape steps; the probe with a tiny student on a small pool
+QUICK_STUDENT_TOKENS = 8192
+QUICK_PROBE = [
+    "seeds=2",
+    "budget_tokens=16000",
+    "builtin.max_chars=300000",
+    "student.hidden_size=64",
+    "student.layers=2",
+    "student.intermediate_size=256",
+    "student.seq_len=128",
+    "student.max_vocab=2048",
+    "student.batch_size=8",
+    "eval.builtin=[pydoc]",
+    "eval.max_chars=40000",
+]
 
 
 def _load() -> str:
@@ -111,7 +127,11 @@ def bench_student(defaults: dict, budget: int, baseline_steps: int) -> dict:
 
 
 def bench_default_probe(overrides: list[str], warm: bool) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="litho-bench-probe-"))
+    with tempfile.TemporaryDirectory(prefix="litho-bench-probe-") as tmp:
+        return _default_probe(Path(tmp), overrides, warm)
+
+
+def _default_probe(out: Path, overrides: list[str], warm: bool) -> dict:
     env = dict(os.environ)
     if not warm:
         env["LITHO_CACHE"] = str(out / "cache")
@@ -176,7 +196,10 @@ def _markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="small budget and 2 seeds: a smoke run, not the target"
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 8,192-token student run; the probe with a tiny student, "
+        "2 seeds, 16k tokens, a 300k-character pool; no write",
     )
     parser.add_argument("--warm", action="store_true", help="reuse $LITHO_CACHE (the scored built-in pool)")
     parser.add_argument(
@@ -186,8 +209,8 @@ def main() -> None:
     parser.add_argument("--probe-args", default="", help="extra litho probe overrides (space-separated)")
     args = parser.parse_args()
     defaults = _defaults()
-    budget = 30_000 if args.quick else int(defaults["budget_tokens"])
-    overrides = (["budget_tokens=30000", "seeds=2"] if args.quick else []) + args.probe_args.split()
+    budget = QUICK_STUDENT_TOKENS if args.quick else int(defaults["budget_tokens"])
+    overrides = (QUICK_PROBE if args.quick else []) + args.probe_args.split()
     result = {
         "command": "python bench/bench_probe.py " + " ".join(a for a in sys.argv[1:]),
         "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -197,6 +220,9 @@ def main() -> None:
     result["probe"] = bench_default_probe(overrides, args.warm)
     print("\n".join(result["probe"].pop("summary")))
     print(json.dumps(result["probe"], indent=2))
+    print(_markdown(result))
+    if args.quick:  # a smoke run: bench/results keeps the measured sizes
+        return
     results = ROOT / "bench" / "results"
     (results / "probe.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.write:

@@ -82,7 +82,11 @@ def main() -> None:
     from pipeline.probe.report import summary
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the test's tiny student and budget")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): the test's tiny student and budget",
+    )
     parser.add_argument("--unique", type=int, default=None, help="passages (default: enough for the budget)")
     parser.add_argument("--write", action="store_true", help="append the result to bench/results/probe.md")
     parser.add_argument("--probe-args", default="", help="extra litho probe overrides (space-separated)")

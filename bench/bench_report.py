@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -77,12 +78,22 @@ def main() -> int:
         "--out", type=Path, default=None, help="output dir (default /tmp/litho-bench-report-ROWS)"
     )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="10,000 rows, one repeat")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 2,000 rows, one repeat, a temporary --out, no write",
+    )
     parser.add_argument("--write", action="store_true", help="write bench/results/report.md")
     args = parser.parse_args()
     if args.quick:
-        args.rows, args.repeats = 10_000, 1
-    out = args.out or Path(f"/tmp/litho-bench-report-{args.rows}")
+        args.rows, args.repeats, args.write = 2_000, 1, False
+        if args.out is None:
+            with tempfile.TemporaryDirectory(prefix="litho-bench-report-") as tmp:
+                return bench(args, Path(tmp) / "out")
+    return bench(args, args.out or Path(f"/tmp/litho-bench-report-{args.rows}"))
+
+
+def bench(args, out: Path) -> int:
     load = os.getloadavg()[0]
     generate_s = make_output(out, args.rows)
     baseline = [timed([sys.executable, "-c", BASELINE, str(out)]) for _ in range(args.repeats)]

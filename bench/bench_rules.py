@@ -12,7 +12,7 @@
    ``run()``, alternating in chunks so both see the same load.
 
     python bench/bench_rules.py                                   # 800 pages, 100,000 rows
-    python bench/bench_rules.py --pages 40 --rows 300             # the size tests/bench runs
+    python bench/bench_rules.py --quick                           # 40 pages, 300 rows: the size tests/bench runs
     python bench/bench_rules.py --before a4f3573 --write          # + main's scores; bench/results/rules.md
     python bench/bench_rules.py --before a4f3573 --texts runs/latest   # what changes in a run's kept texts
 """
@@ -216,7 +216,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=800, help="rendered man pages for the agreement table")
     parser.add_argument("--rows", type=int, default=100_000, help="rows for the speed comparison")
-    parser.add_argument("--quick", action="store_true", help="200 pages, 5,000 rows")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 40 pages, 300 rows, no write",
+    )
     parser.add_argument(
         "--before", help="a git revision whose repetition scores to compare too (e.g. a4f3573)"
     )
@@ -232,7 +236,8 @@ def main() -> int:
             parser.error("--texts needs --before REV (the revision to compare with)")
         print(kept_change(args.before, texts_of(args.texts)))
         return 0
-    pages_n, rows_n = (200, 5_000) if args.quick else (args.pages, args.rows)
+    pages_n, rows_n = (40, 300) if args.quick else (args.pages, args.rows)
+    args.write = args.write and not args.quick
     command = "python bench/bench_rules.py " + " ".join(sys.argv[1:])
     started = machine()
     print(f"{command}\n{date.today()}, {started}", flush=True)

@@ -2,6 +2,7 @@
 
     python bench/bench_scale.py [--sizes 10000,100000,1000000] [--repo DIR] [--label after]
                                 [--baseline DIR [--baseline-python PY] [--baseline-sizes 10000,100000]] [--write]
+    python bench/bench_scale.py --quick     # smoke run: 100 rows, near dedup on 1,000 documents
 
 Every size runs in a fresh subprocess with the dummy teacher, ``filters.lm=null`` and
 ``dedup=minhash`` (the config of issue 11), on a local Ray instance of ``--cpus`` CPUs. Reported:
@@ -225,11 +226,18 @@ def main() -> None:
     parser.add_argument("--baseline-label", default="main", help="name of the baseline in the tables")
     parser.add_argument("--baseline-sizes", help="sizes the baseline runs (default: --sizes)")
     parser.add_argument("--write", action="store_true", help="append the tables to bench/results/scale.md")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): one run of 100 rows, near dedup on 1,000 documents, no write",
+    )
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="more overrides for every run (Hydra syntax)")
     args = parser.parse_args()
     if args.one:
         return one(int(args.one[0]), args.one[1], args.cpus, args.extra)
+    if args.quick:
+        args.sizes, args.dedup_docs, args.baseline_sizes, args.write = "100", 1000, None, False
     repo = Path(args.repo).resolve()
     command = "python bench/bench_scale.py " + " ".join(sys.argv[1:])
     header = (

@@ -13,7 +13,7 @@ and is timed from its start to the last scored text:
                        each finished batch with S threads (separate thread budgets).
 
     python bench/bench_schedule.py                 # 32 requests, bf16 teacher and scorer
-    python bench/bench_schedule.py --quick         # 8 requests, 64 new tokens
+    python bench/bench_schedule.py --quick         # smoke run: 4 requests, 16 new tokens, 2 variants
     python bench/bench_schedule.py --write         # append the table to bench/results/schedule.md
 """
 
@@ -118,12 +118,19 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", help="teacher and scorer dtype")
     parser.add_argument("--n", type=int, default=32, help="requests (the default run: 32)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
-    parser.add_argument("--quick", action="store_true", help="8 requests, 64 new tokens")
+    parser.add_argument("--variants", default=None, help="comma-separated names (default: all)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 4 requests, 16 new tokens, the variants 'after (today)' "
+        "and 'overlap b8 1+1' (unless --variants), no write",
+    )
     parser.add_argument("--write", action="store_true", help="append the table to bench/results/schedule.md")
     args = parser.parse_args()
     if args.quick:
-        args.n, args.max_new_tokens = 8, 64
+        args.n, args.max_new_tokens, args.write = 4, 16, False
+        args.variants = args.variants or "after (today),overlap b8 1+1"
+    args.variants = args.variants or ",".join(VARIANTS)
     requests, sampling = plan(args.n, args.max_new_tokens)
     load = [os.getloadavg()[0]]
     rows = []

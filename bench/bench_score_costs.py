@@ -65,7 +65,9 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="4 texts, 1 repeat: a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run (make bench ARGS=--quick): 4 texts, 1 repeat"
+    )
     parser.add_argument("--write", action="store_true", help="append the table to bench/results/scorer.md")
     args = parser.parse_args()
     n, repeats = (4, 1) if args.quick else (args.texts, args.repeats)

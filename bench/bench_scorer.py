@@ -128,7 +128,9 @@ def main() -> None:
         default="auto",
         help="also time LMScorer(compile_metrics=True): auto = on CUDA only",
     )
-    parser.add_argument("--quick", action="store_true", help="CPU smoke run: batch 2, 2 repeats")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run (make bench ARGS=--quick): CPU, batch 2, 2 repeats"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     parser.add_argument("--accuracy", action="store_true", help="bf16 columns against fp32 on real text")
     parser.add_argument("--write", action="store_true", help="append the table to bench/results/scorer.md")

@@ -10,6 +10,7 @@
 
     python bench/bench_structured.py                 # writes bench/results/structured.md
     python bench/bench_structured.py --n 4 --max-new-tokens 64 --no-write   # a quick look
+    python bench/bench_structured.py --quick        # smoke run: 1 row, 24 new tokens, 1 cost request
 
 Run it under ``flock /tmp/litho-bench.lock``; the load average is recorded.
 """
@@ -208,17 +209,25 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="layered,instruct")
     parser.add_argument("--cost-requests", type=int, default=8)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 1 row per run, 24 new tokens, 1 cost request, no write",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.max_new_tokens, args.cost_requests, args.no_write = 1, 24, 1, True
     started_load = load()
-    work = Path(tempfile.mkdtemp(prefix="litho-bench-structured-"))
-    seed_file = seeds(work)
-    results = {}
-    for name in args.only.split(","):
-        for structured in (False, True):
-            key = f"{name}@{'JSON + schema' if structured else 'lines (before)'}"
-            results[key] = run_variant(name, structured, args, work, seed_file)
-            print(key, json.dumps(results[key]), flush=True)
-    cost = grammar_cost(args, seed_file)
+    with tempfile.TemporaryDirectory(prefix="litho-bench-structured-") as tmp:
+        work = Path(tmp)
+        seed_file = seeds(work)
+        results = {}
+        for name in args.only.split(","):
+            for structured in (False, True):
+                key = f"{name}@{'JSON + schema' if structured else 'lines (before)'}"
+                results[key] = run_variant(name, structured, args, work, seed_file)
+                print(key, json.dumps(results[key]), flush=True)
+        cost = grammar_cost(args, seed_file)
     print(json.dumps(cost), flush=True)
     text = table(results, cost, args, started_load)
     print(text)

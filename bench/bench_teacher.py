@@ -216,7 +216,11 @@ def main() -> None:
     parser.add_argument(
         "--dtype-agreement", type=int, default=0, help="bf16 vs fp32 greedy on N plan prompts"
     )
-    parser.add_argument("--quick", action="store_true", help="CPU smoke run: batches 2,4; 8 new tokens")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): CPU, batches 2,4, 8 new tokens",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results here")

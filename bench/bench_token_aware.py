@@ -22,7 +22,8 @@ One command, in this order (every step in this process or a ``litho`` subprocess
    the pool; bits/byte of the students on held-out pydoc and man text.
 
     flock /tmp/litho-bench.lock .venv/bin/python bench/bench_token_aware.py      # writes bench/results/token_aware.md
-    .venv/bin/python bench/bench_token_aware.py --n 4 --strengths 0 2 --no-probe --no-write   # smoke run
+    .venv/bin/python bench/bench_token_aware.py --n 4 --strengths 0 2 --no-probe --no-write   # a quick look
+    .venv/bin/python bench/bench_token_aware.py --quick   # smoke run: 2 rows, 48 tokens, no probe, no write
 
 The load average (``uptime``) is recorded before and after: the machine is shared.
 """
@@ -35,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,11 +114,12 @@ def table_section(teacher_tok, targets: dict[str, str], cache: Path) -> tuple[li
     return lines, tables
 
 
-def generate(out: Path, n: int, strength: float, sp: str, dtype: str, max_new: int) -> float:
+def generate(out: Path, n: int, strength: float, sp: str, dtype: str, max_new: int, extra=()) -> float:
     cmd = [
         PY, "-m", "pipeline.cli", "generate", f"n={n}", "seed=0", f"output.dir={out}",
         f"teacher.dtype={dtype}", f"teacher.sampling.max_new_tokens={max_new}",
         f"teacher.token_aware.strength={strength}", f"teacher.token_aware.target={sp}", f"filters.tokenizer={sp}",
+        *extra,
     ]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -255,8 +258,27 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_token_aware"))
     ap.add_argument("--results", default="token_aware.md", help="file name under bench/results/")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): strengths 0 and 2, 2 rows each, 48 new tokens, "
+        "filters.min_words=5, a 1,000-piece student tokenizer, no probe, a temporary --work, no write",
+    )
     args = ap.parse_args()
+    args.overrides = []
+    if args.quick:
+        args.n, args.strengths, args.max_new_tokens, args.vocab = 2, [0.0, 2.0], 48, 1000
+        args.no_probe = args.no_write = True
+        # 48 tokens make fewer words than filters.min_words: every row would be too_short, dropped unscored
+        args.overrides = ["filters.min_words=5"]
+        with tempfile.TemporaryDirectory(prefix="litho-bench-token-aware-") as tmp:
+            args.work = tmp
+            bench(args)
+    else:
+        bench(args)
 
+
+def bench(args) -> None:
     from generators.teachers.models import default_cache_dir, load_tokenizer
 
     started, load_before = time.perf_counter(), uptime()
@@ -276,7 +298,7 @@ def main() -> None:
     runs, seconds = {}, {}
     for s in args.strengths:
         out = work / f"strength-{s:g}"
-        seconds[s] = generate(out, args.n, s, sp, args.dtype, args.max_new_tokens)
+        seconds[s] = generate(out, args.n, s, sp, args.dtype, args.max_new_tokens, args.overrides)
         runs[s] = run_metrics(out, sp_table)
         print(
             f"strength {s:g}: {seconds[s]:.0f} s, {json.dumps({k: v for k, v in runs[s].items() if k not in ('texts', 'n_tokens')})}",

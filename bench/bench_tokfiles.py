@@ -1,6 +1,7 @@
 """Token-file benchmark: a ``litho generate`` run with ``output.token_formats=[megatron]``, against datatrove.
 
     python bench/bench_tokfiles.py [--sizes 100000,1000000] [--cpus 2] [--write]
+    python bench/bench_tokfiles.py --quick     # smoke run: 100 rows (tests/bench/test_bench_tokfiles.py's size)
 
 Each size runs in a fresh subprocess: the dummy teacher, ``filters.lm=null``, ``output.token_formats=
 [megatron]`` on a local Ray instance of ``--cpus`` CPUs. Reported: the token-file phase's rows/s and
@@ -124,10 +125,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
     parser.add_argument("--write", action="store_true", help="append the table to bench/results/tokfiles.md")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run (make bench ARGS=--quick): 100 rows, no write"
+    )
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return one(int(args.one[0]), args.one[1], args.cpus)
+    if args.quick:
+        args.sizes, args.write = "100", False
     header = (f"python bench/bench_tokfiles.py --sizes {args.sizes} --cpus {args.cpus}\n{date.today()}, {cpu_model()}, "
               f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(header, flush=True)

@@ -16,6 +16,7 @@ Ratios are litho over each baseline, measured in the same run. Needs vLLM: runs 
 
     .venv-vllm/bin/python bench/bench_vllm.py --write                       # 256 prompts, 512 tokens
     .venv-vllm/bin/python bench/bench_vllm.py --prompts 2 --new-tokens 8 --enforce-eager  # smallest (tests)
+    python bench/bench_vllm.py --quick      # that size with vLLM here; without it, the dry run of that size
     bash bench/gpu_check.sh                                                # on a GPU: --gpu
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -163,8 +165,22 @@ def main() -> int:
         "--write", action="store_true", help=f"append the table to {RESULTS.relative_to(ROOT)}"
     )
     parser.add_argument("--dry-run", action="store_true", help="plan and settings of every mode, no engine")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (make bench ARGS=--quick): 2 prompts, 8 new tokens, eager engines, no write; "
+        "in an interpreter without vLLM, the dry run of that size (exit 0)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one mode, print JSON
     args = parser.parse_args()
+    if args.quick:
+        args.prompts, args.new_tokens, args.enforce_eager, args.write = 2, 8, True, False
+        # Without vLLM in this interpreter: the dry run of that size, not a rerun in .venv-vllm
+        if not args.one and not args.dry_run and importlib.util.find_spec("vllm") is None:
+            print(
+                "bench_vllm --quick: vLLM is not installed in this interpreter; the dry run of what it runs:"
+            )
+            args.dry_run = True
     if args.one:
         run = {"litho": run_litho, "llm": run_llm, "raydata": run_raydata}[args.one]
         result = run(args.prompts, args.new_tokens, args.gpu, args.enforce_eager)
@@ -180,7 +196,7 @@ def main() -> int:
         requests = plan(args.prompts)
         lengths = sorted(sum(len(m["content"]) for m in msgs) for _, msgs in requests)
         print(f"bench_vllm dry run: {len(requests)} prompts ({lengths[0]}-{lengths[-1]} characters), modes "
-              f"{args.modes}, engine {engine(args.gpu)}, sampling {sampling(args.new_tokens)}")  # fmt: skip
+              f"{args.modes}, engine {engine(args.gpu, args.enforce_eager)}, sampling {sampling(args.new_tokens)}")  # fmt: skip
         return 0
     try:
         import vllm

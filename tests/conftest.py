@@ -20,6 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Test modules that share the session's two-node cluster (tests/pipeline/conftest.py: two_nodes): under
 # pytest-xdist they run on one worker, so only one such cluster is ever started.
 TWO_NODE_MODULES = ("tests/pipeline/test_submit.py", "tests/pipeline/test_multinode.py")
+# Modules whose tests each run a long subprocess and share nothing: under pytest-xdist each test is a unit
+# of its own, so both workers share them (make test-bench: one bench script a test).
+PER_TEST_MODULES = ("tests/bench/test_bench_quick.py",)
 
 
 def pytest_configure(config) -> None:
@@ -62,12 +65,15 @@ def pytest_collection_modifyitems(config, items: list) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Whole test modules go to one worker, in collection order (above), so a module's shared runs
-    (module-scoped fixtures) are made once; the two-node cluster's modules go to the same one."""
+    (module-scoped fixtures) are made once; the two-node cluster's modules go to the same one; the tests of
+    PER_TEST_MODULES go one by one."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
+            if module in PER_TEST_MODULES:
+                return nodeid
             return "two_nodes" if module in TWO_NODE_MODULES else module
 
     config.option.loadscopereorder = False  # xdist would put the modules with the most tests first
