@@ -1,6 +1,7 @@
 """bench/bench_tokfiles.py at its smallest size: it runs end to end and prints its table (no timing is
 asserted: speed targets live in the benchmark's output, bench/results/tokfiles.md). ~40 s: one litho run
-in a fresh process (its own Ray) and datatrove's two writers on its 100 rows."""
+in a fresh process (its own Ray) and datatrove's two writers on its 100 rows. A bench test: `make test-bench`
+runs it beside tests/bench/test_bench_quick.py (`make test` leaves both out)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.bench
 @pytest.mark.slow
 def test_bench_tokfiles_runs_at_its_smallest_size():
     """Over 30 s on one core: the bench script in a process of its own, which runs litho's token-file phase
