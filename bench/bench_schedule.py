@@ -1,7 +1,8 @@
 """Scheduling on a small machine: score after generation, or overlap the scorer with the teacher?
 
-The default run's shape (the default config's plan, 32 requests, the embedded teacher with default
-sampling, then the LM scorer with its default settings), without Ray: the teacher and the scorer
+The default run's shape (the default config's plan, 32 requests, the embedded teacher with the config's
+sampling and dtype, then the LM scorer with the config's ``filters.lm``: its metrics, IFD on each row's
+request included, and its dtype), without Ray: the teacher and the scorer
 each run in their own process, as they do in their own Ray actors, and texts go from one to the
 other through a queue. Every variant starts both models from scratch (loads included, as in a run)
 and is timed from its start to the last scored text:
@@ -12,7 +13,7 @@ and is timed from its start to the last scored text:
 * ``overlap bN T+S``   the teacher answers batches of N rows with T threads while the scorer scores
                        each finished batch with S threads (separate thread budgets).
 
-    python bench/bench_schedule.py                 # 32 requests, bf16 teacher and scorer
+    python bench/bench_schedule.py                 # 32 requests, the default config's dtypes and metrics
     python bench/bench_schedule.py --quick         # smoke run: 4 requests, 16 new tokens, 2 variants
     python bench/bench_schedule.py --write         # append the table to bench/results/schedule.md
 """
@@ -23,6 +24,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def plan(n: int, max_new_tokens: int) -> tuple[list[tuple[str, list]], dict]:
-    """The default config's requests and sampling settings."""
+def plan(n: int, max_new_tokens: int) -> tuple[list[tuple[str, list]], dict, str, dict]:
+    """The default config's requests, sampling settings, teacher dtype and LM scorer settings."""
     from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
 
     from pipeline.generate import build_generator
 
@@ -41,7 +44,9 @@ def plan(n: int, max_new_tokens: int) -> tuple[list[tuple[str, list]], dict]:
         cfg = compose(config_name="config", overrides=[f"n={n}"])
     rows = build_generator(cfg).plan(int(cfg.n), int(cfg.seed))  # the plan's rows (a Plan is a Ray dataset)
     sampling = dict(cfg.teacher.sampling) | {"max_new_tokens": max_new_tokens}
-    return [(row["id"], json.loads(row["prompt"])) for row in rows], sampling
+    lm = OmegaConf.to_container(cfg.filters.lm, resolve=True) | {"cache_dir": cfg.filters.cache_dir}
+    requests = [(row["id"], json.loads(row["prompt"])) for row in rows]
+    return requests, sampling, str(cfg.teacher.dtype), lm
 
 
 def teacher_worker(args, threads: int, batch: int, requests, sampling, texts, t0: float) -> None:
@@ -49,7 +54,7 @@ def teacher_worker(args, threads: int, batch: int, requests, sampling, texts, t0
     from generators.teachers.hf import HFTeacher
 
     teacher = HFTeacher(
-        model=args.model, dtype=args.dtype, batch_size=batch, threads=threads, sampling=sampling
+        model=args.model, dtype=args.teacher_dtype, batch_size=batch, threads=threads, sampling=sampling
     )
     loaded = time.perf_counter() - t0
     busy = tokens = 0.0
@@ -58,7 +63,7 @@ def teacher_worker(args, threads: int, batch: int, requests, sampling, texts, t0
         done = teacher.generate([Request(rid, tuple(m)) for rid, m in requests[i : i + batch]])
         busy += time.perf_counter() - start
         tokens += sum(c.completion_tokens for c in done)
-        texts.put([c.text for c in done])
+        texts.put(([c.text for c in done], [json.dumps(m) for _, m in requests[i : i + batch]]))
     texts.put({"teacher_load_s": loaded, "teacher_s": busy, "teacher_tokens": tokens})
 
 
@@ -67,7 +72,11 @@ def scorer_worker(args, load_threads: int, threads: int, texts, results, t0: flo
 
     from filters.scores.lm_scores import LMScorer
 
-    scorer = LMScorer(model=args.model, dtype=args.dtype, threads=load_threads)
+    # The pipeline's scorer: the config's filters.lm, IFD after each row's request (pipeline/process.py).
+    lm = args.lm | {"model": args.model, "threads": load_threads, "prompt_column": "prompt"}
+    if args.scorer_dtype:
+        lm["dtype"] = args.scorer_dtype
+    scorer = LMScorer(**lm)
     out = {"scorer_ready_s": time.perf_counter() - t0, "scorer_s": 0.0, "scored_tokens": 0}
     torch.set_num_threads(threads)
     while True:
@@ -75,9 +84,10 @@ def scorer_worker(args, load_threads: int, threads: int, texts, results, t0: flo
         if isinstance(item, dict):
             break
         start = time.perf_counter()
-        scorer.score(item)
+        batch, prompts = item
+        scorer.score(batch, prompts)
         out["scorer_s"] += time.perf_counter() - start
-        out["scored_tokens"] += sum(len(x) for x in scorer.tok(item, add_special_tokens=False)["input_ids"])
+        out["scored_tokens"] += sum(len(x) for x in scorer.tok(batch, add_special_tokens=False)["input_ids"])
     results.put(out | item | {"wall_s": time.perf_counter() - t0})
 
 
@@ -115,7 +125,8 @@ VARIANTS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="embedded:smollm2")
-    parser.add_argument("--dtype", default="bfloat16", help="teacher and scorer dtype")
+    parser.add_argument("--teacher-dtype", default=None, help="the teacher's dtype (default: the config's)")
+    parser.add_argument("--scorer-dtype", default=None, help="the scorer's dtype (default: the config's)")
     parser.add_argument("--n", type=int, default=32, help="requests (the default run: 32)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--variants", default=None, help="comma-separated names (default: all)")
@@ -131,7 +142,8 @@ def main() -> None:
         args.n, args.max_new_tokens, args.write = 4, 16, False
         args.variants = args.variants or "after (today),overlap b8 1+1"
     args.variants = args.variants or ",".join(VARIANTS)
-    requests, sampling = plan(args.n, args.max_new_tokens)
+    requests, sampling, teacher_dtype, args.lm = plan(args.n, args.max_new_tokens)
+    args.teacher_dtype = args.teacher_dtype or teacher_dtype
     load = [os.getloadavg()[0]]
     rows = []
     for name in args.variants.split(","):
@@ -140,8 +152,11 @@ def main() -> None:
         rows.append((name, out))
         print(f"# {name}: {json.dumps({k: round(v, 1) for k, v in out.items()})}", flush=True)
     base = rows[0][1]["wall_s"]
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
     header = (
-        f"{os.cpu_count()} cores | {args.model} | {args.dtype} | {args.n} requests x {args.max_new_tokens} "
+        f"{cpu}, {os.cpu_count()} cores | {args.model} | teacher {args.teacher_dtype}, scorer "
+        f"{args.scorer_dtype or args.lm['dtype']} with metrics {args.lm['metrics']} | {args.n} requests x {args.max_new_tokens} "
         f"new tokens | load avg {min(load):.1f}-{max(load):.1f}"
     )
     table = [
