@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_model  # noqa: E402
+
 
 def load() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -378,7 +380,7 @@ def main() -> None:
     command = "python bench/bench_default_run.py " + " ".join(sys.argv[1:])
     stamp = time.strftime("%Y-%m-%d %H:%M")
     text = table(runs, plain, forward)
-    header = f"`{command}` — {stamp}, {os.cpu_count()} CPUs, load average (1/5/15 min) before {load_before}, after {load_after}"
+    header = f"`{command}` — {stamp}, {cpu_model()}, {os.cpu_count()} CPUs, load average (1/5/15 min) before {load_before}, after {load_after}"
     print(header + "\n\n" + text)
     for n, r in runs.items():
         print(f"# {n}: stage seconds {json.dumps(r['stages'])}")

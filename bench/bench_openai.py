@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "openai.md"
 
 
@@ -75,9 +77,7 @@ def main() -> int:
         for c in args.concurrency.split(",")
         for adaptive in (True, False)
     ]
-    cpu = subprocess.run(
-        "lscpu | grep 'Model name'", shell=True, capture_output=True, text=True
-    ).stdout.strip()
+    cpu = cpu_model()
     ceiling = args.cap / args.latency
     lines = [
         "| max_concurrency | adaptive | rows/s | / server ceiling | throttled (429) | final limit | "

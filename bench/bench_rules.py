@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.datatrove_rules import SHARED, confirms, decide, isolated, reference  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 from bench.man_pages import real_rows, rendered_man_pages  # noqa: E402
 from filters.rules.rule_sets import RULE_SETS, PublishedRules  # noqa: E402
 from filters.scores.rule_scores import RuleSetScores  # noqa: E402
@@ -207,9 +208,7 @@ def speed(rows: list[str], chunk: int = 5_000, batch_size: int = 1_000) -> str:
 
 
 def machine() -> str:
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
-    return f"{model}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
 
 
 def main() -> int:

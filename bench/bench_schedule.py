@@ -24,13 +24,14 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model  # noqa: E402
 
 
 def plan(n: int, max_new_tokens: int) -> tuple[list[tuple[str, list]], dict, str, dict]:
@@ -152,10 +153,8 @@ def main() -> None:
         rows.append((name, out))
         print(f"# {name}: {json.dumps({k: round(v, 1) for k, v in out.items()})}", flush=True)
     base = rows[0][1]["wall_s"]
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
     header = (
-        f"{cpu}, {os.cpu_count()} cores | {args.model} | teacher {args.teacher_dtype}, scorer "
+        f"{cpu_model()}, {os.cpu_count()} cores | {args.model} | teacher {args.teacher_dtype}, scorer "
         f"{args.scorer_dtype or args.lm['dtype']} with metrics {args.lm['metrics']} | {args.n} requests x {args.max_new_tokens} "
         f"new tokens | load avg {min(load):.1f}-{max(load):.1f}"
     )

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_model  # noqa: E402
 from filters.scores.lm_scores import LMScorer  # noqa: E402
 
 ATTN = ["sink_mass", "entropy", "long_range", "density"]
@@ -95,10 +95,7 @@ def main() -> None:
     base = median([w for w, _ in runs["bits/byte"]])
     tokens = sum(len(x) for x in scorers["bits/byte"].tok(texts, add_special_tokens=False)["input_ids"])
     heads = scorers["+ influence"].uniform
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_line = next(
-        (line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), "?"
-    )
+    model_line = cpu_model()
     header = (
         f"{args.model} | {scorers['bits/byte'].model.dtype} | {len(texts)} texts, {tokens:,} scorer tokens "
         f"({'rows of ' + args.rows if args.rows else 'pydoc topics'}) | {model_line} | load {load[0]:.1f} -> "

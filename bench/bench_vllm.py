@@ -35,6 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "vllm.md"
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 MODES = ("litho", "llm", "raydata")
@@ -224,9 +227,7 @@ def main() -> int:
         r = results["raydata"]
         r["seconds"] = r["seconds_with_start"] - results.get("llm", {}).get("start_s", 0.0)
     rates = {m: r["tokens"] / r["seconds"] for m, r in results.items() if r.get("seconds")}
-    cpu = subprocess.run(
-        "lscpu | sed -n 's/^Model name: *//p'", shell=True, capture_output=True, text=True
-    ).stdout.strip()
+    cpu = cpu_model()
     header = (
         f"`{Path(sys.executable).parent.parent.name}/bin/python bench/bench_vllm.py {' '.join(sys.argv[1:])}` — "
         f"{time.strftime('%Y-%m-%d %H:%M')}, {'GPU' if args.gpu else cpu}, vllm {vllm.__version__}, "
